@@ -1,0 +1,26 @@
+# `make test` and `make demo` work from a clean clone: they create .venv when absent.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+NVFP4  := $(VENV)/bin/nvfp4
+STAMP  := $(VENV)/.installed
+DEMO   := build/demo
+
+.PHONY: test demo clean
+
+# torch first and pinned: 2.13.0 is a CPU wheel on disk here, a bare `torch` pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(NVFP4) --version
+
+clean:
+	rm -rf $(VENV) build

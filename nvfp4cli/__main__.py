@@ -1,0 +1,6 @@
+"""`python -m nvfp4cli` runs the CLI (torchrun needs a module entry point)."""
+
+from .cli import app
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,149 @@
+"""Public Python API: quantize a tensor to NVFP4 and back.
+
+    q = nvfp4cli.quantize(x, mode="rs", seed=7, offset=0)
+    x_hat = nvfp4cli.dequantize(q)
+
+Random bits are never reused when a caller quantizing several tensors (or steps) with one seed
+advances `offset` by `philox_counters(x)` after each call: RS uses one Philox counter per
+16-element block, counters offset .. offset + philox_counters(x) - 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import DataError, UsageError
+from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax, swizzle_scales
+from .kernels import get_backend, resolve_backend
+from .rng import SEED_LIMIT
+
+SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """An NVFP4 tensor: packed E2M1 codes, row-major E4M3 block scales and the per-tensor scale."""
+
+    packed: torch.Tensor  # uint8 [..., K/2], element 2i in the low nibble
+    scales: torch.Tensor  # float8_e4m3fn [..., K/16]
+    per_tensor_scale: torch.Tensor  # float32 0-d, pts = amax / 2688 (floored at 2^-120)
+    mode: Mode
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape of the original tensor."""
+        return torch.Size((*self.packed.shape[:-1], self.packed.shape[-1] * 2))
+
+    @property
+    def global_scale(self) -> torch.Tensor:
+        """1 / pts: the reciprocal that compressed-tensors stores as `weight_global_scale`."""
+        return 1.0 / self.per_tensor_scale
+
+    def swizzled_scales(self) -> torch.Tensor:
+        """Block scales in the GEMM-ready 128x4-tile layout (SPEC.md §5); 2-D tensors only."""
+        return swizzle_scales(self.scales)
+
+
+def philox_counters(x: torch.Tensor | torch.Size | tuple[int, ...]) -> int:
+    """Philox counters RS uses for a tensor (one per 16-element block): advance `offset` by this."""
+    shape = x.shape if isinstance(x, torch.Tensor) else tuple(x)
+    return math.prod(shape) // BLOCK_SIZE
+
+
+def _check_tensor(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise UsageError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise DataError(f"unsupported dtype {x.dtype} for tensor of shape {tuple(x.shape)}; expected bfloat16, float16 or float32")
+    if x.dim() == 0 or x.shape[-1] % BLOCK_SIZE != 0 or x.shape[-1] == 0:
+        raise DataError(f"last dim of shape {tuple(x.shape)} must be a positive multiple of {BLOCK_SIZE}")
+
+
+def _check_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
+    if torch.isfinite(amax):
+        return
+    bad = ~torch.isfinite(x)
+    count = int(bad.sum())
+    first = int(bad.reshape(-1).to(torch.uint8).argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), x.shape))
+    raise DataError(f"{count} non-finite value(s) (NaN or Inf) in tensor of shape {tuple(x.shape)}, first at index {index}")
+
+
+def _check_counter(name: str, value, device: torch.device) -> torch.Tensor | int:
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.dtype != torch.int64:
+            raise UsageError(f"{name} tensor must be a 0-d int64 tensor, got shape {tuple(value.shape)} dtype {value.dtype}")
+        if value.device != device:
+            raise UsageError(f"{name} tensor is on {value.device} but the input is on {device}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{name} must be an int or a 0-d int64 tensor, got {type(value).__name__}")
+    if not 0 <= value < SEED_LIMIT:
+        raise UsageError(f"{name} must be in [0, 2^63), got {value}")
+    return value
+
+
+def _check_per_tensor_scale(pts, device: torch.device) -> torch.Tensor:
+    if not isinstance(pts, torch.Tensor) or pts.numel() != 1 or pts.dim() > 1:
+        shape = tuple(pts.shape) if isinstance(pts, torch.Tensor) else type(pts).__name__
+        raise UsageError(f"per_tensor_scale must be a 0-d (or [1]) float tensor, got {shape}")
+    if not pts.is_floating_point():
+        raise UsageError(f"per_tensor_scale must be floating point, got dtype {pts.dtype}")
+    pts = pts.to(device=device, dtype=torch.float32).reshape(())
+    value = float(pts)
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"per_tensor_scale must be positive and finite, got {value}")
+    return pts
+
+
+def parse_mode(mode: Mode | str) -> Mode:
+    """Mode from an enum member or its string value; a clear error otherwise."""
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(m.value for m in Mode)}") from None
+
+
+def quantize(
+    x: torch.Tensor,
+    mode: Mode | str = "rn",
+    seed: int | torch.Tensor | None = None,
+    offset: int | torch.Tensor = 0,
+    per_tensor_scale: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> QuantizedTensor:
+    """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per SPEC.md.
+
+    mode "rn" rounds to nearest even, bit-exact with torchao's nvfp4_quantize; "rs" rounds
+    stochastically with Philox bits fixed by (seed, offset): see philox_counters(). seed and
+    offset may be 0-d int64 tensors on x's device (CUDA graphs replay with a new offset).
+    per_tensor_scale (pts = amax / 2688) lets fused tensors share one scale; default: from x's amax.
+    backend: "auto" (triton on CUDA, reference otherwise), "reference" or "triton".
+    """
+    _check_tensor(x)
+    mode = parse_mode(mode)
+    name = resolve_backend(backend, x.device)
+    if mode is Mode.RS and seed is None:
+        raise UsageError("mode 'rs' needs a seed")
+    seed = None if seed is None else _check_counter("seed", seed, x.device)
+    offset = _check_counter("offset", offset, x.device)
+    if isinstance(offset, int) and offset + philox_counters(x) > SEED_LIMIT:
+        raise UsageError(f"offset {offset} + {philox_counters(x)} blocks exceeds 2^63 Philox counters")
+    kernels = get_backend(name)
+    x = x.contiguous()
+    amax = kernels.amax(x)
+    _check_finite(x, amax)
+    if per_tensor_scale is None:
+        pts = per_tensor_scale_from_amax(amax)
+    else:
+        pts = _check_per_tensor_scale(per_tensor_scale, x.device)
+    packed, scales = kernels.quantize(x, pts, mode, seed, offset)
+    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode)
+
+
+def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """x_hat = e2m1(code) * float32(scale) * per_tensor_scale, in dtype."""
+    return dequantize_blocks(q.packed, q.scales, q.per_tensor_scale, dtype)

@@ -1,0 +1,28 @@
+"""The `nvfp4` Typer app: global options and one sub-command per module in commands/."""
+
+from __future__ import annotations
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="nvfp4",
+    help="Quantize model checkpoints to NVIDIA NVFP4 (E2M1 values, E4M3 block scales, FP32 tensor scale).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nvfp4 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """nvfp4: NVFP4 quantization, bit-exact across backends."""

@@ -1,0 +1,84 @@
+"""NVFP4 format constants, E2M1 code tables, nibble packing and the swizzled scale layout (SPEC.md §1, §5)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+
+BLOCK_SIZE = 16  # elements per FP8 block scale
+E2M1_MAX = 6.0
+E4M3_MAX = 448.0
+E4M3_MIN_NORMAL = 2.0**-6  # block scales are clamped to [2^-6, 448]: always E4M3 normals
+PTS_DIVISOR = E4M3_MAX * E2M1_MAX  # 2688: per-tensor scale = amax / 2688
+PTS_FLOOR = 2.0**-120  # keeps 1/pts and the block-scale ratio finite for all-zero tensors
+SIGN_BIT = 8
+
+# Magnitudes of E2M1 codes 0..7; codes 8..15 are their negatives (code 8 is -0.0).
+E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+class Mode(str, Enum):
+    """Element rounding: round-to-nearest-even or stochastic rounding."""
+
+    RN = "rn"
+    RS = "rs"
+
+
+def e2m1_values(device: torch.device | str = "cpu") -> torch.Tensor:
+    """float32 value of each of the 16 codes, sign included."""
+    grid = torch.tensor(E2M1_GRID, dtype=torch.float32, device=device)
+    return torch.cat([grid, -grid])
+
+
+def per_tensor_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
+    """pts = max(amax / 2688, 2^-120) in float32, as a 0-d tensor."""
+    return torch.clamp(amax.to(torch.float32) / PTS_DIVISOR, min=PTS_FLOOR).reshape(())
+
+
+def pack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes [..., K] -> packed bytes [..., K/2]; element 2i in the low nibble."""
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def unpack_codes(packed: torch.Tensor) -> torch.Tensor:
+    """Packed bytes [..., K/2] -> uint8 codes [..., K]."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2)
+
+
+def dequantize_blocks(
+    packed: torch.Tensor, scales: torch.Tensor, per_tensor_scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """x_hat = e2m1(code) * float32(s8) * pts, computed in float32 and cast to dtype."""
+    codes = unpack_codes(packed).long()
+    values = e2m1_values(packed.device)[codes]
+    blocks = values.unflatten(-1, (-1, BLOCK_SIZE)) * scales.to(torch.float32).unsqueeze(-1)
+    return (blocks * per_tensor_scale.to(torch.float32)).flatten(-2).to(dtype)
+
+
+def swizzle_scales(scales: torch.Tensor) -> torch.Tensor:
+    """Row-major block scales [M, K/16] -> the GEMM layout of SPEC.md §5, flat.
+
+    Pads to (ceil(M/128)*128, ceil(K/16/4)*4) with zeros; each 128x4 tile is 512 contiguous
+    bytes, tiles row-major, and scale (row 32*i + j, col c) of a tile sits at byte 16*j + 4*i + c.
+    """
+    if scales.dim() != 2:
+        raise ValueError(f"swizzle_scales expects a 2-D scale tensor, got shape {tuple(scales.shape)}")
+    rows, cols = scales.shape
+    padded_rows = -(-rows // 128) * 128
+    padded_cols = -(-cols // 4) * 4
+    raw = scales.view(torch.uint8)
+    padded = torch.zeros(padded_rows, padded_cols, dtype=torch.uint8, device=scales.device)
+    padded[:rows, :cols] = raw
+    # [tile_r, i(4), j(32), tile_c, c(4)] -> [tile_r, tile_c, j, i, c]
+    tiles = padded.view(padded_rows // 128, 4, 32, padded_cols // 4, 4).permute(0, 3, 2, 1, 4)
+    return tiles.reshape(-1).view(torch.float8_e4m3fn)
+
+
+def unswizzle_scales(swizzled: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Inverse of swizzle_scales: flat GEMM-layout scales -> row-major [rows, cols]."""
+    padded_rows = -(-rows // 128) * 128
+    padded_cols = -(-cols // 4) * 4
+    raw = swizzled.view(torch.uint8).reshape(padded_rows // 128, padded_cols // 4, 32, 4, 4)
+    padded = raw.permute(0, 3, 2, 1, 4).reshape(padded_rows, padded_cols)
+    return padded[:rows, :cols].contiguous().view(torch.float8_e4m3fn)
