@@ -1,7 +1,7 @@
 """Reference backend: SPEC.md §2-§3 in plain, vectorized PyTorch (CPU and CUDA).
 
-Large tensors are processed in row chunks so that temporaries stay near CHUNK_BYTES beyond
-the input and the outputs, whatever the tensor size.
+Tensors are processed in row chunks, so extra memory beyond the input and the outputs stays
+bounded (a few tens of MB) whatever the tensor size.
 """
 
 from __future__ import annotations
@@ -11,41 +11,53 @@ import torch
 from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, pack_codes
 from ..rng import block_random_bytes
 
-CHUNK_BYTES = 256 * 2**20
-BYTES_PER_ELEMENT_IN_FLIGHT = 32  # float32 temporaries and int64 bucket indices of one chunk
+# About a million elements a chunk: temporaries stay in cache-sized pieces (faster on CPU than
+# whole-tensor passes) and extra memory stays far below 256 MB whatever the tensor size.
+CHUNK_ELEMENTS = 1 << 20
 
-
-def _rn_thresholds(device: torch.device) -> torch.Tensor:
-    # Midpoints between neighbouring E2M1 magnitudes; a midpoint rounds to the even code, so a
-    # value equal to a midpoint whose upper neighbour is even must count as above it: for those
-    # the threshold is the float32 just below the midpoint. bucketize then counts thresholds < a.
-    mid = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], dtype=torch.float32, device=device)
-    upper_is_even = torch.tensor([False, True, False, True, False, True, False], device=device)
-    below = torch.nextafter(mid, torch.zeros_like(mid))
-    return torch.where(upper_is_even, below, mid)
+# Midpoints between neighbouring E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6. A value on a midpoint
+# rounds to the even code: up (>=) where the upper neighbour's code is even, down (>) elsewhere.
+_RN_MIDPOINTS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
 
 
 def amax(x: torch.Tensor) -> torch.Tensor:
     """max |x| as a float32 0-d tensor (NaN if x holds NaN), chunked to bound memory."""
     flat = x.reshape(-1)
-    step = max(1, CHUNK_BYTES // 4)
-    parts = [flat[i : i + step].abs().amax() for i in range(0, flat.numel(), step)]
+    parts = [_abs_max(flat[i : i + CHUNK_ELEMENTS]) for i in range(0, flat.numel(), CHUNK_ELEMENTS)]
     return torch.stack(parts).amax().to(torch.float32)
+
+
+def _abs_max(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    # max(max, -min) equals amax(|x|) and skips materializing |x|.
+    low, high = torch.aminmax(x) if dim is None else torch.aminmax(x, dim=dim)
+    return torch.maximum(high, -low)
 
 
 def block_scales(blocks: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.Tensor:
     """E4M3 block scales: fp8(clamp((block_amax / 6) / pts, 2^-6, 448)), RNE."""
-    block_scale = blocks.abs().amax(dim=-1) / E2M1_MAX / per_tensor_scale
+    block_scale = _abs_max(blocks, dim=-1) / E2M1_MAX / per_tensor_scale
     return block_scale.clamp(E4M3_MIN_NORMAL, E4M3_MAX).to(torch.float8_e4m3fn)
 
 
-def _stochastic_magnitudes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
-    # Grid spacing is 0.5 below 2, 1 below 4, 2 up to 6; every step below is exact in float32.
-    step = torch.where(a < 2, 0.5, torch.where(a < 4, 1.0, 2.0))
-    q = a / step
+def _rn_codes(a: torch.Tensor) -> torch.Tensor:
+    """E2M1 magnitude code (0..7) of a in [0, 6], round to nearest, ties to even."""
+    codes = torch.zeros(a.shape, dtype=torch.uint8, device=a.device)
+    for midpoint, tie_goes_up in _RN_MIDPOINTS:
+        codes += a >= midpoint if tie_goes_up else a > midpoint
+    return codes
+
+
+def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
+    """E2M1 magnitude code of a in [0, 6], rounded up with probability equal to its fraction
+    of the grid step (SPEC.md §3); all arithmetic here is exact in float32."""
+    ge2, ge4 = a >= 2, a >= 4
+    # Steps 0.5, 1, 2 below 2, below 4, up to 6: q = a / step counts steps; codes of the three
+    # ranges start at 0, 2 + 2, 4 + 2, i.e. code = q + 2 * (number of ranges passed).
+    q = a * torch.where(ge2, torch.where(ge4, 0.5, 1.0), 2.0)
     lo = torch.floor(q)
     u = (random_bytes.to(torch.float32) + 0.5) / 256
-    return (lo + (q - lo > u).to(torch.float32)) * step
+    codes = lo.to(torch.uint8) + (q - lo > u)
+    return codes + 2 * (ge2.to(torch.uint8) + ge4)
 
 
 def _quantize_rows(
@@ -54,12 +66,14 @@ def _quantize_rows(
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
     scales = block_scales(blocks, per_tensor_scale)
     ratio = (1.0 / per_tensor_scale) / scales.to(torch.float32)
-    v = (blocks * ratio.unsqueeze(-1)).clamp(-E2M1_MAX, E2M1_MAX)
-    a = v.abs()
+    v = (blocks * ratio.unsqueeze(-1)).clamp_(-E2M1_MAX, E2M1_MAX)
+    negative = torch.signbit(v)  # the sign bit, so -0.0 gives code 8 too
+    a = v.abs_()
     if mode is Mode.RS:
-        a = _stochastic_magnitudes(a, block_random_bytes(seed, offset, first_block, blocks.shape[0], x2d.device))
-    codes = torch.bucketize(a, _rn_thresholds(x2d.device), out_int32=True).to(torch.uint8)
-    codes |= torch.signbit(v).to(torch.uint8) * SIGN_BIT  # the sign of -0.0 too
+        codes = _rs_codes(a, block_random_bytes(seed, offset, first_block, blocks.shape[0], x2d.device))
+    else:
+        codes = _rn_codes(a)
+    codes |= negative.to(torch.uint8) * SIGN_BIT
     return pack_codes(codes.reshape(x2d.shape)), scales.reshape(x2d.shape[0], -1)
 
 
@@ -76,7 +90,7 @@ def quantize(
     rows = x2d.shape[0]
     packed = torch.empty(rows, k // 2, dtype=torch.uint8, device=x.device)
     scales = torch.empty(rows, k // BLOCK_SIZE, dtype=torch.float8_e4m3fn, device=x.device)
-    rows_per_chunk = max(1, CHUNK_BYTES // (BYTES_PER_ELEMENT_IN_FLIGHT * k))
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // k)
     pts = per_tensor_scale.to(torch.float32)
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
