@@ -1,0 +1,294 @@
+"""Checkpoint I/O: read a .safetensors file, a sharded *.safetensors.index.json or an HF model
+directory one tensor at a time, and write sharded safetensors output reproducibly.
+
+    ckpt = open_checkpoint("model_dir")
+    for name, weight in ckpt.logical_weights().items():
+        x = weight.load_float()              # NVFP4 weights are dequantized on the fly
+
+Reading opens the shard for every tensor and closes it again: safetensors maps the whole file,
+and a handle kept open lets resident memory grow to the size of the shard.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .api import QuantizedTensor
+from .errors import DataError
+from .format import BLOCK_SIZE, Mode, dequantize_blocks
+
+SAFETENSORS_SUFFIX = ".safetensors"
+INDEX_SUFFIX = ".safetensors.index.json"
+CONFIG_NAME = "config.json"
+METADATA_KEY = "nvfp4"  # one safetensors metadata key holding this tool's record as sorted JSON
+
+DTYPE_NAMES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint64: "U64",
+    torch.uint32: "U32",
+    torch.uint16: "U16",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+DTYPES_BY_NAME = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+FLOAT_FORMAT = "float"
+COMPRESSED_TENSORS_FORMAT = "compressed-tensors"
+MODELOPT_FORMAT = "modelopt"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a stored tensor lives and what it is, read from the shard header."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for size in self.shape:
+            numel *= size
+        return numel * self.dtype.itemsize
+
+
+class Checkpoint:
+    """A safetensors checkpoint of one or more shards; tensors are read one at a time.
+
+    path: what was opened; directory: the model directory (for a directory or an index input,
+    None for a single file); files: the shards; metadata: their safetensors `__metadata__`
+    merged; config: the directory's config.json, or None.
+    """
+
+    def __init__(self, path: Path, directory: Path | None, files: list[Path], weight_map: dict[str, str] | None):
+        self.path = path
+        self.directory = directory
+        self.files = files
+        self.metadata: dict[str, str] = {}
+        self._infos: dict[str, TensorInfo] = {}
+        for file in files:
+            self._read_header(file)
+        if weight_map is not None:
+            self._check_weight_map(weight_map)
+        self.config = _read_config(directory) if directory is not None else None
+
+    def _read_header(self, file: Path) -> None:
+        try:
+            with safe_open(file, framework="pt") as handle:
+                for key, value in (handle.metadata() or {}).items():
+                    self.metadata.setdefault(key, value)
+                for name in handle.keys():
+                    view = handle.get_slice(name)
+                    dtype_name = view.get_dtype()
+                    if dtype_name not in DTYPES_BY_NAME:
+                        raise DataError(f"{file}: tensor {name!r} has unsupported dtype {dtype_name}")
+                    if name in self._infos:
+                        raise DataError(f"{file}: tensor {name!r} is also stored in {self._infos[name].file}")
+                    self._infos[name] = TensorInfo(file, DTYPES_BY_NAME[dtype_name], tuple(view.get_shape()))
+        except (SafetensorError, OSError) as exc:
+            raise DataError(f"{file}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
+
+    def _check_weight_map(self, weight_map: dict[str, str]) -> None:
+        for name, file_name in weight_map.items():
+            info = self._infos.get(name)
+            if info is None or info.file.name != Path(file_name).name:
+                raise DataError(f"{self.path}: tensor {name!r} is listed in {file_name} but not stored there")
+        unlisted = sorted(set(self._infos) - set(weight_map))
+        if unlisted:
+            raise DataError(f"{self.path}: tensor {unlisted[0]!r} is stored in {self._infos[unlisted[0]].file.name} but missing from the index")
+
+    def tensor_names(self) -> list[str]:
+        """Stored tensor names, shard by shard, sorted within a shard."""
+        return list(self._infos)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._infos[name]
+        except KeyError:
+            raise DataError(f"{self.path}: no tensor named {name!r}") from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.info(name).shape
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self.info(name).dtype
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        """The stored tensor, read from its shard (which is closed again at once)."""
+        file = self.info(name).file
+        try:
+            with safe_open(file, framework="pt") as handle:
+                return handle.get_tensor(name)
+        except (SafetensorError, OSError) as exc:
+            raise DataError(f"{file}: cannot read tensor {name!r} ({' '.join(str(exc).split())})") from None
+
+    def recorded_mode(self) -> Mode:
+        """The rounding mode this tool recorded in the metadata (RN when none is recorded)."""
+        record = json.loads(self.metadata.get(METADATA_KEY, "{}"))
+        return Mode(record.get("mode", Mode.RN.value))
+
+    def logical_weights(self) -> dict[str, LogicalWeight]:
+        """Every logical tensor by name: NVFP4 triples as one "X.weight", the rest as stored."""
+        weights: dict[str, LogicalWeight] = {}
+        claimed: set[str] = set()
+        for name in self._infos:
+            weight = self._quantized_weight(name)
+            if weight is not None:
+                weights[weight.name] = weight
+                claimed.update(weight.tensors)
+        for name, info in self._infos.items():
+            if name not in claimed:
+                weights[name] = LogicalWeight(name, info.shape, FLOAT_FORMAT, (name,), self)
+        order = {name: position for position, name in enumerate(self._infos)}
+        return dict(sorted(weights.items(), key=lambda item: order[item[1].tensors[0]]))
+
+    def _quantized_weight(self, name: str) -> LogicalWeight | None:
+        if name.endswith(".weight_packed"):
+            base = name.removesuffix("_packed")
+            fmt, members = COMPRESSED_TENSORS_FORMAT, (name, f"{base}_scale", f"{base}_global_scale")
+        elif name.endswith(".weight") and self._infos[name].dtype == torch.uint8 and f"{name}_scale" in self._infos:
+            base = name
+            fmt, members = MODELOPT_FORMAT, (name, f"{base}_scale", f"{base}_scale_2")
+        else:
+            return None
+        missing = [member for member in members[1:] if member not in self._infos]
+        if missing:
+            raise DataError(f"{self.path}: {fmt} tensor {name!r} has no {missing[0]!r}")
+        packed, scales, global_scale = (self._infos[member] for member in members)
+        if packed.dtype != torch.uint8 or scales.dtype != torch.float8_e4m3fn or global_scale.dtype != torch.float32:
+            raise DataError(f"{self.path}: {fmt} tensors of {base!r} must be uint8, float8_e4m3fn and float32")
+        if not packed.shape or packed.shape[:-1] != scales.shape[:-1] or packed.shape[-1] * 2 != scales.shape[-1] * BLOCK_SIZE:
+            raise DataError(f"{self.path}: {fmt} tensor {name!r} of shape {packed.shape} does not match scales {members[1]!r} of shape {scales.shape}")
+        if global_scale.shape not in ((), (1,)):
+            raise DataError(f"{self.path}: {fmt} tensor {members[2]!r} must hold one value, has shape {global_scale.shape}")
+        logical_shape = (*packed.shape[:-1], packed.shape[-1] * 2)
+        return LogicalWeight(base, logical_shape, fmt, members, self)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+
+@dataclass(frozen=True)
+class LogicalWeight:
+    """One logical tensor "X.weight": stored as a float tensor or as an NVFP4 triple.
+
+    tensors: the stored names (packed, block scales, per-tensor scale for NVFP4).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    format: str  # FLOAT_FORMAT, COMPRESSED_TENSORS_FORMAT or MODELOPT_FORMAT
+    tensors: tuple[str, ...]
+    checkpoint: Checkpoint = field(repr=False, compare=False)
+
+    @property
+    def quantized(self) -> bool:
+        return self.format != FLOAT_FORMAT
+
+    def load_quantized(self) -> QuantizedTensor | None:
+        """The NVFP4 tensor (None for a float tensor). Its per_tensor_scale is pts: stored as is by
+        ModelOpt, the float32 reciprocal of the stored global scale for compressed-tensors."""
+        if not self.quantized:
+            return None
+        packed, scales, stored_scale = (self.checkpoint.get_tensor(name) for name in self.tensors)
+        stored_scale = stored_scale.reshape(())
+        pts = 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
+        return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=self.checkpoint.recorded_mode())
+
+    def load_float(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The tensor in dtype; NVFP4 is dequantized the way its own ecosystem does it:
+        e2m1 * scale * pts for ModelOpt, e2m1 * (scale / global_scale) for compressed-tensors."""
+        if not self.quantized:
+            return self.checkpoint.get_tensor(self.name).to(dtype)
+        packed, scales, stored_scale = (self.checkpoint.get_tensor(name) for name in self.tensors)
+        if self.format == COMPRESSED_TENSORS_FORMAT:
+            effective_scales = scales.to(torch.float32) / stored_scale.reshape(())
+            return dequantize_blocks(packed, effective_scales, torch.ones(()), dtype)
+        return dequantize_blocks(packed, scales, stored_scale.reshape(()), dtype)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: {exc.strerror}") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return payload
+
+
+def _read_config(directory: Path) -> dict | None:
+    path = directory / CONFIG_NAME
+    return _read_json(path) if path.is_file() else None
+
+
+def _open_index(index: Path) -> Checkpoint:
+    payload = _read_json(index)
+    weight_map = payload.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise DataError(f"{index}: no 'weight_map' of tensor names to shard files")
+    files: list[Path] = []
+    for file_name in dict.fromkeys(weight_map.values()):
+        file = index.parent / str(file_name)
+        if not file.is_file():
+            raise DataError(f"{index}: shard {file_name} does not exist")
+        files.append(file)
+    return Checkpoint(index, index.parent, files, weight_map)
+
+
+def _find_in_directory(directory: Path) -> Path:
+    for preferred in ("model" + INDEX_SUFFIX, "model" + SAFETENSORS_SUFFIX):
+        if (directory / preferred).is_file():
+            return directory / preferred
+    for pattern in ("*" + INDEX_SUFFIX, "*" + SAFETENSORS_SUFFIX):
+        found = sorted(directory.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+        if found:
+            names = ", ".join(path.name for path in found)
+            raise DataError(f"{directory}: several candidates ({names}); pass one of them")
+    raise DataError(f"{directory}: no .safetensors file or {INDEX_SUFFIX} in this directory")
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a .safetensors file, a *.safetensors.index.json or a model directory holding either.
+
+    Only headers are read here; DataError names the file when it is missing or not safetensors.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = _find_in_directory(path)
+        if found.name.endswith(INDEX_SUFFIX):
+            checkpoint = _open_index(found)
+        else:
+            checkpoint = Checkpoint(found, path, [found], None)
+        checkpoint.path = path
+        return checkpoint
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.name.endswith(INDEX_SUFFIX):
+        return _open_index(path)
+    if path.name.endswith(SAFETENSORS_SUFFIX):
+        return Checkpoint(path, None, [path], None)
+    raise DataError(f"{path}: expected a .safetensors file, a {INDEX_SUFFIX} or a model directory")
