@@ -14,6 +14,8 @@ from types import ModuleType
 
 import torch
 
+from ..errors import UsageError
+
 BACKENDS = ("reference", "triton")
 _MODULES = {"reference": ".reference", "triton": ".triton_backend"}
 
@@ -30,14 +32,14 @@ def resolve_backend(name: str, device: torch.device) -> str:
     if name == "auto":
         return "triton" if device.type == "cuda" and triton_usable(device) else "reference"
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
     if name == "triton" and not triton_usable(device):
-        raise ValueError(f"backend 'triton' needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got device {device}")
+        raise UsageError(f"backend 'triton' needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got device {device}")
     return name
 
 
 def get_backend(name: str) -> ModuleType:
     """The backend module registered under name (imported on first use)."""
     if name not in _MODULES:
-        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     return importlib.import_module(_MODULES[name], __name__)
