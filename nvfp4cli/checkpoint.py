@@ -11,7 +11,14 @@ and a handle kept open lets resident memory grow to the size of the shard.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .api import QuantizedTensor
-from .errors import DataError
+from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, Mode, dequantize_blocks
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -28,20 +35,22 @@ INDEX_SUFFIX = ".safetensors.index.json"
 CONFIG_NAME = "config.json"
 METADATA_KEY = "nvfp4"  # one safetensors metadata key holding this tool's record as sorted JSON
 
+# In the order the safetensors library lays tensors out (by dtype, then name): writing in this
+# order gives the library's exact bytes, and wide dtypes come first so every tensor is aligned.
 DTYPE_NAMES = {
+    torch.uint64: "U64",
+    torch.int64: "I64",
     torch.float64: "F64",
     torch.float32: "F32",
-    torch.float16: "F16",
+    torch.uint32: "U32",
+    torch.int32: "I32",
     torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.uint16: "U16",
+    torch.int16: "I16",
     torch.float8_e4m3fn: "F8_E4M3",
     torch.float8_e5m2: "F8_E5M2",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
     torch.int8: "I8",
-    torch.uint64: "U64",
-    torch.uint32: "U32",
-    torch.uint16: "U16",
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
@@ -52,19 +61,16 @@ MODELOPT_FORMAT = "modelopt"
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """Where a stored tensor lives and what it is, read from the shard header."""
+class TensorSpec:
+    """A stored tensor's name, dtype and shape: what a safetensors header says of it."""
 
-    file: Path
+    name: str
     dtype: torch.dtype
     shape: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 class Checkpoint:
@@ -80,7 +86,8 @@ class Checkpoint:
         self.directory = directory
         self.files = files
         self.metadata: dict[str, str] = {}
-        self._infos: dict[str, TensorInfo] = {}
+        self._infos: dict[str, TensorSpec] = {}
+        self._files: dict[str, Path] = {}
         for file in files:
             self._read_header(file)
         if weight_map is not None:
@@ -98,29 +105,35 @@ class Checkpoint:
                     if dtype_name not in DTYPES_BY_NAME:
                         raise DataError(f"{file}: tensor {name!r} has unsupported dtype {dtype_name}")
                     if name in self._infos:
-                        raise DataError(f"{file}: tensor {name!r} is also stored in {self._infos[name].file}")
-                    self._infos[name] = TensorInfo(file, DTYPES_BY_NAME[dtype_name], tuple(view.get_shape()))
+                        raise DataError(f"{file}: tensor {name!r} is also stored in {self._files[name]}")
+                    self._infos[name] = TensorSpec(name, DTYPES_BY_NAME[dtype_name], tuple(view.get_shape()))
+                    self._files[name] = file
         except (SafetensorError, OSError) as exc:
             raise DataError(f"{file}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
 
     def _check_weight_map(self, weight_map: dict[str, str]) -> None:
         for name, file_name in weight_map.items():
-            info = self._infos.get(name)
-            if info is None or info.file.name != Path(file_name).name:
+            if name not in self._files or self._files[name].name != Path(file_name).name:
                 raise DataError(f"{self.path}: tensor {name!r} is listed in {file_name} but not stored there")
         unlisted = sorted(set(self._infos) - set(weight_map))
         if unlisted:
-            raise DataError(f"{self.path}: tensor {unlisted[0]!r} is stored in {self._infos[unlisted[0]].file.name} but missing from the index")
+            raise DataError(f"{self.path}: tensor {unlisted[0]!r} is stored in {self._files[unlisted[0]].name} but missing from the index")
 
     def tensor_names(self) -> list[str]:
         """Stored tensor names, shard by shard, sorted within a shard."""
         return list(self._infos)
 
-    def info(self, name: str) -> TensorInfo:
+    def info(self, name: str) -> TensorSpec:
+        """Name, dtype and shape of a stored tensor, from the header (nothing is loaded)."""
         try:
             return self._infos[name]
         except KeyError:
             raise DataError(f"{self.path}: no tensor named {name!r}") from None
+
+    def file(self, name: str) -> Path:
+        """The shard that stores a tensor."""
+        self.info(name)
+        return self._files[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.info(name).shape
@@ -133,7 +146,7 @@ class Checkpoint:
 
     def get_tensor(self, name: str) -> torch.Tensor:
         """The stored tensor, read from its shard (which is closed again at once)."""
-        file = self.info(name).file
+        file = self.file(name)
         try:
             with safe_open(file, framework="pt") as handle:
                 return handle.get_tensor(name)
@@ -208,10 +221,15 @@ class LogicalWeight:
         ModelOpt, the float32 reciprocal of the stored global scale for compressed-tensors."""
         if not self.quantized:
             return None
-        packed, scales, stored_scale = (self.checkpoint.get_tensor(name) for name in self.tensors)
-        stored_scale = stored_scale.reshape(())
-        pts = 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
-        return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=self.checkpoint.recorded_mode())
+        packed, scales = (self.checkpoint.get_tensor(name) for name in self.tensors[:2])
+        return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=self.load_per_tensor_scale(), mode=self.checkpoint.recorded_mode())
+
+    def load_per_tensor_scale(self) -> torch.Tensor | None:
+        """pts (float32 0-d) of an NVFP4 weight without loading the rest; None for a float tensor."""
+        if not self.quantized:
+            return None
+        stored_scale = self.checkpoint.get_tensor(self.tensors[2]).reshape(())
+        return 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
 
     def load_float(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The tensor in dtype; NVFP4 is dequantized the way its own ecosystem does it:
@@ -292,3 +310,168 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     if path.name.endswith(SAFETENSORS_SUFFIX):
         return Checkpoint(path, None, [path], None)
     raise DataError(f"{path}: expected a .safetensors file, a {INDEX_SUFFIX} or a model directory")
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as "5GB" (decimal, as Hugging Face counts shards), "500MiB" or "1000"."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in SIZE_UNITS or float(match.group(1)) * SIZE_UNITS[unit] < 1:
+        raise UsageError(f"invalid size {text!r}; use e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+def safetensors_layout(specs: list[TensorSpec], metadata: dict[str, str]) -> tuple[bytes, dict[str, int]]:
+    """The header bytes of a safetensors file holding specs, and each tensor's file offset.
+
+    Laid out exactly as safetensors' own `save` does (by dtype, then name; compact JSON padded
+    with spaces to 8 bytes), with metadata keys sorted so that equal inputs give equal bytes.
+    """
+    rank = {dtype: position for position, dtype in enumerate(DTYPE_NAMES)}
+    ordered = sorted(specs, key=lambda spec: (rank[spec.dtype], spec.name))
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    starts: dict[str, int] = {}
+    position = 0
+    for spec in ordered:
+        header[spec.name] = {"dtype": DTYPE_NAMES[spec.dtype], "shape": list(spec.shape), "data_offsets": [position, position + spec.nbytes]}
+        starts[spec.name] = position
+        position += spec.nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    prefix = struct.pack("<Q", len(text)) + text
+    return prefix, {name: len(prefix) + start for name, start in starts.items()}
+
+
+class SafetensorsWriter:
+    """Streams one safetensors file whose layout is fixed up front: the header is written first,
+    then each tensor at its own offset, in any order, so only one tensor need be in memory."""
+
+    def __init__(self, path: Path, specs: list[TensorSpec], metadata: dict[str, str]):
+        self.path = path
+        self._specs = {spec.name: spec for spec in specs}
+        header, self._offsets = safetensors_layout(specs, metadata)
+        self._pending = set(self._specs)
+        self._handle = open(path, "wb")
+        self._handle.write(header)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        spec = self._specs[name]
+        if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
+            raise ValueError(f"{self.path}: tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {spec.dtype} {spec.shape}")
+        self._handle.seek(self._offsets[name])
+        self._handle.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        self._pending.discard(name)
+
+    def close(self) -> None:
+        """Flush to disk; a tensor never written is an error (the file would have holes)."""
+        try:
+            if self._pending:
+                raise ValueError(f"{self.path}: tensor {sorted(self._pending)[0]!r} was planned but never written")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            self._handle.close()
+
+    def abort(self) -> None:
+        self._handle.close()
+
+
+def shard_file_names(count: int, stem: str = "model") -> list[str]:
+    """Hugging Face shard names: model.safetensors, or model-00001-of-00003.safetensors ..."""
+    if count == 1:
+        return [stem + SAFETENSORS_SUFFIX]
+    return [f"{stem}-{index:05d}-of-{count:05d}{SAFETENSORS_SUFFIX}" for index in range(1, count + 1)]
+
+
+def split_into_shards(units: list[list[TensorSpec]], max_shard_bytes: int) -> list[list[TensorSpec]]:
+    """Fill shards in order, unit by unit (a unit's tensors stay together); a unit larger than
+    the limit gets a shard of its own, as in Hugging Face's save_pretrained."""
+    shards: list[list[TensorSpec]] = [[]]
+    size = 0
+    for unit in units:
+        unit_bytes = sum(spec.nbytes for spec in unit)
+        if shards[-1] and size + unit_bytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].extend(unit)
+        size += unit_bytes
+    return shards
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Indented JSON with a final newline; key order as given, so equal inputs give equal bytes."""
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_index(path: Path, shards: list[list[TensorSpec]], file_names: list[str]) -> None:
+    """model.safetensors.index.json: total size and tensor -> shard map, names sorted."""
+    weight_map = {spec.name: file_name for shard, file_name in zip(shards, file_names) for spec in shard}
+    total = sum(spec.nbytes for shard in shards for spec in shard)
+    write_json(path, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def check_output_path(output: Path, input_path: Path, force: bool) -> None:
+    """Refuse an output that would touch the input, or an existing one without force."""
+    resolved_output, resolved_input = output.resolve(), input_path.resolve()
+    if _is_within(resolved_input, resolved_output) or (input_path.is_dir() and _is_within(resolved_output, resolved_input)):
+        raise UsageError(f"output {output} would overwrite or write into the input {input_path}")
+    if (output.exists() or output.is_symlink()) and not force:
+        raise UsageError(f"output {output} exists; pass --force to replace it")
+    if not output.parent.is_dir():
+        raise UsageError(f"output directory {output.parent} does not exist")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _default_permissions(path: Path, is_dir: bool) -> None:
+    # mkstemp/mkdtemp create private (0600/0700) entries; give the output the usual umask mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~umask)
+
+
+@contextlib.contextmanager
+def staged_output(output: Path, is_dir: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of output to write into; rename it to output when the block
+    completes. After any exception (Ctrl-C included) the temporary is removed and output is as
+    it was. An existing output (checked for by the caller) is replaced only at the very end."""
+    prefix = f".{output.name}."
+    if is_dir:
+        staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=output.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=output.parent)
+        os.close(handle)
+        staging = Path(name)
+    try:
+        yield staging
+        _default_permissions(staging, is_dir)
+        if output.exists() or output.is_symlink():
+            # os.replace cannot replace a directory: move the old output aside first, and put it
+            # back if the final rename fails, so that nothing is lost.
+            retired = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=output.parent)) / output.name
+            os.replace(output, retired)
+            try:
+                os.replace(staging, output)
+            except BaseException:
+                os.replace(retired, output)
+                raise
+            shutil.rmtree(retired.parent)
+        else:
+            os.replace(staging, output)
+    except BaseException:
+        _remove(staging)
+        raise

@@ -1,0 +1,46 @@
+"""`nvfp4 inspect`: what a checkpoint holds, tensor by tensor, and how much NVFP4 saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..checkpoint import open_checkpoint
+from ..convert import inspect_checkpoint
+from .common import DEBUG_HELP, cli_errors, print_json, print_table
+from .quantize import JSON_HELP
+
+TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale", "bytes")
+
+
+def inspect(
+    path: Path = typer.Argument(..., metavar="PATH", help="A .safetensors file, a *.safetensors.index.json, or a model directory."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """List every tensor (NVFP4 triples as one weight) with totals and the compression ratio."""
+    with cli_errors(debug):
+        report = inspect_checkpoint(open_checkpoint(path))
+        if json_output:
+            print_json(report)
+            return
+        rows = [
+            [row["name"], "x".join(map(str, row["shape"])), row["dtype"], row["format"], row.get("global_scale", ""), row["bytes"]]
+            for row in report["tensors"]
+        ]
+        print_table(rows, headers=TENSOR_HEADERS, title=f"{report['path']} ({len(report['files'])} file(s))")
+        totals = report["totals"]
+        typer.echo("")
+        print_table(
+            [
+                ["tensors", totals["tensors"]],
+                ["NVFP4 weights", totals["quantized"]],
+                ["bytes as float (NVFP4 at bf16)", totals["bytes_float"]],
+                ["bytes stored", totals["bytes_stored"]],
+                ["compression ratio", f"{totals['ratio']:.2f}x" if totals["ratio"] else "-"],
+            ],
+            headers=("", ""),
+        )
+        if report["record"]:
+            typer.echo(f"\nrecorded by {report['record'].get('producer')}: " + ", ".join(f"{k}={report['record'][k]}" for k in ("format", "mode", "seed", "dtype") if k in report["record"]))

@@ -1,0 +1,104 @@
+"""`nvfp4 quantize`: convert a checkpoint (file, sharded index or HF model dir) to NVFP4."""
+
+from __future__ import annotations
+
+import secrets
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from .. import convert
+from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint, parse_size
+from ..format import Mode
+from ..kernels import BACKENDS
+from ..rng import SEED_LIMIT
+from .common import DEBUG_HELP, cli_errors, print_json, print_table
+
+OutputFormat = Enum("OutputFormat", {name: name for name in (COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT)}, type=str)
+Backend = Enum("Backend", {name: name for name in ("auto", *BACKENDS)}, type=str)
+Device = Enum("Device", {"cpu": "cpu", "cuda": "cuda"}, type=str)
+JSON_HELP = "Print one JSON document instead of the table (and no progress bar)."
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+def run_with_progress(plan: convert.Plan, output: Path, force: bool, max_shard_bytes: int, quiet: bool) -> dict:
+    """Run the plan, with a rich progress bar (tensors, bytes, speed) on a terminal unless quiet."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[tensors]}/{task.fields[total_tensors]} tensors"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(plan.operation, total=plan.bytes_in, tensors=0, total_tensors=plan.tensors_in)
+        return convert.run(
+            plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=lambda tensors, done: bar.update(task, completed=done, tensors=tensors)
+        )
+
+
+def print_report(report: dict, title: str) -> None:
+    """The summary table of a run or a dry run, then the weights left in high precision."""
+    operation = report["operation"]
+    rows = [
+        ["input", report["input"]],
+        *([["output", report["output"]]] if "output" in report else []),
+        *[[key, report[key]] for key in ("format", "mode", "seed", "dtype") if key in report],
+        [f"tensors {operation}d", report[f"tensors_{operation}d"]],
+        ["tensors copied", report["tensors_copied"]],
+        ["bytes in", _megabytes(report["bytes_in"])],
+        ["bytes out", _megabytes(report["bytes_out"])],
+        ["ratio", f"{report['ratio']:.2f}x" if report["ratio"] else "-"],
+    ]
+    if "seconds" in report:
+        rows += [["time", f"{report['seconds']:.2f} s"], ["throughput", f"{report['mb_per_s']:,.1f} MB/s" if report["mb_per_s"] else "-"]]
+    print_table(rows, headers=("", ""), title=title)
+    if report.get("skipped"):
+        typer.echo("")
+        print_table([[item["name"], item["reason"]] for item in report["skipped"]], headers=("weight kept in high precision", "reason"))
+
+
+def quantize(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A .safetensors file, a *.safetensors.index.json, or an HF model directory."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory [default: IN.nvfp4.safetensors or DIR-nvfp4/]."),
+    mode: Mode = typer.Option(Mode.RN, "--mode", help="Rounding: rn (nearest even) or rs (stochastic)."),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it [default: random, printed and recorded]."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="Kernel backend: auto picks triton on CUDA, reference on CPU."),
+    fmt: OutputFormat = typer.Option(OutputFormat[COMPRESSED_TENSORS_FORMAT], "--format", help="compressed-tensors (vLLM, transformers) or modelopt (vLLM, SGLang, TensorRT-LLM)."),
+    include: list[str] = typer.Option([], "--include", help="Quantize only weights whose name matches this glob (repeatable); overrides the default skips."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Keep weights whose name matches this glob in high precision (repeatable)."),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output (5GB, 500MB, 2GiB)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be quantized and skipped; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Quantize the 2-D linear weights of a checkpoint to NVFP4; copy everything else."""
+    with cli_errors(debug):
+        max_shard_bytes = parse_size(max_shard_size)
+        if mode is Mode.RS and seed is None:
+            seed = secrets.randbits(63)
+            typer.echo(f"nvfp4: --mode rs without --seed: using --seed {seed} (recorded in the output)", err=True)
+        checkpoint = open_checkpoint(input_path)
+        options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value)
+        plan = convert.plan_quantize(checkpoint, options)
+        output = output if output is not None else convert.default_output(input_path)
+        if dry_run:
+            report = plan.summary() | {"output": str(output), "dry_run": True}
+        else:
+            report = run_with_progress(plan, output, force, max_shard_bytes, quiet=json_output)
+        if json_output:
+            print_json(report)
+        else:
+            print_report(report, "dry run: nothing written" if dry_run else f"quantized to {output}")
