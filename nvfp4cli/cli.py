@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from . import __version__
+from .commands import dequantize as dequantize_command
+from .commands import inspect as inspect_command
+from .commands import quantize as quantize_command
 
 app = typer.Typer(
     name="nvfp4",
@@ -26,3 +29,8 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """nvfp4: NVFP4 quantization, bit-exact across backends."""
+
+
+app.command("quantize")(quantize_command.quantize)
+app.command("dequantize")(dequantize_command.dequantize)
+app.command("inspect")(inspect_command.inspect)
