@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
+from .commands import bench as bench_command
 from .commands import dequantize as dequantize_command
 from .commands import inspect as inspect_command
 from .commands import quantize as quantize_command
@@ -31,6 +32,7 @@ def main(
     """nvfp4: NVFP4 quantization, bit-exact across backends."""
 
 
+app.command("bench")(bench_command.bench)
 app.command("quantize")(quantize_command.quantize)
 app.command("dequantize")(dequantize_command.dequantize)
 app.command("inspect")(inspect_command.inspect)

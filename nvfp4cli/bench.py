@@ -1,0 +1,492 @@
+"""Microbenchmarks of NVFP4 quantization: our backends and peers against a copy of the same bytes.
+
+For each input (shape, dtype) the harness times a device-to-device copy of the input (the
+memory-bandwidth yardstick, measured in the same run), then every contender and mode twice:
+"quantize" (per-tensor scale given, includes_amax false) and "amax+quantize" (the amax pass
+included, as a user calling the API pays it). Each row carries the median, p10 and p90 time,
+GB/s over the fewest bytes the work must move, its share of the copy's GB/s, the SQNR of the
+dequantized output against the input, and the fraction of 4-bit codes equal to our RN reference.
+
+Timing: CUDA events around each call on GPU, perf_counter on CPU (relative numbers only: the
+CPU caches are not flushed). On GPU an input smaller than a few L2 caches is rotated among
+copies, so that calls read device memory and not the cache.
+
+Peers (torchao's eager `nvfp4_quantize`, `torch.compile` of it, compressed-tensors' NVFP4
+quantizer) run when importable and are skipped with a note otherwise; they round to nearest only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import api
+from .errors import UsageError
+from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax
+from .kernels import BACKENDS, get_backend, triton_usable
+from .metrics import code_agreement, sqnr_db
+
+PEERS = ("torchao", "torchao-compile", "compressed-tensors")
+CONTENDERS = (*BACKENDS, *PEERS)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+# Per device type: default shape, warm-up calls, timed calls. A 2-core CPU runs the reference
+# at about 0.1 GB/s, so its defaults stay small enough to finish in seconds.
+DEFAULTS = {"cuda": ((8192, 8192), 10, 100), "cpu": ((2048, 2048), 2, 10)}
+RS_SEED = 1  # RS rows use one fixed Philox stream: the time does not depend on the bits
+INPUT_SEED = 0
+ROTATION_L2_MULTIPLE = 4  # rotating buffers together span this many L2 caches
+MAX_ROTATING_BUFFERS = 256  # tiny inputs are launch-bound anyway; cap the number of copies
+DEFAULT_L2_BYTES = 50 * 2**20  # H100, when the device does not report its L2 size
+
+# packed, scales, and the contender's per-tensor scale in its own convention
+Output = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Unavailable(Exception):
+    """A contender that cannot run here (not installed, needs another device); the message says why."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One implementation under test: quantize with the per-tensor scale given, or with its amax pass."""
+
+    name: str
+    peer: bool
+    tensor_scale: Callable[[torch.Tensor], torch.Tensor]  # untimed, for the "quantize" rows
+    quantize: Callable[[torch.Tensor, torch.Tensor, Mode], Output]
+    amax_quantize: Callable[[torch.Tensor, Mode], Output]
+    to_pts: Callable[[torch.Tensor], torch.Tensor]  # its per-tensor scale -> pts = amax / 2688
+    modes: tuple[Mode, ...] = (Mode.RN,)
+    dtypes: tuple[torch.dtype, ...] = tuple(DTYPES.values())
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    backend: str
+    peer: bool
+    mode: str
+    shape: list[int]
+    dtype: str
+    includes_amax: bool
+    input_bytes: int
+    median_us: float
+    p10_us: float
+    p90_us: float
+    bytes: int  # fewest bytes moved: input read once (twice with the amax pass), outputs written once
+    gbps: float
+    copy_gbps: float  # the copy of this input, same run
+    pct_of_copy: float
+    sqnr_db: float | None
+    agreement: float | None  # fraction of codes equal to our RN reference
+    matches_reference: bool | None  # RN rows: codes, block scales and pts all bit-equal to the reference
+
+
+@dataclass(frozen=True)
+class Skipped:
+    backend: str
+    peer: bool
+    mode: str | None  # None: every mode
+    shape: list[int] | None  # None: every shape
+    reason: str
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    device: str
+    torch: str
+    triton: str | None
+    copy_gbps: float  # copy of the largest input measured
+    results: list[BenchResult]
+    skipped: list[Skipped]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check_failures(self) -> list[str]:
+        """Our backends whose RN output differs from the reference, or that failed to run."""
+        failures = [
+            f"{r.backend} {timed_label(r.includes_amax)} {r.dtype} {shape_text(r.shape)}: RN output differs from the reference"
+            for r in self.results
+            if not r.peer and r.matches_reference is False
+        ]
+        failures += [f"{s.backend}: {s.reason}" for s in self.skipped if not s.peer and s.reason.startswith("failed")]
+        return failures
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def timed_label(includes_amax: bool) -> str:
+    return "amax+quantize" if includes_amax else "quantize"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'8192x8192' -> (8192, 8192); every dim positive, the last a multiple of 16."""
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"malformed shape {text!r}: expected dims joined by 'x', e.g. 8192x8192") from None
+    if any(dim <= 0 for dim in shape):
+        raise UsageError(f"shape {text!r} has a dim that is not positive")
+    if shape[-1] % BLOCK_SIZE:
+        raise UsageError(f"shape {text!r}: last dim {shape[-1]} is not a multiple of {BLOCK_SIZE}")
+    return shape
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def parse_device(name: str | None) -> torch.device:
+    """The named device, or cuda when available else cpu; cuda without a GPU is a usage error."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; valid: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {name!r}; valid: cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def parse_backends(names: Sequence[str]) -> list[str]:
+    """Contender names, in the order given, without repeats; all of them when none given."""
+    unknown = [name for name in names if name not in CONTENDERS]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}; valid: {', '.join(CONTENDERS)}")
+    return list(dict.fromkeys(names)) if names else list(CONTENDERS)
+
+
+# ---------------------------------------------------------------- contenders
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    # torchao logs warnings about optional GPU extensions on import; they are noise here.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _identity(scale: torch.Tensor) -> torch.Tensor:
+    return scale
+
+
+def _our_backend(name: str, device: torch.device) -> Contender:
+    if name == "triton" and not triton_usable(device):
+        raise Unavailable(f"needs a CUDA device (or TRITON_INTERPRET=1 on CPU), got {device.type}")
+    try:
+        kernels = get_backend(name)
+    except ImportError as exc:
+        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+
+    def tensor_scale(x: torch.Tensor) -> torch.Tensor:
+        return per_tensor_scale_from_amax(kernels.amax(x))
+
+    def quantize(x: torch.Tensor, pts: torch.Tensor, mode: Mode) -> Output:
+        packed, scales = kernels.quantize(x, pts, mode, RS_SEED, 0)
+        return packed, scales, pts
+
+    def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:
+        q = api.quantize(x, mode, seed=RS_SEED, backend=name)
+        return q.packed, q.scales, q.per_tensor_scale
+
+    return Contender(name, False, tensor_scale, quantize, amax_quantize, _identity, modes=tuple(Mode))
+
+
+def _torchao(compiled: bool) -> Contender:
+    try:
+        with _quiet_logs():
+            from torchao.prototype.mx_formats.nvfp4_tensor import nvfp4_quantize, per_tensor_amax_to_scale
+    except ImportError as exc:
+        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+
+    def tensor_scale(x: torch.Tensor) -> torch.Tensor:
+        return per_tensor_amax_to_scale(torch.max(torch.abs(x)))
+
+    def quantize(x: torch.Tensor, pts: torch.Tensor) -> Output:
+        scales, packed = nvfp4_quantize(x, BLOCK_SIZE, pts)
+        return packed, scales, pts
+
+    def amax_quantize(x: torch.Tensor) -> Output:
+        return quantize(x, tensor_scale(x))
+
+    if compiled:
+        torch._dynamo.reset()  # a fresh static-shape graph per input, never the recompile limit
+        quantize, amax_quantize = torch.compile(quantize), torch.compile(amax_quantize)
+    return Contender(
+        "torchao-compile" if compiled else "torchao",
+        True,
+        tensor_scale,
+        lambda x, pts, mode: quantize(x, pts),
+        lambda x, mode: amax_quantize(x),
+        _identity,
+        dtypes=(torch.bfloat16, torch.float32),  # nvfp4_quantize asserts on float16
+    )
+
+
+def _compressed_tensors() -> Contender:
+    try:
+        with _quiet_logs():
+            from compressed_tensors.compressors.nvfp4.helpers import quantize_and_pack_fp4
+            from compressed_tensors.quantization import preset_name_to_scheme
+            from compressed_tensors.quantization.utils import compute_dynamic_scales_and_zp, generate_gparam
+    except ImportError as exc:
+        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+    weight_args = preset_name_to_scheme("NVFP4A16", ["Linear"]).weights
+
+    def tensor_scale(x: torch.Tensor) -> torch.Tensor:
+        return generate_gparam(*torch.aminmax(x))  # global scale = 2688 / amax
+
+    def quantize(x: torch.Tensor, global_scale: torch.Tensor, mode: Mode) -> Output:
+        x2d = x.reshape(-1, x.shape[-1])  # its packer takes 2-D weights
+        scales, _ = compute_dynamic_scales_and_zp(x2d, weight_args, module=None, global_scale=global_scale)
+        packed = quantize_and_pack_fp4(x2d, scales, global_scale=global_scale, group_size=BLOCK_SIZE)
+        scales = scales.to(torch.float8_e4m3fn)  # as its compressor stores them
+        return packed.reshape(*x.shape[:-1], -1), scales.reshape(*x.shape[:-1], -1), global_scale
+
+    def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:
+        return quantize(x, tensor_scale(x), mode)
+
+    def to_pts(global_scale: torch.Tensor) -> torch.Tensor:
+        return (1.0 / global_scale.to(torch.float32)).reshape(())
+
+    return Contender("compressed-tensors", True, tensor_scale, quantize, amax_quantize, to_pts)
+
+
+def make_contender(name: str, device: torch.device) -> Contender:
+    """The contender registered under name, or Unavailable saying why it cannot run here."""
+    if name in BACKENDS:
+        return _our_backend(name, device)
+    if name == "compressed-tensors":
+        return _compressed_tensors()
+    return _torchao(compiled=name == "torchao-compile")
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _l2_bytes(device: torch.device) -> int:
+    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or DEFAULT_L2_BYTES
+
+
+def rotating_copies(x: torch.Tensor) -> list[torch.Tensor]:
+    """Copies of x that together span several L2 caches on CUDA (one buffer elsewhere)."""
+    nbytes = x.numel() * x.element_size()
+    if x.device.type != "cuda":
+        return [x]
+    count = min(MAX_ROTATING_BUFFERS, math.ceil(ROTATION_L2_MULTIPLE * _l2_bytes(x.device) / nbytes))
+    return [x] + [x.clone() for _ in range(count - 1)]
+
+
+def time_calls(fn: Callable[[int], object], device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Seconds per call of fn(i), i counting calls from 0 (callers rotate buffers by it)."""
+    for i in range(warmup):
+        fn(i)
+    if device.type != "cuda":
+        times = []
+        for i in range(warmup, warmup + iters):
+            start = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - start)
+        return times
+    with torch.cuda.device(device):
+        torch.cuda.synchronize()  # the warm-up's queued work stays out of the first interval
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            start.record()
+            fn(warmup + i)
+            end.record()
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) / 1e3 for start, end in zip(starts, ends)]
+
+
+def _percentiles_us(times: list[float]) -> tuple[float, float, float]:
+    median, p10, p90 = np.percentile(np.asarray(times) * 1e6, [50, 10, 90])
+    return float(median), float(p10), float(p90)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _make_input(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    gen = torch.Generator(device=device).manual_seed(INPUT_SEED)
+    return torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+
+def _quantize_bytes(x: torch.Tensor, includes_amax: bool) -> int:
+    reads = x.numel() * x.element_size() * (2 if includes_amax else 1)
+    writes = x.numel() // 2 + x.numel() // BLOCK_SIZE  # packed codes and E4M3 scales
+    return reads + writes
+
+
+@dataclass
+class _Run:
+    """Settings and accumulating rows of one bench run."""
+
+    device: torch.device
+    warmup: int
+    iters: int
+    on_step: Callable[[str], None]
+    results: list[BenchResult]
+    skipped: list[Skipped]
+
+    def skip(self, contender: str, mode: Mode | None, shape: tuple[int, ...] | None, reason: str) -> None:
+        shape_list = None if shape is None else list(shape)
+        self.skipped.append(Skipped(contender, contender in PEERS, mode and mode.value, shape_list, reason))
+
+    def time_copy(self, buffers: list[torch.Tensor]) -> float:
+        """GB/s of a device-to-device copy of the input (bytes read plus bytes written)."""
+        outputs = [torch.empty_like(b) for b in buffers]
+
+        def copy(i: int) -> torch.Tensor:
+            return outputs[i % len(buffers)].copy_(buffers[i % len(buffers)])
+
+        times = time_calls(copy, self.device, self.warmup, self.iters)
+        return 2 * buffers[0].numel() * buffers[0].element_size() / _percentiles_us(times)[0] / 1e3
+
+    def measure(
+        self, contender: Contender, mode: Mode, includes_amax: bool, buffers: list[torch.Tensor], reference, copy_gbps: float
+    ) -> None:
+        x = buffers[0]
+        self.on_step(f"{contender.name} {mode.value} {timed_label(includes_amax)} {shape_text(x.shape)}")
+        scale = None if includes_amax else contender.tensor_scale(x)
+
+        def fn(i: int) -> Output:
+            buffer = buffers[i % len(buffers)]
+            return contender.amax_quantize(buffer, mode) if includes_amax else contender.quantize(buffer, scale, mode)
+
+        packed, scales, own_scale = fn(0)  # untimed: the output checked, compilers warmed
+        pts = contender.to_pts(own_scale)
+        median, p10, p90 = _percentiles_us(time_calls(fn, self.device, self.warmup, self.iters))
+        nbytes = _quantize_bytes(x, includes_amax)
+        gbps = nbytes / median / 1e3
+        matches = None
+        if mode is Mode.RN:
+            matches = (
+                torch.equal(packed, reference.packed)
+                and torch.equal(scales.view(torch.uint8), reference.scales.view(torch.uint8))
+                and torch.equal(pts.view(torch.int32), reference.per_tensor_scale.view(torch.int32))
+            )
+        self.results.append(
+            BenchResult(
+                backend=contender.name,
+                peer=contender.peer,
+                mode=mode.value,
+                shape=list(x.shape),
+                dtype=DTYPE_NAMES[x.dtype],
+                includes_amax=includes_amax,
+                input_bytes=x.numel() * x.element_size(),
+                median_us=median,
+                p10_us=p10,
+                p90_us=p90,
+                bytes=nbytes,
+                gbps=gbps,
+                copy_gbps=copy_gbps,
+                pct_of_copy=100.0 * gbps / copy_gbps,
+                sqnr_db=sqnr_db(x, dequantize_blocks(packed, scales, pts, torch.float32)),
+                agreement=code_agreement(packed, reference.packed),
+                matches_reference=matches,
+            )
+        )
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _triton_version() -> str | None:
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_bench(
+    shapes: Sequence[tuple[int, ...]],
+    dtype: torch.dtype,
+    modes: Sequence[Mode],
+    backends: Sequence[str],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> BenchReport:
+    """Time every backend x mode x {quantize, amax+quantize} on a random input of each shape."""
+    if iters < 1 or warmup < 0:
+        raise UsageError(f"need iters >= 1 and warmup >= 0, got iters={iters} warmup={warmup}")
+    if not shapes or not modes or not backends:
+        raise UsageError("need at least one shape, mode and backend")
+    run = _Run(device, warmup, iters, on_step, results=[], skipped=[])
+    unavailable: dict[str, str] = {}
+    copies: list[tuple[int, float]] = []
+    for shape in shapes:
+        x = _make_input(shape, dtype, device)
+        buffers = rotating_copies(x)
+        on_step(f"copy {shape_text(shape)}")
+        copy_gbps = run.time_copy(buffers)
+        copies.append((x.numel(), copy_gbps))
+        reference = api.quantize(x, Mode.RN, backend="reference")
+        for name in backends:
+            if name in unavailable:
+                continue
+            try:
+                contender = make_contender(name, device)
+            except Unavailable as exc:
+                unavailable[name] = str(exc)
+                run.skip(name, None, None, str(exc))
+                continue
+            if dtype not in contender.dtypes:
+                unavailable[name] = f"does not take {dtype}"
+                run.skip(name, None, None, unavailable[name])
+                continue
+            for mode in modes:
+                if mode not in contender.modes:
+                    if shape == shapes[0]:
+                        run.skip(name, mode, None, "has no stochastic rounding")
+                    continue
+                try:
+                    for includes_amax in (False, True):
+                        run.measure(contender, mode, includes_amax, buffers, reference, copy_gbps)
+                except Exception as exc:  # a peer (or a broken backend) must not sink the whole run
+                    run.skip(name, mode, shape, f"failed: {_one_line(exc)}")
+        del x, buffers, reference
+    return BenchReport(
+        device=device_name(device),
+        torch=torch.__version__,
+        triton=_triton_version(),
+        copy_gbps=max(copies)[1],
+        results=run.results,
+        skipped=run.skipped,
+    )
