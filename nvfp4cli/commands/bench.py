@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -12,6 +10,7 @@ from rich.console import Console
 
 from .. import bench as core
 from ..api import parse_mode
+from ..checkpoint import staged_output
 from ..errors import UsageError
 from ..format import Mode
 from .common import DEBUG_HELP, cli_errors, print_json, print_table
@@ -24,26 +23,13 @@ def _check_output(path: Path | None, force: bool) -> None:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) to a sibling temporary file, renamed over path only once complete."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_csv(report: core.BenchReport, path: Path) -> None:
     rows = [row | {"shape": core.shape_text(row["shape"])} for row in report.to_dict()["results"]]
 
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(core.BenchResult.__dataclass_fields__))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    _write_atomically(path, write)
+    with staged_output(path, is_dir=False) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(core.BenchResult.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _import_pyplot():
@@ -81,7 +67,8 @@ def _write_plot(report: core.BenchReport, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    with staged_output(path, is_dir=False) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
