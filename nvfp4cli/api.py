@@ -21,6 +21,9 @@ from .kernels import get_backend, resolve_backend
 from .rng import SEED_LIMIT
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# How each block's E4M3 scale is chosen (docs/format.md "Scale rules"): max maps the block max to
+# 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
+SCALE_RULES = ("max", "4over6", "mse")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class QuantizedTensor:
     scales: torch.Tensor  # float8_e4m3fn [..., K/16]
     per_tensor_scale: torch.Tensor  # float32 0-d, pts = amax / 2688 (floored at 2^-120)
     mode: Mode
+    scale_rule: str = "max"  # how the block scales were chosen, one of SCALE_RULES
 
     @property
     def shape(self) -> torch.Size:
@@ -107,6 +111,20 @@ def parse_mode(mode: Mode | str) -> Mode:
         raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(m.value for m in Mode)}") from None
 
 
+def parse_scale_rule(scale_rule: str) -> str:
+    """The rule name if it is one of SCALE_RULES; a clear error otherwise."""
+    if scale_rule not in SCALE_RULES:
+        raise UsageError(f"unknown scale rule {scale_rule!r}; valid: {', '.join(SCALE_RULES)}")
+    return scale_rule
+
+
+def _check_backend_scale_rule(name: str, kernels, scale_rule: str) -> None:
+    # A backend lists the rules it implements in SCALE_RULES; one without the attribute has only max.
+    supported = getattr(kernels, "SCALE_RULES", ("max",))
+    if scale_rule not in supported:
+        raise UsageError(f"backend {name!r} does not implement scale rule {scale_rule!r}; it has: {', '.join(supported)}")
+
+
 def quantize(
     x: torch.Tensor,
     mode: Mode | str = "rn",
@@ -114,6 +132,7 @@ def quantize(
     offset: int | torch.Tensor = 0,
     per_tensor_scale: torch.Tensor | None = None,
     backend: str = "auto",
+    scale_rule: str = "max",
 ) -> QuantizedTensor:
     """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per SPEC.md.
 
@@ -122,9 +141,13 @@ def quantize(
     offset may be 0-d int64 tensors on x's device (CUDA graphs replay with a new offset).
     per_tensor_scale (pts = amax / 2688) lets fused tensors share one scale; default: from x's amax.
     backend: "auto" (triton on CUDA, reference otherwise), "reference" or "triton".
+    scale_rule: how each block's scale is chosen (docs/format.md "Scale rules"): "max" (block max
+    -> 6, torchao's rule), "4over6" or "mse" (lowest squared RN error among candidate scales;
+    the choice ignores the random bits, so RS stays unbiased given the scales).
     """
     _check_tensor(x)
     mode = parse_mode(mode)
+    scale_rule = parse_scale_rule(scale_rule)
     name = resolve_backend(backend, x.device)
     if mode is Mode.RS and seed is None:
         raise UsageError("mode 'rs' needs a seed")
@@ -133,6 +156,7 @@ def quantize(
     if isinstance(offset, int) and offset + philox_counters(x) > SEED_LIMIT:
         raise UsageError(f"offset {offset} + {philox_counters(x)} blocks exceeds 2^63 Philox counters")
     kernels = get_backend(name)
+    _check_backend_scale_rule(name, kernels, scale_rule)
     x = x.contiguous()
     amax = kernels.amax(x)
     _check_finite(x, amax)
@@ -140,8 +164,10 @@ def quantize(
         pts = per_tensor_scale_from_amax(amax)
     else:
         pts = _check_per_tensor_scale(per_tensor_scale, x.device)
-    packed, scales = kernels.quantize(x, pts, mode, seed, offset)
-    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode)
+    # max goes through the original five-argument call, so backends without scale rules keep working.
+    rule_argument = {} if scale_rule == "max" else {"scale_rule": scale_rule}
+    packed, scales = kernels.quantize(x, pts, mode, seed, offset, **rule_argument)
+    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, scale_rule=scale_rule)
 
 
 def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

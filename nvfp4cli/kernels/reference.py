@@ -1,4 +1,5 @@
-"""Reference backend: SPEC.md §2-§3 in plain, vectorized PyTorch (CPU and CUDA).
+"""Reference backend: SPEC.md §2-§3 in plain, vectorized PyTorch (CPU and CUDA), plus the block
+scale rules of docs/format.md "Scale rules" (max, 4over6, mse).
 
 Tensors are processed in row chunks, so extra memory beyond the input and the outputs stays
 bounded (a few tens of MB) whatever the tensor size.
@@ -8,12 +9,24 @@ from __future__ import annotations
 
 import torch
 
-from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, pack_codes
+from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes
 from ..rng import block_random_bytes
 
 # About a million elements a chunk: temporaries stay in cache-sized pieces (faster on CPU than
 # whole-tensor passes) and extra memory stays far below 256 MB whatever the tensor size.
 CHUNK_ELEMENTS = 1 << 20
+
+SCALE_RULES = ("max", "4over6", "mse")  # block scale rules this backend implements
+
+FOUR_OVER_SIX_TARGET = 4.0  # 4over6's second candidate maps the block max to 4 instead of 6
+# E4M3 bytes of the clamp range [2^-6, 448]: candidate scales stay E4M3 normals within it.
+E4M3_MIN_NORMAL_BYTE = 0x08
+E4M3_MAX_BYTE = 0x7E
+# mse candidates as steps in E4M3 code space from the max->6 scale, in tie-break order: max->6
+# itself, the six next larger scales (the block max lands between 6 and about 3.4; the max->4
+# scale is always among them, so mse never does worse than 4over6), then the next smaller one,
+# which clips the block max (the squared error accounts for the clipping).
+MSE_SCALE_STEPS = (0, 1, 2, 3, 4, 5, 6, -1)
 
 # Midpoints between neighbouring E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6. A value on a midpoint
 # rounds to the even code: up (>=) where the upper neighbour's code is even, down (>) elsewhere.
@@ -33,10 +46,65 @@ def _abs_max(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return torch.maximum(high, -low)
 
 
-def block_scales(blocks: torch.Tensor, per_tensor_scale: torch.Tensor) -> torch.Tensor:
-    """E4M3 block scales: fp8(clamp((block_amax / 6) / pts, 2^-6, 448)), RNE."""
-    block_scale = _abs_max(blocks, dim=-1) / E2M1_MAX / per_tensor_scale
+def _e4m3_scales(block_amax: torch.Tensor, target: float, per_tensor_scale: torch.Tensor) -> torch.Tensor:
+    """fp8(clamp((block_amax / target) / pts, 2^-6, 448)), RNE: the scale mapping the block max to target."""
+    block_scale = block_amax / target / per_tensor_scale
     return block_scale.clamp(E4M3_MIN_NORMAL, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def _e4m3_step(scales: torch.Tensor, steps: int) -> torch.Tensor:
+    """The E4M3 value `steps` codes away from each scale, kept within the clamp range."""
+    codes = scales.view(torch.uint8).to(torch.int16) + steps
+    return codes.clamp(E4M3_MIN_NORMAL_BYTE, E4M3_MAX_BYTE).to(torch.uint8).view(torch.float8_e4m3fn)
+
+
+def block_scales(blocks: torch.Tensor, per_tensor_scale: torch.Tensor, scale_rule: str = "max") -> torch.Tensor:
+    """E4M3 scale of each block [N, 16] under scale_rule (docs/format.md "Scale rules").
+
+    max: fp8(clamp((block_amax / 6) / pts, 2^-6, 448)), RNE (torchao's rule). 4over6 and mse
+    pick, per block, the candidate scale with the lowest squared RN error; ties go to the
+    earlier candidate, max->6 first.
+    """
+    block_amax = _abs_max(blocks, dim=-1)
+    max_to_six = _e4m3_scales(block_amax, E2M1_MAX, per_tensor_scale)
+    if scale_rule == "max":
+        return max_to_six
+    if scale_rule == "4over6":
+        candidates = [max_to_six, _e4m3_scales(block_amax, FOUR_OVER_SIX_TARGET, per_tensor_scale)]
+    else:
+        candidates = [_e4m3_step(max_to_six, steps) for steps in MSE_SCALE_STEPS]
+    return _lowest_rn_error(blocks.abs(), per_tensor_scale, candidates)
+
+
+def _lowest_rn_error(magnitudes: torch.Tensor, per_tensor_scale: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
+    """Per block, the first candidate scale whose squared RN error is strictly lowest.
+
+    Errors are measured in units of pts (|x| / pts <= 2688 for the tensor's own pts), so they
+    neither underflow for tiny tensors nor depend on the candidate; every step is one float32
+    rounding and the 16 squares add in a fixed pairwise tree, so all backends agree bit for bit.
+    """
+    target = magnitudes / per_tensor_scale
+    inverse_pts = 1.0 / per_tensor_scale
+    grid = e2m1_values(magnitudes.device)
+    best_scales, best_errors = None, None
+    for scales in candidates:
+        scale = scales.to(torch.float32).unsqueeze(-1)
+        a = (magnitudes * (inverse_pts / scale)).clamp_(max=E2M1_MAX)
+        errors = _pairwise_sum((target - grid[_rn_codes(a).long()] * scale).square_())
+        if best_scales is None:
+            best_scales, best_errors = scales.view(torch.uint8), errors
+            continue
+        better = errors < best_errors
+        best_scales = torch.where(better, scales.view(torch.uint8), best_scales)
+        best_errors = torch.where(better, errors, best_errors)
+    return best_scales.view(torch.float8_e4m3fn)
+
+
+def _pairwise_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim (a power of two) as a tree: 16 -> 8 -> 4 -> 2 -> 1, neighbours (2i, 2i+1)."""
+    while values.shape[-1] > 1:
+        values = values[..., 0::2] + values[..., 1::2]
+    return values.squeeze(-1)
 
 
 def _rn_codes(a: torch.Tensor) -> torch.Tensor:
@@ -61,10 +129,10 @@ def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
 
 
 def _quantize_rows(
-    x2d: torch.Tensor, per_tensor_scale: torch.Tensor, mode: Mode, seed, offset, first_block: int
+    x2d: torch.Tensor, per_tensor_scale: torch.Tensor, mode: Mode, seed, offset, first_block: int, scale_rule: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
-    scales = block_scales(blocks, per_tensor_scale)
+    scales = block_scales(blocks, per_tensor_scale, scale_rule)
     ratio = (1.0 / per_tensor_scale) / scales.to(torch.float32)
     v = (blocks * ratio.unsqueeze(-1)).clamp_(-E2M1_MAX, E2M1_MAX)
     negative = torch.signbit(v)  # the sign bit, so -0.0 gives code 8 too
@@ -83,8 +151,12 @@ def quantize(
     mode: Mode,
     seed: torch.Tensor | int | None,
     offset: torch.Tensor | int,
+    scale_rule: str = "max",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed codes uint8 [..., K/2] and row-major E4M3 scales [..., K/16] of a contiguous x."""
+    """Packed codes uint8 [..., K/2] and row-major E4M3 scales [..., K/16] of a contiguous x.
+
+    scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
+    """
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
     rows = x2d.shape[0]
@@ -95,5 +167,7 @@ def quantize(
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
         first_block = start * (k // BLOCK_SIZE)
-        packed[start:stop], scales[start:stop] = _quantize_rows(x2d[start:stop], pts, mode, seed, offset, first_block)
+        packed[start:stop], scales[start:stop] = _quantize_rows(
+            x2d[start:stop], pts, mode, seed, offset, first_block, scale_rule
+        )
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
