@@ -7,6 +7,7 @@ import typer
 from . import __version__
 from .commands import bench as bench_command
 from .commands import dequantize as dequantize_command
+from .commands import diff as diff_command
 from .commands import inspect as inspect_command
 from .commands import quantize as quantize_command
 
@@ -33,6 +34,7 @@ def main(
 
 
 app.command("bench")(bench_command.bench)
+app.command("diff")(diff_command.diff)
 app.command("quantize")(quantize_command.quantize)
 app.command("dequantize")(dequantize_command.dequantize)
 app.command("inspect")(inspect_command.inspect)

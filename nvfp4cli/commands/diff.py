@@ -1,0 +1,111 @@
+"""`nvfp4 diff`: compare two checkpoints tensor by tensor (SQNR, errors, code agreement).
+
+Exit status as diff(1): 0 when every tensor passes (or no --min-sqnr), 1 when some tensor is
+below --min-sqnr, 2 on trouble (missing or corrupt input, bad arguments).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .. import compare as core
+from ..errors import UsageError
+from .common import DEBUG_HELP, cli_errors, print_json, print_table
+
+TROUBLE_EXIT = 2
+BELOW_MIN_SQNR_EXIT = 1
+FULL_HEADERS = ("name", "shape", "SQNR dB", "max abs err", "mean abs err", "rel fro err", "cosine", "codes", "scales")
+
+
+def _sqnr_text(t: core.TensorComparison) -> str:
+    # Formatted here: a column mixing numbers and "identical" is printed raw by tabulate.
+    if t.stats.identical:
+        return "identical"
+    sqnr = t.to_dict()["sqnr_db"]
+    return "undefined" if sqnr is None else f"{sqnr:.2f}"
+
+
+def _row(t: core.TensorComparison, sqnr_only: bool) -> list[object]:
+    fields = t.to_dict()
+    head = [t.name, "x".join(map(str, t.shape)), _sqnr_text(t)]
+    if sqnr_only:
+        return head
+    return head + [fields[key] for key in ("max_abs_err", "mean_abs_err", "rel_fro_err", "cosine", "code_agreement", "scale_agreement")]
+
+
+def _decibels(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"
+
+
+def _print_report(
+    comparison: core.Comparison, shown: list[core.TensorComparison], failing: list[core.TensorComparison], sqnr_only: bool
+) -> None:
+    headers = FULL_HEADERS[:3] if sqnr_only else FULL_HEADERS
+    print_table([_row(t, sqnr_only) for t in shown], headers, title=f"A: {comparison.a}\nB: {comparison.b}")
+    summary = comparison.summary()
+    worst = comparison.worst()
+    typer.echo("")
+    rows = [
+        ("tensors compared", f"{summary['compared']} ({summary['identical']} identical)"),
+        ("only in A", ", ".join(comparison.only_in_a) or 0),
+        ("only in B", ", ".join(comparison.only_in_b) or 0),
+        ("shape mismatches", "; ".join(f"{m.name} {m.shape_a} vs {m.shape_b}" for m in comparison.shape_mismatches) or 0),
+        ("overall SQNR dB (energy-weighted)", "identical" if worst is None else _decibels(summary["overall_sqnr_db"])),
+        ("worst tensor", "-" if worst is None else f"{worst.name} ({_sqnr_text(worst)} dB)"),
+    ]
+    print_table(rows, ("summary", ""))
+    if failing:
+        typer.echo("")
+        print_table([(t.name, _sqnr_text(t)) for t in failing], ("below --min-sqnr", "SQNR dB"))
+
+
+def _progress(quiet: bool) -> Progress:
+    console = Console(stderr=True)
+    columns = (TextColumn("comparing {task.fields[name]}"), BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, console=console, transient=True, disable=quiet or not console.is_terminal)
+
+
+def diff(
+    a: Path = typer.Argument(..., help="Reference checkpoint: .safetensors file, *.safetensors.index.json or model directory."),
+    b: Path = typer.Argument(..., help="Checkpoint compared against A (float or NVFP4, either format)."),
+    sqnr: bool = typer.Option(False, "--sqnr", help="Narrow the table to SQNR."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
+    min_sqnr: float = typer.Option(None, "--min-sqnr", metavar="DB", help="Exit 1 and list the tensors whose SQNR is below DB."),
+    include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Compare only weights whose name matches (repeatable)."),
+    sort: str = typer.Option("name", "--sort", help="Order rows by name, or by sqnr (worst first)."),
+    top: int = typer.Option(None, "--top", metavar="N", help="Show only the first N rows (the summary covers all)."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Compare two checkpoints tensor by tensor: SQNR of B against A, errors, code agreement."""
+    with cli_errors(debug):
+        try:
+            if top is not None and top < 1:
+                raise UsageError(f"--top must be at least 1, got {top}")
+            if sort not in core.SORT_KEYS:
+                raise UsageError(f"unknown --sort {sort!r}; valid: {', '.join(core.SORT_KEYS)}")
+            with _progress(quiet=json_out) as bar:
+                task = bar.add_task("compare", total=None, name="")
+                comparison = core.compare_checkpoints(
+                    a, b, include, on_tensor=lambda done, total, name: bar.update(task, completed=done, total=total, name=name)
+                )
+        except (ValueError, OSError) as exc:
+            exc.exit_code = TROUBLE_EXIT  # diff(1): any trouble is 2, a corrupt file included
+            raise
+        shown = comparison.sorted_tensors(sort)[:top]
+        failing = [] if min_sqnr is None else comparison.below(min_sqnr)
+        if json_out:
+            payload = comparison.to_dict(shown)
+            if min_sqnr is not None:
+                payload["summary"] |= {"min_sqnr_db": min_sqnr, "below_min_sqnr": [t.name for t in failing]}
+            print_json(payload)
+        else:
+            _print_report(comparison, shown, failing, sqnr)
+        if failing:
+            worst = failing[0]
+            message = f"{len(failing)} tensor(s) below --min-sqnr {min_sqnr:g} dB, worst {worst.name} ({_sqnr_text(worst)} dB)"
+            typer.echo(f"nvfp4: {message}", err=True)
+            raise typer.Exit(BELOW_MIN_SQNR_EXIT)

@@ -1,0 +1,177 @@
+"""Compare two checkpoints tensor by tensor: the core of `nvfp4 diff`.
+
+A is the reference: sqnr_db = 10 * log10(sum a^2 / sum (a - b)^2). Each side may be a float
+checkpoint or NVFP4 in either format; tensors are matched by logical weight name (an NVFP4
+triple counts as its "X.weight"), dequantized the way their own ecosystem does, and compared
+one at a time in float64, so memory stays near two tensors whatever the checkpoint size.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import LogicalWeight, open_checkpoint
+from .errors import UsageError
+from .metrics import ErrorStats, code_agreement, scale_agreement
+
+SORT_KEYS = ("name", "sqnr")
+
+
+def _json_float(value: float | None) -> float | None:
+    # JSON has no NaN or Infinity: a SQNR that is undefined (zero reference, NaN data) is null.
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    name: str
+    shape: list[int]
+    format_a: str
+    format_b: str
+    stats: ErrorStats
+    code_agreement: float | None  # both sides NVFP4, else None
+    scale_agreement: float | None
+
+    def sort_key(self) -> tuple[float, str]:
+        """Worst first: lowest SQNR (undefined counts as worst), identical tensors last."""
+        if self.stats.identical:
+            return math.inf, self.name
+        sqnr = self.stats.sqnr_db
+        return (-math.inf if sqnr is None or math.isnan(sqnr) else sqnr), self.name
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "format_a": self.format_a,
+            "format_b": self.format_b,
+            "sqnr_db": _json_float(self.stats.sqnr_db),
+            "max_abs_err": _json_float(self.stats.max_abs_err),
+            "mean_abs_err": _json_float(self.stats.mean_abs_err),
+            "rel_fro_err": _json_float(self.stats.rel_fro_err),
+            "cosine": _json_float(self.stats.cosine),
+            "code_agreement": self.code_agreement,
+            "scale_agreement": self.scale_agreement,
+            "identical": self.stats.identical,
+        }
+
+
+@dataclass(frozen=True)
+class ShapeMismatch:
+    name: str
+    shape_a: list[int]
+    shape_b: list[int]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    tensors: list[TensorComparison]  # in A's order
+    only_in_a: list[str]
+    only_in_b: list[str]
+    shape_mismatches: list[ShapeMismatch]
+
+    def sorted_tensors(self, key: str) -> list[TensorComparison]:
+        if key not in SORT_KEYS:
+            raise UsageError(f"unknown sort key {key!r}; valid: {', '.join(SORT_KEYS)}")
+        if key == "name":
+            return sorted(self.tensors, key=lambda t: t.name)
+        return sorted(self.tensors, key=TensorComparison.sort_key)
+
+    def worst(self) -> TensorComparison | None:
+        """The tensor with the lowest SQNR, or None when every compared tensor is identical."""
+        differing = [t for t in self.tensors if not t.stats.identical]
+        return min(differing, key=TensorComparison.sort_key) if differing else None
+
+    def below(self, min_sqnr_db: float) -> list[TensorComparison]:
+        """Differing tensors whose SQNR is under the threshold (an undefined SQNR counts as under)."""
+        return [t for t in self.sorted_tensors("sqnr") if not t.stats.identical and t.sort_key()[0] < min_sqnr_db]
+
+    def summary(self) -> dict:
+        total = ErrorStats()
+        for t in self.tensors:
+            total = total.merge(t.stats)
+        worst = self.worst()
+        return {
+            "compared": len(self.tensors),
+            "identical": sum(t.stats.identical for t in self.tensors),
+            "only_in_a": len(self.only_in_a),
+            "only_in_b": len(self.only_in_b),
+            "shape_mismatches": len(self.shape_mismatches),
+            "overall_sqnr_db": _json_float(total.sqnr_db),  # energy-weighted over every compared element
+            "worst": None if worst is None else worst.name,
+            "worst_sqnr_db": None if worst is None else _json_float(worst.stats.sqnr_db),
+        }
+
+    def to_dict(self, tensors: Sequence[TensorComparison] | None = None) -> dict:
+        """JSON document; tensors: the rows to list (default all), the summary covers all."""
+        return {
+            "a": self.a,
+            "b": self.b,
+            "tensors": [t.to_dict() for t in (self.tensors if tensors is None else tensors)],
+            "only_in_a": self.only_in_a,
+            "only_in_b": self.only_in_b,
+            "shape_mismatches": [vars(m) for m in self.shape_mismatches],
+            "summary": self.summary(),
+        }
+
+
+def _load(weight: LogicalWeight) -> torch.Tensor:
+    # Float tensors stay in their stored dtype (ErrorStats widens chunk by chunk); NVFP4 decodes to float32.
+    if not weight.quantized and weight.checkpoint.dtype(weight.name).is_floating_point:
+        return weight.load_float(weight.checkpoint.dtype(weight.name))
+    return weight.load_float(torch.float32)
+
+
+def compare_weights(a: LogicalWeight, b: LogicalWeight) -> TensorComparison:
+    """Metrics of b against a (same shape), plus code and scale agreement when both are NVFP4."""
+    stats = ErrorStats.of(_load(a), _load(b))
+    codes = scales = None
+    if a.quantized and b.quantized:
+        qa, qb = a.load_quantized(), b.load_quantized()
+        codes = code_agreement(qa.packed, qb.packed)
+        scales = scale_agreement(qa.scales, qb.scales)
+    return TensorComparison(a.name, list(a.shape), a.format, b.format, stats, codes, scales)
+
+
+def _selected(names: Sequence[str], include: Sequence[str]) -> list[str]:
+    return [n for n in names if not include or any(fnmatch.fnmatchcase(n, pattern) for pattern in include)]
+
+
+def compare_checkpoints(
+    path_a: str | Path,
+    path_b: str | Path,
+    include: Sequence[str] = (),
+    on_tensor: Callable[[int, int, str], None] = lambda done, total, name: None,
+) -> Comparison:
+    """Compare every logical weight present in both checkpoints (names matching an include glob, if any).
+
+    on_tensor(done, total, name) is called before each comparison, for progress.
+    """
+    weights_a = open_checkpoint(path_a).logical_weights()
+    weights_b = open_checkpoint(path_b).logical_weights()
+    names_a, names_b = _selected(list(weights_a), include), _selected(list(weights_b), include)
+    common = [n for n in names_a if n in weights_b]
+    mismatches = [
+        ShapeMismatch(n, list(weights_a[n].shape), list(weights_b[n].shape)) for n in common if weights_a[n].shape != weights_b[n].shape
+    ]
+    matched = [n for n in common if weights_a[n].shape == weights_b[n].shape]
+    tensors = []
+    for done, name in enumerate(matched):
+        on_tensor(done, len(matched), name)
+        tensors.append(compare_weights(weights_a[name], weights_b[name]))
+    return Comparison(
+        a=str(path_a),
+        b=str(path_b),
+        tensors=tensors,
+        only_in_a=[n for n in names_a if n not in weights_b],
+        only_in_b=[n for n in names_b if n not in weights_a],
+        shape_mismatches=mismatches,
+    )
