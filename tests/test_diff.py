@@ -208,6 +208,7 @@ def test_names_only_on_one_side_shape_mismatch_include_sort_top(tmp_path, weight
     _, ordered = diff_json(float_file, ct, "--sort", "sqnr")
     sqnrs = [t["sqnr_db"] for t in ordered["tensors"]]
     assert sqnrs[:-1] == sorted(sqnrs[:-1]) and sqnrs[-1] is None  # worst first, identical last
+    assert diff_json(float_file, ct)[1]["tensors"] == ordered["tensors"]  # the default order
     _, top = diff_json(float_file, ct, "--sort", "sqnr", "--top", "2")
     assert top["tensors"] == ordered["tensors"][:2] and top["summary"]["compared"] == 4
     table = runner.invoke(app, ["diff", str(float_file), str(ct), "--sqnr", "--sort", "name"])

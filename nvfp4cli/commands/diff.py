@@ -76,7 +76,7 @@ def diff(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
     min_sqnr: float = typer.Option(None, "--min-sqnr", metavar="DB", help="Exit 1 and list the tensors whose SQNR is below DB."),
     include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Compare only weights whose name matches (repeatable)."),
-    sort: str = typer.Option("name", "--sort", help="Order rows by name, or by sqnr (worst first)."),
+    sort: str = typer.Option("sqnr", "--sort", help="Order rows by sqnr (worst first, identical last) or by name."),
     top: int = typer.Option(None, "--top", metavar="N", help="Show only the first N rows (the summary covers all)."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
