@@ -1,0 +1,141 @@
+"""Checks of the Triton backend under TRITON_INTERPRET=1 (CPU, small shapes): bit-identical to the
+reference backend and to the independent scalar oracle, for RN and RS, every input dtype,
+adversarial values, 64-bit seeds and offsets, tensor seeds, the swizzled scale layout, and the
+torch.library ops under torch.compile(fullgraph=True).
+
+Triton picks the interpreter when it is first imported, and other test modules import it
+compiled, so tests/test_triton_backend.py runs this file in a fresh Python with
+TRITON_INTERPRET=1. Alone: TRITON_INTERPRET=1 python -m pytest tests/triton_interpreter_checks.py
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("needs TRITON_INTERPRET=1 before triton is imported", allow_module_level=True)
+
+import nvfp4cli  # noqa: E402
+import spec_oracle  # noqa: E402
+from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales, unpack_codes  # noqa: E402
+from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
+from triton_cases import adversarial_cases  # noqa: E402
+
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+MODES = [Mode.RN, Mode.RS]
+SEED, OFFSET = 2**40 + 3, 2**33 + 5  # both halves of key and counter non-zero
+
+
+def assert_backends_agree(x, pts, mode, seed=SEED, offset=OFFSET):
+    got_packed, got_scales = triton_backend.quantize(x, pts, mode, seed, offset)
+    want_packed, want_scales = reference.quantize(x, pts, mode, seed, offset)
+    assert got_packed.shape == want_packed.shape and got_scales.shape == want_scales.shape
+    assert got_scales.dtype == torch.float8_e4m3fn
+    assert torch.equal(got_scales.view(torch.uint8), want_scales.view(torch.uint8))
+    assert torch.equal(got_packed, want_packed)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 16), (3, 48), (37, 80), (2, 3, 64), (300, 32)], ids=str)
+def test_random_tensors_match_reference(shape, dtype, mode):
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype))) % 2**31)
+    x = (torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)).to(dtype)
+    assert torch.equal(triton_backend.amax(x), reference.amax(x))
+    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adversarial_values_match_reference(dtype, mode):
+    for name, x, pts in adversarial_cases(dtype):
+        amax = triton_backend.amax(x)
+        assert torch.equal(amax, reference.amax(x)), name
+        assert_backends_agree(x, per_tensor_scale_from_amax(amax) if pts is None else pts.float(), mode)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rs_on_thresholds_matches_the_scalar_oracle(dtype):
+    # spec_oracle shares no code with nvfp4cli; its Philox is plain Python integers
+    # (tests/test_rng.py checks it against tl.randint4x).
+    (_, x, _), = [case for case in adversarial_cases(dtype) if case[0] == "rs-thresholds"]
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    packed, scales = triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)
+    codes, scale_bytes, _ = spec_oracle.quantize(x.float().numpy(), "rs", SEED, OFFSET, float(pts))
+    assert np.array_equal(unpack_codes(packed).numpy(), codes)
+    assert np.array_equal(scales.view(torch.uint8).numpy(), scale_bytes)
+
+
+@pytest.mark.parametrize(
+    "seed,offset", [(0, 0), (1, 1), (2**32 - 1, 2**32 - 3), (2**63 - 1, 2**63 - 1000), (7, 2**62 + 11)]
+)
+def test_seed_and_offset_edges_match_reference(seed, offset):
+    x = torch.randn(12, 64, generator=torch.Generator().manual_seed(seed % 1000))
+    assert_backends_agree(x, per_tensor_scale_from_amax(x.abs().max()), Mode.RS, seed, offset)
+
+
+def test_seed_and_offset_tensors_equal_ints():
+    x = torch.randn(9, 96, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    want = triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)
+    got = triton_backend.quantize(x, pts, Mode.RS, torch.tensor(SEED), torch.tensor(OFFSET))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1].view(torch.uint8), want[1].view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_amax_propagates_nan_and_inf(dtype):
+    x = torch.randn(4, 32).to(dtype)
+    x[2, 5] = float("inf")
+    assert triton_backend.amax(x) == float("inf")
+    x[1, 7] = float("nan")
+    assert torch.isnan(triton_backend.amax(x))
+
+
+def test_misaligned_input_view_is_copied_and_matches():
+    # A view starting at an odd element cannot be read as int32 words in place.
+    base = torch.randn(1, 16 * 9 + 1).to(torch.bfloat16)
+    x = base[0, 1:].reshape(9, 16)
+    assert x.storage_offset() == 1
+    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), Mode.RN)
+
+
+@pytest.mark.parametrize("shape", [(1, 16), (130, 48), (128, 64), (5, 256)], ids=str)
+def test_swizzled_scales_equal_the_format_reference(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(shape[0]))
+    pts = per_tensor_scale_from_amax(x.abs().max())
+    _, row_major = reference.quantize(x, pts, Mode.RN, None, 0)
+    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True)
+    assert torch.equal(swizzled.view(torch.uint8), swizzle_scales(row_major).view(torch.uint8))
+
+
+@pytest.mark.parametrize("mode", ["rn", "rs"])
+def test_public_api_backends_agree(mode):
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    got = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="triton")
+    want = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="reference")
+    assert torch.equal(got.packed, want.packed) and torch.equal(got.per_tensor_scale, want.per_tensor_scale)
+    assert torch.equal(got.scales.view(torch.uint8), want.scales.view(torch.uint8))
+
+
+def test_ops_pass_torch_library_opcheck():
+    x = torch.randn(4, 64).to(torch.bfloat16)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    torch.library.opcheck(torch.ops.nvfp4.amax.default, (x,))
+    torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, True, torch.tensor(5), torch.tensor(9), False))
+    torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, False, None, None, True))
+
+
+def test_ops_trace_under_torch_compile_fullgraph():
+    def amax_then_quantize(x, seed, offset):
+        pts = torch.clamp(torch.ops.nvfp4.amax(x) / 2688, min=2.0**-120)
+        return torch.ops.nvfp4.quantize(x, pts, True, seed, offset)
+
+    x = torch.randn(8, 128).to(torch.bfloat16)
+    seed, offset = torch.tensor(SEED), torch.tensor(OFFSET)
+    compiled = torch.compile(amax_then_quantize, fullgraph=True, backend="aot_eager")
+    got, want = compiled(x, seed, offset), amax_then_quantize(x, seed, offset)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1].view(torch.uint8), want[1].view(torch.uint8))
+    want_reference = reference.quantize(x, per_tensor_scale_from_amax(reference.amax(x)), Mode.RS, SEED, OFFSET)
+    assert torch.equal(got[0], want_reference[0])
