@@ -21,6 +21,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(NVFP4) --version
+	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-rs --mode rs --seed 7 --max-shard-size 1MB
+	$(NVFP4) inspect $(DEMO)/tiny-llama-rs
 
 clean:
 	rm -rf $(VENV) build
