@@ -23,6 +23,11 @@ demo: $(STAMP)
 	$(NVFP4) --version
 	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-rs --mode rs --seed 7 --max-shard-size 1MB
 	$(NVFP4) inspect $(DEMO)/tiny-llama-rs
+	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-nvfp4
+	$(NVFP4) quantize sample_ckpts/tiny-llama --format modelopt -o $(DEMO)/tiny-llama-modelopt
+	$(NVFP4) diff sample_ckpts/tiny-llama $(DEMO)/tiny-llama-nvfp4 --sqnr --min-sqnr 15
+	$(NVFP4) diff $(DEMO)/tiny-llama-nvfp4 $(DEMO)/tiny-llama-modelopt --top 5
+	$(NVFP4) bench --shape 1024x1024 --iters 5
 
 clean:
 	rm -rf $(VENV) build

@@ -7,9 +7,9 @@ included, as a user calling the API pays it). Each row carries the median, p10 a
 GB/s over the fewest bytes the work must move, its share of the copy's GB/s, the SQNR of the
 dequantized output against the input, and the fraction of 4-bit codes equal to our RN reference.
 
-Timing: CUDA events around each call on GPU, perf_counter on CPU (relative numbers only: the
-CPU caches are not flushed). On GPU an input smaller than a few L2 caches is rotated among
-copies, so that calls read device memory and not the cache.
+Timing: CUDA events around each call on GPU, perf_counter on CPU. An input smaller than a few
+last-level caches (the GPU's L2, the CPU's L3) is rotated among copies, so that calls read
+memory and not the cache.
 
 Peers (torchao's eager `nvfp4_quantize`, `torch.compile` of it, compressed-tensors' NVFP4
 quantizer) run when importable and are skipped with a note otherwise; they round to nearest only.
@@ -25,6 +25,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,9 +45,10 @@ DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 DEFAULTS = {"cuda": ((8192, 8192), 10, 100), "cpu": ((2048, 2048), 2, 10)}
 RS_SEED = 1  # RS rows use one fixed Philox stream: the time does not depend on the bits
 INPUT_SEED = 0
-ROTATION_L2_MULTIPLE = 4  # rotating buffers together span this many L2 caches
+ROTATION_CACHE_MULTIPLE = 4  # rotating buffers together span this many last-level caches
 MAX_ROTATING_BUFFERS = 256  # tiny inputs are launch-bound anyway; cap the number of copies
-DEFAULT_L2_BYTES = 50 * 2**20  # H100, when the device does not report its L2 size
+DEFAULT_CACHE_BYTES = 50 * 2**20  # H100's L2, when the device does not report its cache size
+CACHE_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 # packed, scales, and the contender's per-tensor scale in its own convention
 Output = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -294,16 +296,27 @@ def make_contender(name: str, device: torch.device) -> Contender:
 # ---------------------------------------------------------------- timing
 
 
-def _l2_bytes(device: torch.device) -> int:
-    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or DEFAULT_L2_BYTES
+def _cpu_cache_bytes() -> int:
+    # Linux lists each cache level of cpu0 as e.g. "32768K"; the largest is the last level.
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip().upper()
+        if text[:-1].isdigit() and text[-1] in CACHE_SIZE_UNITS:
+            sizes.append(int(text[:-1]) * CACHE_SIZE_UNITS[text[-1]])
+    return max(sizes, default=DEFAULT_CACHE_BYTES)
+
+
+def cache_bytes(device: torch.device) -> int:
+    """The last-level cache a benchmark input must not sit in: the GPU's L2, or the CPU's L3."""
+    if device.type == "cuda":
+        return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or DEFAULT_CACHE_BYTES
+    return _cpu_cache_bytes()
 
 
 def rotating_copies(x: torch.Tensor) -> list[torch.Tensor]:
-    """Copies of x that together span several L2 caches on CUDA (one buffer elsewhere)."""
+    """x and copies of it that together span several last-level caches (x alone when it is larger)."""
     nbytes = x.numel() * x.element_size()
-    if x.device.type != "cuda":
-        return [x]
-    count = min(MAX_ROTATING_BUFFERS, math.ceil(ROTATION_L2_MULTIPLE * _l2_bytes(x.device) / nbytes))
+    count = min(MAX_ROTATING_BUFFERS, math.ceil(ROTATION_CACHE_MULTIPLE * cache_bytes(x.device) / nbytes))
     return [x] + [x.clone() for _ in range(count - 1)]
 
 

@@ -234,9 +234,17 @@ def test_cpu_timer_measures_what_it_times():
     assert all(0.002 <= t < 0.05 for t in times)
 
 
-def test_rotation_only_on_cuda():
-    x = torch.zeros(16, 16)
+def test_small_inputs_rotate_through_more_than_the_cache():
+    x = torch.randn(64, 64)
     copies = bench.rotating_copies(x)
-    assert len(copies) == 1 and copies[0] is x
+    span = len(copies) * x.numel() * x.element_size()
+    assert span >= 4 * bench.cache_bytes(x.device) or len(copies) == bench.MAX_ROTATING_BUFFERS
+    assert copies[0] is x and all(torch.equal(c, x) for c in copies)
+    assert len({c.data_ptr() for c in copies}) == len(copies)  # distinct memory, not views
+    big = torch.empty(bench.ROTATION_CACHE_MULTIPLE * bench.cache_bytes(x.device) // 4 + 16)  # float32, past the span
+    assert len(bench.rotating_copies(big)) == 1
+
+
+def test_backend_names_in_order_without_repeats():
     assert bench.parse_backends([]) == list(bench.CONTENDERS)
     assert bench.parse_backends(["torchao", "reference", "torchao"]) == ["torchao", "reference"]
