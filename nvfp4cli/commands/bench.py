@@ -25,7 +25,6 @@ def _check_output(path: Path | None, force: bool) -> None:
 
 def _write_csv(report: core.BenchReport, path: Path) -> None:
     rows = [row | {"shape": core.shape_text(row["shape"])} for row in report.to_dict()["results"]]
-
     with staged_output(path, is_dir=False) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(core.BenchResult.__dataclass_fields__))
         writer.writeheader()
@@ -50,10 +49,9 @@ def _write_plot(report: core.BenchReport, path: Path) -> None:
     series: dict[str, list[tuple[int, float]]] = {}
     copies: dict[int, float] = {}
     for r in report.results:
-        size = r.input_bytes
         label = f"{r.backend}{' (peer)' if r.peer else ''} {r.mode} {core.timed_label(r.includes_amax)}"
-        series.setdefault(label, []).append((size, r.gbps))
-        copies[size] = r.copy_gbps
+        series.setdefault(label, []).append((r.input_bytes, r.gbps))
+        copies[r.input_bytes] = r.copy_gbps
     for label, points in series.items():
         sizes, gbps = zip(*sorted(points))
         ax.plot(sizes, gbps, marker="o", label=label)
