@@ -141,9 +141,6 @@ class Checkpoint:
     def dtype(self, name: str) -> torch.dtype:
         return self.info(name).dtype
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._infos
-
     def get_tensor(self, name: str) -> torch.Tensor:
         """The stored tensor, read from its shard (which is closed again at once)."""
         file = self.file(name)
@@ -194,9 +191,6 @@ class Checkpoint:
             raise DataError(f"{self.path}: {fmt} tensor {members[2]!r} must hold one value, has shape {global_scale.shape}")
         logical_shape = (*packed.shape[:-1], packed.shape[-1] * 2)
         return LogicalWeight(base, logical_shape, fmt, members, self)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._infos)
 
 
 @dataclass(frozen=True)
