@@ -111,18 +111,15 @@ def parse_mode(mode: Mode | str) -> Mode:
         raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(m.value for m in Mode)}") from None
 
 
-def parse_scale_rule(scale_rule: str) -> str:
-    """The rule name if it is one of SCALE_RULES; a clear error otherwise."""
+def parse_scale_rule(scale_rule: str, backend: str) -> str:
+    """scale_rule if it is one of SCALE_RULES and the (resolved) backend implements it; a clear error otherwise."""
     if scale_rule not in SCALE_RULES:
         raise UsageError(f"unknown scale rule {scale_rule!r}; valid: {', '.join(SCALE_RULES)}")
-    return scale_rule
-
-
-def _check_backend_scale_rule(name: str, kernels, scale_rule: str) -> None:
     # A backend lists the rules it implements in SCALE_RULES; one without the attribute has only max.
-    supported = getattr(kernels, "SCALE_RULES", ("max",))
+    supported = getattr(get_backend(backend), "SCALE_RULES", ("max",))
     if scale_rule not in supported:
-        raise UsageError(f"backend {name!r} does not implement scale rule {scale_rule!r}; it has: {', '.join(supported)}")
+        raise UsageError(f"backend {backend!r} does not implement scale rule {scale_rule!r}; it has: {', '.join(supported)}")
+    return scale_rule
 
 
 def quantize(
@@ -147,8 +144,8 @@ def quantize(
     """
     _check_tensor(x)
     mode = parse_mode(mode)
-    scale_rule = parse_scale_rule(scale_rule)
     name = resolve_backend(backend, x.device)
+    scale_rule = parse_scale_rule(scale_rule, name)
     if mode is Mode.RS and seed is None:
         raise UsageError("mode 'rs' needs a seed")
     seed = None if seed is None else _check_counter("seed", seed, x.device)
@@ -156,7 +153,6 @@ def quantize(
     if isinstance(offset, int) and offset + philox_counters(x) > SEED_LIMIT:
         raise UsageError(f"offset {offset} + {philox_counters(x)} blocks exceeds 2^63 Philox counters")
     kernels = get_backend(name)
-    _check_backend_scale_rule(name, kernels, scale_rule)
     x = x.contiguous()
     amax = kernels.amax(x)
     _check_finite(x, amax)

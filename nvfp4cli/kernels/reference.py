@@ -90,7 +90,9 @@ def _lowest_rn_error(magnitudes: torch.Tensor, per_tensor_scale: torch.Tensor, c
     for scales in candidates:
         scale = scales.to(torch.float32).unsqueeze(-1)
         a = (magnitudes * (inverse_pts / scale)).clamp_(max=E2M1_MAX)
-        errors = _pairwise_sum((target - grid[_rn_codes(a).long()] * scale).square_())
+        codes = _rn_codes(a)
+        values = grid.index_select(0, codes.view(-1).int()).view(codes.shape)  # faster than grid[codes]
+        errors = _pairwise_sum((target - values * scale).square_())
         if best_scales is None:
             best_scales, best_errors = scales.view(torch.uint8), errors
             continue
