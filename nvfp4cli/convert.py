@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_mode, quantize
+from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_mode, parse_scale_rule, quantize
 from .checkpoint import (
     COMPRESSED_TENSORS_FORMAT,
     CONFIG_NAME,
@@ -289,6 +289,7 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()
     backend: str = "auto"
     device: str = "cpu"
+    scale_rule: str = "max"  # how block scales are chosen: max, 4over6 or mse (docs/format.md)
 
 
 def _group_per_tensor_scale(checkpoint: Checkpoint, tensors: dict[str, torch.Tensor], backend: str) -> torch.Tensor:
@@ -310,7 +311,7 @@ def _quantize_unit(checkpoint: Checkpoint, names: tuple[str, ...], options: Quan
         x = tensors.pop(name)  # free each input as soon as it is quantized
         seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
         try:
-            q = quantize(x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=backend)
+            q = quantize(x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=backend, scale_rule=options.scale_rule)
         except DataError as exc:
             raise DataError(f"{checkpoint.file(name)}: tensor {name!r}: {exc}") from None
         outputs.update({key: value.cpu() for key, value in quantized_tensors(name, q, options.fmt).items()})
@@ -357,6 +358,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     # RN uses no random bits: a seed would only make equal outputs differ in their metadata.
     options = replace(options, mode=mode, seed=options.seed if mode is Mode.RS else None)
     backend = _resolve_device_backend(options)
+    parse_scale_rule(options.scale_rule, backend)
     _check_not_quantized(checkpoint)
     selections = select_weights(checkpoint, options.include, options.exclude)
     chosen = {selection.name: selection for selection in selections if selection.quantize}
@@ -374,7 +376,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
             bytes_in = sum(checkpoint.info(member).nbytes for member in names)
             units.append(Unit(names, specs, bytes_in, partial(_quantize_unit, checkpoint, names, options, backend), names))
     ignore = _ignored_modules(selections)
-    record = {"producer": f"nvfp4cli {__version__}", "format": options.fmt, "mode": mode.value, "seed": options.seed}
+    record = {"producer": f"nvfp4cli {__version__}", "format": options.fmt, "mode": mode.value, "seed": options.seed, "scale_rule": options.scale_rule}
     extra_files: dict[str, dict] = {}
     if options.fmt == COMPRESSED_TENSORS_FORMAT:
         quantization_config = compressed_tensors_config(ignore)

@@ -43,4 +43,4 @@ def inspect(
             headers=("", ""),
         )
         if report["record"]:
-            typer.echo(f"\nrecorded by {report['record'].get('producer')}: " + ", ".join(f"{k}={report['record'][k]}" for k in ("format", "mode", "seed", "dtype") if k in report["record"]))
+            typer.echo(f"\nrecorded by {report['record'].get('producer')}: " + ", ".join(f"{k}={report['record'][k]}" for k in ("format", "mode", "scale_rule", "seed", "dtype") if k in report["record"]))

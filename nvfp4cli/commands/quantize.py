@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from .. import convert
+from ..api import SCALE_RULES
 from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint, parse_size
 from ..format import Mode
 from ..kernels import BACKENDS
@@ -20,6 +21,7 @@ from .common import DEBUG_HELP, cli_errors, print_json, print_table
 OutputFormat = Enum("OutputFormat", {name: name for name in (COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT)}, type=str)
 Backend = Enum("Backend", {name: name for name in ("auto", *BACKENDS)}, type=str)
 Device = Enum("Device", {"cpu": "cpu", "cuda": "cuda"}, type=str)
+ScaleRule = Enum("ScaleRule", {name: name for name in SCALE_RULES}, type=str)
 JSON_HELP = "Print one JSON document instead of the table (and no progress bar)."
 
 
@@ -53,7 +55,7 @@ def print_report(report: dict, title: str) -> None:
     rows = [
         ["input", report["input"]],
         *([["output", report["output"]]] if "output" in report else []),
-        *[[key, report[key]] for key in ("format", "mode", "seed", "dtype") if key in report],
+        *[[key, report[key]] for key in ("format", "mode", "scale_rule", "seed", "dtype") if key in report],
         [f"tensors {operation}d", report[f"tensors_{operation}d"]],
         ["tensors copied", report["tensors_copied"]],
         ["bytes in", _megabytes(report["bytes_in"])],
@@ -73,6 +75,9 @@ def quantize(
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory [default: IN.nvfp4.safetensors or DIR-nvfp4/]."),
     mode: Mode = typer.Option(Mode.RN, "--mode", help="Rounding: rn (nearest even) or rs (stochastic)."),
     seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it [default: random, printed and recorded]."),
+    scale_rule: ScaleRule = typer.Option(
+        ScaleRule["max"], "--scale-rule", help="Block scales: max (block max -> 6, torchao's), 4over6 or mse (lowest squared error; more accurate, same format)."
+    ),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Kernel backend: auto picks triton on CUDA, reference on CPU."),
     fmt: OutputFormat = typer.Option(OutputFormat[COMPRESSED_TENSORS_FORMAT], "--format", help="compressed-tensors (vLLM, transformers) or modelopt (vLLM, SGLang, TensorRT-LLM)."),
     include: list[str] = typer.Option([], "--include", help="Quantize only weights whose name matches this glob (repeatable); overrides the default skips."),
@@ -91,7 +96,7 @@ def quantize(
             seed = secrets.randbits(63)
             typer.echo(f"nvfp4: --mode rs without --seed: using --seed {seed} (recorded in the output)", err=True)
         checkpoint = open_checkpoint(input_path)
-        options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value)
+        options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
         plan = convert.plan_quantize(checkpoint, options)
         output = output if output is not None else convert.default_output(input_path)
         if dry_run:
