@@ -9,8 +9,8 @@ import typer
 
 from .. import convert
 from ..checkpoint import open_checkpoint, parse_size
-from .common import DEBUG_HELP, cli_errors, print_json
-from .quantize import JSON_HELP, print_report, run_with_progress
+from .common import cli_errors
+from .quantize import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, run_with_progress, show_report
 
 FloatDtype = Enum("FloatDtype", {name: name for name in convert.FLOAT_DTYPES}, type=str)
 
@@ -19,17 +19,13 @@ def dequantize(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="An NVFP4 .safetensors file, index or model directory."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (for a file input) or directory."),
     dtype: FloatDtype = typer.Option(FloatDtype.bf16, "--dtype", help="Float type of the dequantized weights; other tensors keep theirs."),
-    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
-    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    max_shard_size: str = MAX_SHARD_SIZE_OPTION,
+    force: bool = FORCE_OPTION,
+    json_output: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Dequantize every NVFP4 weight (x = e2m1 * block scale * tensor scale); copy the rest."""
     with cli_errors(debug):
-        max_shard_bytes = parse_size(max_shard_size)
         plan = convert.plan_dequantize(open_checkpoint(input_path), dtype.value)
-        report = run_with_progress(plan, output, force, max_shard_bytes, quiet=json_output)
-        if json_output:
-            print_json(report)
-        else:
-            print_report(report, f"dequantized to {output}")
+        report = run_with_progress(plan, output, force, parse_size(max_shard_size), quiet=json_output)
+        show_report(report, json_output, f"dequantized to {output}")

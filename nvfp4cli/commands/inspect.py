@@ -8,16 +8,16 @@ import typer
 
 from ..checkpoint import open_checkpoint
 from ..convert import inspect_checkpoint
-from .common import DEBUG_HELP, cli_errors, print_json, print_table
-from .quantize import JSON_HELP
+from .common import cli_errors, print_json, print_table
+from .quantize import DEBUG_OPTION, JSON_OPTION
 
 TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale", "bytes")
 
 
 def inspect(
     path: Path = typer.Argument(..., metavar="PATH", help="A .safetensors file, a *.safetensors.index.json, or a model directory."),
-    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    json_output: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """List every tensor (NVFP4 triples as one weight) with totals and the compression ratio."""
     with cli_errors(debug):

@@ -22,7 +22,11 @@ OutputFormat = Enum("OutputFormat", {name: name for name in (COMPRESSED_TENSORS_
 Backend = Enum("Backend", {name: name for name in ("auto", *BACKENDS)}, type=str)
 Device = Enum("Device", {"cpu": "cpu", "cuda": "cuda"}, type=str)
 ScaleRule = Enum("ScaleRule", {name: name for name in SCALE_RULES}, type=str)
-JSON_HELP = "Print one JSON document instead of the table (and no progress bar)."
+# Options that dequantize (and inspect) share with quantize.
+MAX_SHARD_SIZE_OPTION = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output (5GB, 500MB, 2GiB).")
+FORCE_OPTION = typer.Option(False, "--force", help="Replace an existing output.")
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of the table (and no progress bar).")
+DEBUG_OPTION = typer.Option(False, "--debug", help=DEBUG_HELP)
 
 
 def _megabytes(nbytes: int) -> str:
@@ -70,6 +74,14 @@ def print_report(report: dict, title: str) -> None:
         print_table([[item["name"], item["reason"]] for item in report["skipped"]], headers=("weight kept in high precision", "reason"))
 
 
+def show_report(report: dict, json_output: bool, title: str) -> None:
+    """JSON for machines, or the summary tables for people."""
+    if json_output:
+        print_json(report)
+    else:
+        print_report(report, title)
+
+
 def quantize(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A .safetensors file, a *.safetensors.index.json, or an HF model directory."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory [default: IN.nvfp4.safetensors or DIR-nvfp4/]."),
@@ -82,12 +94,12 @@ def quantize(
     fmt: OutputFormat = typer.Option(OutputFormat[COMPRESSED_TENSORS_FORMAT], "--format", help="compressed-tensors (vLLM, transformers) or modelopt (vLLM, SGLang, TensorRT-LLM)."),
     include: list[str] = typer.Option([], "--include", help="Quantize only weights whose name matches this glob (repeatable); overrides the default skips."),
     exclude: list[str] = typer.Option([], "--exclude", help="Keep weights whose name matches this glob in high precision (repeatable)."),
-    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output (5GB, 500MB, 2GiB)."),
+    max_shard_size: str = MAX_SHARD_SIZE_OPTION,
     device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be quantized and skipped; write nothing."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
-    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    force: bool = FORCE_OPTION,
+    json_output: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Quantize the 2-D linear weights of a checkpoint to NVFP4; copy everything else."""
     with cli_errors(debug):
@@ -103,7 +115,4 @@ def quantize(
             report = plan.summary() | {"output": str(output), "dry_run": True}
         else:
             report = run_with_progress(plan, output, force, max_shard_bytes, quiet=json_output)
-        if json_output:
-            print_json(report)
-        else:
-            print_report(report, "dry run: nothing written" if dry_run else f"quantized to {output}")
+        show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
