@@ -322,3 +322,23 @@ def test_minilm_accuracy_goals():
         sqnr[rule] = stats.sqnr_db
     assert sqnr["4over6"] >= sqnr["max"] + 0.7
     assert sqnr["mse"] >= sqnr["max"] + 1.0
+
+
+def test_minilm_outputs_load_in_transformers_and_embed_closer_to_fp32(tmp_path):
+    pytest.importorskip("compressed_tensors")
+    e2e = pytest.importorskip("test_minilm_e2e")  # its offline setup, sentences and pooling
+    transformers = e2e.transformers
+    model_dir = e2e.minilm.get_model_path()
+    reference = e2e.sentence_transformers.SentenceTransformer(str(model_dir), device="cpu").encode(e2e.SENTENCES, convert_to_tensor=True)
+    mean_cosine = {}
+    for rule in ("max", "4over6", "mse"):
+        output = tmp_path / rule
+        result = CliRunner().invoke(app, ["quantize", str(model_dir), "-o", str(output), "--scale-rule", rule])
+        assert result.exit_code == 0, result.output
+        model = transformers.AutoModel.from_pretrained(output, dtype=torch.bfloat16)  # kept compressed
+        assert hasattr(model.encoder.layer[0].attention.self.query, "weight_packed")
+        embeddings = e2e.mean_pooled(model, transformers.AutoTokenizer.from_pretrained(output))
+        cosine = torch.nn.functional.cosine_similarity(embeddings, reference)
+        assert cosine.min() >= e2e.MIN_COSINE, (rule, cosine)
+        mean_cosine[rule] = float(cosine.mean())
+    assert mean_cosine["4over6"] >= mean_cosine["max"] and mean_cosine["mse"] >= mean_cosine["max"], mean_cosine
