@@ -84,9 +84,9 @@ def show_report(report: dict, json_output: bool, title: str) -> None:
 
 def quantize(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A .safetensors file, a *.safetensors.index.json, or an HF model directory."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory [default: IN.nvfp4.safetensors or DIR-nvfp4/]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory (default: IN.nvfp4.safetensors, or DIR-nvfp4/ for a directory)."),
     mode: Mode = typer.Option(Mode.RN, "--mode", help="Rounding: rn (nearest even) or rs (stochastic)."),
-    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it [default: random, printed and recorded]."),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it (default: random, printed and recorded)."),
     scale_rule: ScaleRule = typer.Option(
         ScaleRule["max"], "--scale-rule", help="Block scales: max (block max -> 6, torchao's), 4over6 or mse (lowest squared error; more accurate, same format)."
     ),
