@@ -10,6 +10,7 @@ from .commands import dequantize as dequantize_command
 from .commands import diff as diff_command
 from .commands import inspect as inspect_command
 from .commands import quantize as quantize_command
+from .commands.common import OneLineErrors
 
 app = typer.Typer(
     name="nvfp4",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import typer
 from tabulate import tabulate
+from typer.core import TyperGroup
 
 from ..errors import DataError, UsageError
 
@@ -38,10 +39,39 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
         raise typer.Exit(code) from None
 
 
+# Typer vendors click from 0.2x on and used plain click before: take click's exception classes
+# from the one Typer exports, whatever the version.
+ClickUsageError = typer.BadParameter.__base__
+ClickException = ClickUsageError.__base__
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's command group, with click's own errors (a bad option value, an unknown option, a
+    missing argument) printed as one line like every other error instead of a usage banner and a box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            # A bare `nvfp4` has printed the help already (Typer checks the class by name too).
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                command = exc.ctx.command_path if isinstance(exc, ClickUsageError) and exc.ctx is not None else "nvfp4"
+                typer.echo(f"nvfp4: error: {one_line(exc)} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("nvfp4: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (OSError: 'strerror: filename')."""
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    elif isinstance(exc, ClickException):
+        text = exc.format_message()
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())
