@@ -215,14 +215,14 @@ class LogicalWeight:
         ModelOpt, the float32 reciprocal of the stored global scale for compressed-tensors."""
         if not self.quantized:
             return None
-        packed, scales = (self.checkpoint.get_tensor(name) for name in self.tensors[:2])
-        return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=self.load_per_tensor_scale(), mode=self.checkpoint.recorded_mode())
+        packed = self.checkpoint.get_tensor(self.tensors[0])
+        return QuantizedTensor(packed=packed, scales=self._block_scales(), per_tensor_scale=self.load_per_tensor_scale(), mode=self.checkpoint.recorded_mode())
 
     def load_per_tensor_scale(self) -> torch.Tensor | None:
         """pts (float32 0-d) of an NVFP4 weight without loading the rest; None for a float tensor."""
         if not self.quantized:
             return None
-        stored_scale = self.checkpoint.get_tensor(self.tensors[2]).reshape(())
+        stored_scale = self._stored_scale()
         return 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
 
     def load_float(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -230,11 +230,28 @@ class LogicalWeight:
         e2m1 * scale * pts for ModelOpt, e2m1 * (scale / global_scale) for compressed-tensors."""
         if not self.quantized:
             return self.checkpoint.get_tensor(self.name).to(dtype)
-        packed, scales, stored_scale = (self.checkpoint.get_tensor(name) for name in self.tensors)
+        packed, scales, stored_scale = self.checkpoint.get_tensor(self.tensors[0]), self._block_scales(), self._stored_scale()
         if self.format == COMPRESSED_TENSORS_FORMAT:
-            effective_scales = scales.to(torch.float32) / stored_scale.reshape(())
+            effective_scales = scales.to(torch.float32) / stored_scale
             return dequantize_blocks(packed, effective_scales, torch.ones(()), dtype)
-        return dequantize_blocks(packed, scales, stored_scale.reshape(()), dtype)
+        return dequantize_blocks(packed, scales, stored_scale, dtype)
+
+    def _block_scales(self) -> torch.Tensor:
+        name = self.tensors[1]
+        scales = self.checkpoint.get_tensor(name)
+        nans = int(((scales.view(torch.uint8) & 0x7F) == 0x7F).sum())  # E4M3FN's only NaN: all exponent and mantissa bits set
+        if nans:
+            raise DataError(f"{self.checkpoint.file(name)}: tensor {name!r} holds {nans} NaN block scale(s)")
+        return scales
+
+    def _stored_scale(self) -> torch.Tensor:
+        # pts (ModelOpt) or 1/pts (compressed-tensors): either way it and its reciprocal must be
+        # positive and finite, or every value of the weight decodes to 0, Inf or NaN.
+        name = self.tensors[2]
+        stored_scale = self.checkpoint.get_tensor(name).reshape(())
+        if not (stored_scale > 0 and torch.isfinite(stored_scale) and torch.isfinite(1.0 / stored_scale)):
+            raise DataError(f"{self.checkpoint.file(name)}: tensor {name!r} holds {float(stored_scale)}; a tensor scale must be positive and finite")
+        return stored_scale
 
 
 def _read_json(path: Path) -> dict:
