@@ -448,6 +448,11 @@ def _open_writers(plan: Plan, staging: Path, is_dir: bool, max_shard_bytes: int,
         paths = [staging / name for name in names]
         if len(shards) > 1:
             write_index(staging / ("model" + INDEX_SUFFIX), shards, names)
+    return open_writers(shards, paths, metadata)
+
+
+def open_writers(shards: list[list[TensorSpec]], paths: list[Path], metadata: dict[str, str]) -> dict[str, SafetensorsWriter]:
+    """A writer per shard file; returns the writer of every tensor by name."""
     writers: dict[str, SafetensorsWriter] = {}
     for shard, path in zip(shards, paths):
         writer = SafetensorsWriter(path, shard, metadata)
@@ -455,7 +460,30 @@ def _open_writers(plan: Plan, staging: Path, is_dir: bool, max_shard_bytes: int,
     return writers
 
 
-def _write_metadata_files(plan: Plan, staging: Path) -> list[str]:
+def file_metadata(plan: Plan) -> dict[str, str]:
+    """The safetensors metadata of every output file: this run's record as sorted JSON."""
+    return {"format": "pt", METADATA_KEY: json.dumps(plan.record, sort_keys=True)}
+
+
+def write_units(units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None]) -> None:
+    """Produce each unit, write its tensors and call unit_written (which may raise to stop);
+    close every file when all is written, or abort them all on any error."""
+    try:
+        for unit in units:
+            for name, tensor in unit.produce().items():
+                writers[name].write(name, tensor)
+            unit_written(unit)
+        for writer in dict.fromkeys(writers.values()):
+            writer.close()
+    except BaseException:
+        for writer in dict.fromkeys(writers.values()):
+            writer.abort()
+        raise
+
+
+def write_metadata_files(plan: Plan, staging: Path) -> list[str]:
+    """config.json, the plan's extra JSON files and the input directory's side files (tokenizer
+    ...); returns the names copied."""
     directory = plan.checkpoint.directory
     skipped = {CONFIG_NAME, *plan.dropped_files, *plan.extra_files}
     copied = _copy_side_files(directory, staging, skipped) if directory is not None else []
@@ -476,28 +504,26 @@ def run(plan: Plan, output: Path, *, force: bool = False, max_shard_bytes: int =
     if not is_dir and not output.name.endswith(SAFETENSORS_SUFFIX):
         raise UsageError(f"output {output} must end with {SAFETENSORS_SUFFIX} for a single-file input")
     check_output_path(output, plan.checkpoint.path, force)
-    metadata = {"format": "pt", METADATA_KEY: json.dumps(plan.record, sort_keys=True)}
     start = time.perf_counter()
     tensors_done = bytes_done = 0
+
+    def unit_written(unit: Unit) -> None:
+        nonlocal tensors_done, bytes_done
+        tensors_done += len(unit.inputs)
+        bytes_done += unit.bytes_in
+        if progress is not None:
+            progress(tensors_done, bytes_done)
+
     with staged_output(output, is_dir) as staging:
-        writers = _open_writers(plan, staging, is_dir, max_shard_bytes, metadata)
-        try:
-            for unit in plan.units:
-                for name, tensor in unit.produce().items():
-                    writers[name].write(name, tensor)
-                tensors_done += len(unit.inputs)
-                bytes_done += unit.bytes_in
-                if progress is not None:
-                    progress(tensors_done, bytes_done)
-            for writer in dict.fromkeys(writers.values()):
-                writer.close()
-        except BaseException:
-            for writer in dict.fromkeys(writers.values()):
-                writer.abort()
-            raise
-        copied = _write_metadata_files(plan, staging) if is_dir else []
+        writers = _open_writers(plan, staging, is_dir, max_shard_bytes, file_metadata(plan))
+        write_units(plan.units, writers, unit_written)
+        copied = write_metadata_files(plan, staging) if is_dir else []
         files = sorted(path.name for path in dict.fromkeys(writer.path for writer in writers.values()))
-    seconds = time.perf_counter() - start
+    return run_report(plan, output, files, copied, time.perf_counter() - start)
+
+
+def run_report(plan: Plan, output: Path, files: list[str], copied: list[str], seconds: float) -> dict:
+    """What a finished run wrote and how fast: the plan's summary, the files, the time."""
     return {
         **plan.summary(),
         "output": str(output),
