@@ -34,7 +34,6 @@ class QuantizedTensor:
     scales: torch.Tensor  # float8_e4m3fn [..., K/16]
     per_tensor_scale: torch.Tensor  # float32 0-d, pts = amax / 2688 (floored at 2^-120)
     mode: Mode
-    scale_rule: str = "max"  # how the block scales were chosen, one of SCALE_RULES
 
     @property
     def shape(self) -> torch.Size:
@@ -163,7 +162,7 @@ def quantize(
     # max goes through the original five-argument call, so backends without scale rules keep working.
     rule_argument = {} if scale_rule == "max" else {"scale_rule": scale_rule}
     packed, scales = kernels.quantize(x, pts, mode, seed, offset, **rule_argument)
-    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, scale_rule=scale_rule)
+    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode)
 
 
 def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
