@@ -279,7 +279,10 @@ def _open_index(index: Path) -> Checkpoint:
         raise DataError(f"{index}: no 'weight_map' of tensor names to shard files")
     files: list[Path] = []
     for file_name in dict.fromkeys(weight_map.values()):
-        file = index.parent / str(file_name)
+        # Shards live beside the index: a path ("../x", "/etc/x") would read outside the model.
+        if not isinstance(file_name, str) or Path(file_name).name != file_name:
+            raise DataError(f"{index}: shard {file_name!r} is not a file name in {index.parent}")
+        file = index.parent / file_name
         if not file.is_file():
             raise DataError(f"{index}: shard {file_name} does not exist")
         files.append(file)
