@@ -441,7 +441,8 @@ def check_output_path(output: Path, input_path: Path, force: bool) -> None:
     if (output.exists() or output.is_symlink()) and not force:
         raise UsageError(f"output {output} exists; pass --force to replace it")
     if not output.parent.is_dir():
-        raise UsageError(f"output directory {output.parent} does not exist")
+        problem = "is not a directory" if output.parent.exists() else "does not exist"
+        raise UsageError(f"output directory {output.parent} {problem}")
 
 
 def _remove(path: Path) -> None:
