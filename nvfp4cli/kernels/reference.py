@@ -82,8 +82,8 @@ def block_scales(blocks: torch.Tensor, per_tensor_scale: torch.Tensor, scale_rul
 def _lowest_rn_error(magnitudes: torch.Tensor, per_tensor_scale: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
     """Per block, the first candidate scale whose squared RN error is strictly lowest.
 
-    Errors are measured in units of pts (|x| / pts <= 2688 for the tensor's own pts), so they
-    neither underflow for tiny tensors nor depend on the candidate; every step is one float32
+    Errors are measured in units of pts, one unit for every candidate (|x| / pts <= 2688 for the
+    tensor's own pts, so they do not underflow for tiny tensors); every step is one float32
     rounding and the 16 squares add in a fixed pairwise tree, so all backends agree bit for bit.
     """
     target = magnitudes / per_tensor_scale
