@@ -33,7 +33,11 @@ def e2m1_values(device: torch.device | str = "cpu") -> torch.Tensor:
 
 def per_tensor_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     """pts = max(amax / 2688, 2^-120) in float32, as a 0-d tensor."""
-    return torch.clamp(amax.to(torch.float32) / PTS_DIVISOR, min=PTS_FLOOR).reshape(())
+    amax = amax.to(torch.float32)
+    # Divide by a tensor: CUDA turns division by a Python number into a multiply by its
+    # reciprocal, which rounds differently from the true division the spec asks for.
+    divisor = torch.tensor(PTS_DIVISOR, dtype=torch.float32, device=amax.device)
+    return torch.clamp(amax / divisor, min=PTS_FLOOR).reshape(())
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:
