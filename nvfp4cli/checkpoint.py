@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -434,15 +435,67 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def check_output_path(output: Path, input_path: Path, force: bool) -> None:
-    """Refuse an output that would touch the input, or an existing one without force."""
+    """Refuse an output that would touch the input, or an existing one without force.
+
+    What killed runs left beside output is cleaned up first (see clean_leftovers), so that an
+    old output such a run had moved aside counts as existing again."""
     resolved_output, resolved_input = output.resolve(), input_path.resolve()
     if _is_within(resolved_input, resolved_output) or (input_path.is_dir() and _is_within(resolved_output, resolved_input)):
         raise UsageError(f"output {output} would overwrite or write into the input {input_path}")
+    clean_leftovers(output)
     if (output.exists() or output.is_symlink()) and not force:
         raise UsageError(f"output {output} exists; pass --force to replace it")
     if not output.parent.is_dir():
         problem = "is not a directory" if output.parent.exists() else "does not exist"
         raise UsageError(f"output directory {output.parent} {problem}")
+
+
+# Beside an output X, a run writes into ".X.nvfp4-tmp-<host>-<pid>-<random>" and, when --force
+# replaces a directory, moves the old X into ".X.nvfp4-old-<host>-<pid>-<random>/X" for the moment
+# of the final rename. Any exception removes both; a killed process (SIGKILL, power loss) cannot,
+# and the next run writing X removes them once their process is gone.
+STAGING_TAG = "nvfp4-tmp"
+RETIRED_TAG = "nvfp4-old"
+HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _sibling(output: Path, tag: str, is_dir: bool) -> Path:
+    prefix = f".{output.name}.{tag}-{HOST}-{os.getpid()}-"
+    if is_dir:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
+    handle, name = tempfile.mkstemp(prefix=prefix, dir=output.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_leftovers(output: Path) -> list[Path]:
+    """Remove the staging siblings of output that runs killed on this machine left behind, and
+    put back an old output such a run had moved aside if output is missing. Entries of live
+    processes (a run still writing) and of other machines are left alone. Returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(output.name)}\.({STAGING_TAG}|{RETIRED_TAG})-{re.escape(HOST)}-(\d+)-[a-z0-9_]+")
+    if not output.parent.is_dir():
+        return []
+    removed = []
+    for entry in sorted(output.parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None or _process_alive(int(match.group(2))):
+            continue
+        old_output = entry / output.name
+        if match.group(1) == RETIRED_TAG and os.path.lexists(old_output) and not os.path.lexists(output):
+            os.replace(old_output, output)  # killed between moving the old output aside and the final rename
+        _remove(entry)
+        removed.append(entry)
+    return removed
 
 
 def _remove(path: Path) -> None:
@@ -463,21 +516,18 @@ def _default_permissions(path: Path, is_dir: bool) -> None:
 def staged_output(output: Path, is_dir: bool) -> Iterator[Path]:
     """Yield a temporary sibling of output to write into; rename it to output when the block
     completes. After any exception (Ctrl-C included) the temporary is removed and output is as
-    it was. An existing output (checked for by the caller) is replaced only at the very end."""
-    prefix = f".{output.name}."
-    if is_dir:
-        staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=output.parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=output.parent)
-        os.close(handle)
-        staging = Path(name)
+    it was. An existing output (checked for by the caller) is replaced only at the very end.
+
+    A write that fails without naming a file (a full disk) is reported as an OSError on output."""
+    clean_leftovers(output)
+    staging = _sibling(output, STAGING_TAG, is_dir)
     try:
         yield staging
         _default_permissions(staging, is_dir)
-        if output.exists() or output.is_symlink():
-            # os.replace cannot replace a directory: move the old output aside first, and put it
-            # back if the final rename fails, so that nothing is lost.
-            retired = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=output.parent)) / output.name
+        if os.path.lexists(output) and (is_dir or (output.is_dir() and not output.is_symlink())):
+            # os.replace cannot put a directory over anything, nor a file over a directory: move
+            # the old output aside first, and put it back if the final rename fails.
+            retired = _sibling(output, RETIRED_TAG, is_dir=True) / output.name
             os.replace(output, retired)
             try:
                 os.replace(staging, output)
@@ -486,7 +536,12 @@ def staged_output(output: Path, is_dir: bool) -> Iterator[Path]:
                 raise
             shutil.rmtree(retired.parent)
         else:
-            os.replace(staging, output)
+            os.replace(staging, output)  # atomic, over an old file too
+    except OSError as exc:
+        _remove(staging)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(output)) from None
+        raise
     except BaseException:
         _remove(staging)
         raise
