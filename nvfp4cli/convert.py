@@ -297,7 +297,8 @@ def _group_per_tensor_scale(checkpoint: Checkpoint, tensors: dict[str, torch.Ten
     for name, x in tensors.items():
         amax = get_backend(backend).amax(x.contiguous())
         if not torch.isfinite(amax):
-            raise DataError(f"{checkpoint.file(name)}: tensor {name!r} holds NaN or Inf values")
+            count = int((~torch.isfinite(x)).sum())
+            raise DataError(f"{checkpoint.file(name)}: tensor {name!r} holds {count} non-finite value(s) (NaN or Inf)")
         amaxes.append(amax)
     return per_tensor_scale_from_amax(torch.stack(amaxes).amax())
 
