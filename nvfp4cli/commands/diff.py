@@ -6,6 +6,7 @@ below --min-sqnr, 2 on trouble (missing or corrupt input, bad arguments).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -85,6 +86,8 @@ def diff(
         try:
             if top is not None and top < 1:
                 raise UsageError(f"--top must be at least 1, got {top}")
+            if min_sqnr is not None and math.isnan(min_sqnr):
+                raise UsageError("--min-sqnr must be a number of dB, got nan")  # no SQNR is below nan: the gate would never fire
             if sort not in core.SORT_KEYS:
                 raise UsageError(f"unknown --sort {sort!r}; valid: {', '.join(core.SORT_KEYS)}")
             with _progress(quiet=json_out) as bar:
