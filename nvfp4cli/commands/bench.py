@@ -19,8 +19,12 @@ TABLE_HEADERS = ("backend", "mode", "shape", "dtype", "timed", "median us", "p10
 
 
 def _check_output(path: Path | None, force: bool) -> None:
+    # Before the run, not after it: a bad path would otherwise cost the whole benchmark.
     if path is not None and path.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
+    if path is not None and not path.parent.is_dir():
+        problem = "is not a directory" if path.parent.exists() else "does not exist"
+        raise UsageError(f"{path}: directory {path.parent} {problem}")
 
 
 def _write_csv(report: core.BenchReport, path: Path) -> None:
