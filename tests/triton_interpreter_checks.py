@@ -56,6 +56,20 @@ def test_adversarial_values_match_reference(dtype, mode):
         assert_backends_agree(x, per_tensor_scale_from_amax(amax) if pts is None else pts.float(), mode)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode):
+    # Large inputs run several tiles a program, each loading the next tile ahead; here with tiny
+    # tiles, and a tile count that does not divide evenly, so the last program runs past the end.
+    monkeypatch.setattr(triton_backend, "QUANTIZE_CONFIGS", {mode: (16, 1, 3)})
+    monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_backend, "AMAX_WORDS", 32)
+    monkeypatch.setattr(triton_backend, "AMAX_TILES", 3)
+    x = torch.randn(7, 16 * 17, generator=torch.Generator().manual_seed(5)).to(dtype)  # 119 blocks
+    assert torch.equal(triton_backend.amax(x), reference.amax(x))
+    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), mode)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rs_on_thresholds_matches_the_scalar_oracle(dtype):
     # spec_oracle shares no code with nvfp4cli; its Philox is plain Python integers

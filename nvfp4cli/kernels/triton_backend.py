@@ -20,16 +20,16 @@ import triton.language as tl
 
 from ..format import BLOCK_SIZE, Mode
 
-# Blocks each quantize program owns, and its warps, by problem size (tuned on an H100: docs/benchmarks.md).
-QUANTIZE_BLOCKS = 256
-QUANTIZE_WARPS = 4
-AMAX_ELEMENTS = 8192  # elements each amax program reduces
+# (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
+# docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
+QUANTIZE_CONFIGS = {Mode.RN: (256, 4, 1), Mode.RS: (128, 4, 8)}
+MIN_PROGRAMS = 1024
+AMAX_WORDS = 4096  # int32 words an amax tile
+AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-_ELEMENT_BITS_DTYPE = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
-_MAGNITUDE_MASK = {torch.bfloat16: 0x7FFF, torch.float16: 0x7FFF, torch.float32: 0x7FFFFFFF}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,15 +50,32 @@ def _magnitude_to_float(bits, INPUT_KIND: tl.constexpr):
 
 
 @triton.jit
-def _amax_partial_kernel(bits_ptr, partial_ptr, n_elements, MAGNITUDE_MASK: tl.constexpr, ELEMENTS: tl.constexpr):
+def _word_magnitudes(words_ptr, tile, n_words, PAIRED: tl.constexpr, WORDS: tl.constexpr):
+    """Magnitude bits of a tile of int32 words: (low halves, high halves) for 16-bit input,
+    (words, words) for fp32. Non-negative integers order like the floats; NaN above Inf."""
+    offsets = tl.cast(tile, tl.int64) * WORDS + tl.arange(0, WORDS)
+    words = tl.load(words_ptr + offsets, mask=offsets < n_words, other=0)
+    if PAIRED:
+        return words & 0x7FFF, words & 0x7FFF0000
+    return words & 0x7FFFFFFF, words & 0x7FFFFFFF
+
+
+@triton.jit
+def _amax_partial_kernel(words_ptr, partial_ptr, n_words, PAIRED: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr):
     # Programs walk the tensor from its end, so that the quantize pass, which starts at its
-    # beginning, finds the most recently read part still in L2.
-    tile = tl.num_programs(0) - 1 - tl.program_id(0)
-    offsets = tile.to(tl.int64) * ELEMENTS + tl.arange(0, ELEMENTS)
-    bits = tl.load(bits_ptr + offsets, mask=offsets < n_elements, other=0)
-    # Non-negative integers order like the floats they encode; NaN sorts above Inf.
-    magnitude = bits.to(tl.int32) & MAGNITUDE_MASK
-    tl.store(partial_ptr + tl.program_id(0), tl.max(magnitude, axis=0))
+    # beginning, finds the most recently read part still in L2. The next tile is loaded before
+    # the current one is reduced, to keep two tiles in flight.
+    first = (tl.num_programs(0) - 1 - tl.program_id(0)) * TILES
+    low, high = _word_magnitudes(words_ptr, first, n_words, PAIRED, WORDS)
+    best_low, best_high = low, high
+    for step in range(1, TILES):
+        next_low, next_high = _word_magnitudes(words_ptr, first + step, n_words, PAIRED, WORDS)
+        best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
+        low, high = next_low, next_high
+    best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
+    if PAIRED:
+        best_high = best_high >> 16
+    tl.store(partial_ptr + tl.program_id(0), tl.maximum(tl.max(best_low, axis=0), tl.max(best_high, axis=0)))
 
 
 @triton.jit
@@ -96,14 +113,17 @@ def _row_abs_max(x):
 
 @triton.jit
 def _e2m1_rn(a):
-    """E2M1 magnitude code (0..7) of a in [0, 6]: nearest, ties to the even code."""
-    bits = a.to(tl.int32, bitcast=True)
-    # a >= 1: round the mantissa to one bit (RNE); exponent and that bit then read as the code,
-    # 2 * (e - 126) + m, which the constant folds in before the shift.
-    normal = (bits + (0x1FFFFF - (252 << 22)) + ((bits >> 22) & 1)) >> 22
-    # a < 1: the step is 0.5 = ulp(2^22), so a + 2^22 rounds a to the grid with ties to even.
-    subnormal = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000
-    return tl.where(a < 1.0, subnormal, normal)
+    """E2M1 magnitude code (0..7) of a in [0, 6]: nearest, ties to the even code.
+
+    Steps are 0.5 below 2, 1 below 4, 2 up to 6, so the code is rint(2a), 2 + rint(a) or
+    4 + rint(a / 2) there; each of the three is at least the code outside its range, so the code
+    is their minimum. rint by the magic constant 1.5 * 2^23 (ulp 1, ties to even = even code,
+    since the offsets are even); a * 2 and a / 2 are exact, so the fused multiply-adds round once.
+    All float multiply-adds and integer mins: no comparisons, no selects."""
+    low = tl.fma(a, 2.0, 12582912.0).to(tl.int32, bitcast=True)
+    mid = (a + 12582914.0).to(tl.int32, bitcast=True)
+    high = tl.fma(a, 0.5, 12582916.0).to(tl.int32, bitcast=True)
+    return tl.minimum(tl.minimum(low, mid), high) - 0x4B400000
 
 
 @triton.jit
@@ -159,40 +179,41 @@ def _scalar(value, IN_MEMORY: tl.constexpr):
     return value
 
 
-@triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
-def _quantize_kernel(
-    words_ptr,
-    pts_ptr,
-    seed,
-    offset,
-    packed_ptr,
-    scales_ptr,
-    n_blocks,
-    scale_cols,
-    unit_stride,
-    INPUT_KIND: tl.constexpr,
-    STOCHASTIC: tl.constexpr,
-    SEED_IN_MEMORY: tl.constexpr,
-    OFFSET_IN_MEMORY: tl.constexpr,
-    SWIZZLE: tl.constexpr,
-    BLOCKS: tl.constexpr,
-):
-    PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
-    WORDS_PER_BLOCK: tl.constexpr = 8 if PAIRED else 16
-    blocks = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    mask = blocks < n_blocks
+@triton.jit
+def _tile_blocks(tile, n_blocks, BLOCKS: tl.constexpr):
+    blocks = tl.cast(tile, tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    return blocks, blocks < n_blocks
 
-    # Each thread owns whole blocks: 2 (or 4) loads of 16 bytes, and every per-block value below
-    # (max, scale, Philox words, packed codes) stays in that thread's registers.
+
+@triton.jit
+def _load_tile(words_ptr, tile, n_blocks, PAIRED: tl.constexpr, BLOCKS: tl.constexpr):
+    """The tile's raw words, 16 bytes a load: two loads a block for 16-bit input, four for fp32
+    (w2, w3 repeat w0, w1 for 16-bit input, unused). Past the last tile nothing is read."""
+    blocks, mask = _tile_blocks(tile, n_blocks, BLOCKS)
+    WORDS_PER_BLOCK: tl.constexpr = 8 if PAIRED else 16
     w0 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 0)
     w1 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 1)
+    if PAIRED:
+        w2, w3 = w0, w1
+    else:
+        w2 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 2)
+        w3 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 3)
+    return w0, w1, w2, w3
+
+
+@triton.jit
+def _quantize_tile(
+    w0, w1, w2, w3, packed_ptr, scales_ptr, tile, n_blocks, scale_cols, unit_stride, pts, inv_pts, seed, offset,
+    PAIRED: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, BLOCKS: tl.constexpr,
+):
+    """Quantize one tile of BLOCKS blocks from its words. Each thread owns whole blocks, so every
+    per-block value (max, scale, Philox words, packed codes) stays in that thread's registers."""
+    blocks, mask = _tile_blocks(tile, n_blocks, BLOCKS)
     if PAIRED:
         e0, o0 = _split_pairs(w0, INPUT_KIND)
         e1, o1 = _split_pairs(w1, INPUT_KIND)
         block_max = tl.maximum(tl.maximum(_row_abs_max(e0), _row_abs_max(o0)), tl.maximum(_row_abs_max(e1), _row_abs_max(o1)))
     else:
-        w2 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 2)
-        w3 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 3)
         x0 = w0.to(tl.float32, bitcast=True)
         x1 = w1.to(tl.float32, bitcast=True)
         x2 = w2.to(tl.float32, bitcast=True)
@@ -200,17 +221,15 @@ def _quantize_kernel(
         block_max = tl.maximum(tl.maximum(_row_abs_max(x0), _row_abs_max(x1)), tl.maximum(_row_abs_max(x2), _row_abs_max(x3)))
 
     # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (SPEC §6).
-    pts = tl.load(pts_ptr)
     scale = tl.div_rn(tl.div_rn(block_max, 6.0), pts)
     scale = tl.minimum(tl.maximum(scale, 0.015625), 448.0)
     scale_bits = scale.to(tl.int32, bitcast=True)
     scale_bits = (scale_bits + 0x7FFFF + ((scale_bits >> 20) & 1)) & -0x100000
     scale_byte = (scale_bits >> 20) - (120 << 3)  # exponent rebiased 127 -> 7, and 3 mantissa bits
-    ratio = tl.div_rn(tl.div_rn(1.0, pts), scale_bits.to(tl.float32, bitcast=True))
+    ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
 
-    if STOCHASTIC:
-        counters = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64) + blocks
-        r0, r1, r2, r3 = tl.randint4x(_scalar(seed, SEED_IN_MEMORY), counters)
+    if STOCHASTIC:  # one Philox call a block (SPEC.md §3)
+        r0, r1, r2, r3 = tl.randint4x(seed, offset + blocks)
     else:  # unused
         r0 = blocks.to(tl.uint32)
         r1, r2, r3 = r0, r0, r0
@@ -230,21 +249,56 @@ def _quantize_kernel(
         # SPEC §5: 128x4 tiles of 512 bytes, row-major over tiles; (32*i + j, c) -> 16*j + 4*i + c.
         row = blocks // scale_cols
         col = blocks % scale_cols
-        tile = (row // 128) * ((scale_cols + 3) // 4) + col // 4
-        target = tile * 512 + (row % 32) * 16 + ((row % 128) // 32) * 4 + col % 4
+        swizzled_tile = (row // 128) * ((scale_cols + 3) // 4) + col // 4
+        target = swizzled_tile * 512 + (row % 32) * 16 + ((row % 128) // 32) * 4 + col % 4
     else:
         target = blocks * unit_stride
     tl.store(scales_ptr + target, scale_byte.to(tl.uint8), mask=mask)
 
 
+@triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
+def _quantize_kernel(
+    words_ptr,
+    pts_ptr,
+    seed,
+    offset,
+    packed_ptr,
+    scales_ptr,
+    n_blocks,
+    scale_cols,
+    unit_stride,
+    INPUT_KIND: tl.constexpr,
+    STOCHASTIC: tl.constexpr,
+    SEED_IN_MEMORY: tl.constexpr,
+    OFFSET_IN_MEMORY: tl.constexpr,
+    SWIZZLE: tl.constexpr,
+    BLOCKS: tl.constexpr,
+    TILES: tl.constexpr,
+):
+    # Each program quantizes TILES consecutive tiles, loading the next tile's words before
+    # quantizing the current one, so memory stays busy while it computes.
+    pts = tl.load(pts_ptr)
+    inv_pts = tl.div_rn(1.0, pts)
+    if STOCHASTIC:
+        seed = _scalar(seed, SEED_IN_MEMORY)
+        offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
+    PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
+    first = tl.program_id(0) * TILES
+    end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)  # this program's blocks
+    w0, w1, w2, w3 = _load_tile(words_ptr, first, end, PAIRED, BLOCKS)
+    for step in range(TILES):
+        tile = first + step
+        n0, n1, n2, n3 = _load_tile(words_ptr, tile + 1, end, PAIRED, BLOCKS)
+        _quantize_tile(
+            w0, w1, w2, w3, packed_ptr, scales_ptr, tile, end, scale_cols, unit_stride, pts, inv_pts, seed, offset,
+            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, BLOCKS,
+        )
+        w0, w1, w2, w3 = n0, n1, n2, n3
+
+
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
-
-
-def _bits(x: torch.Tensor) -> torch.Tensor:
-    """x's raw bits, one integer an element."""
-    return x.reshape(-1).view(_ELEMENT_BITS_DTYPE[x.dtype])
 
 
 def _words(x: torch.Tensor) -> torch.Tensor:
@@ -256,12 +310,12 @@ def _words(x: torch.Tensor) -> torch.Tensor:
 
 
 def _amax(x: torch.Tensor) -> torch.Tensor:
-    bits = _bits(x)
-    n_partials = triton.cdiv(bits.numel(), AMAX_ELEMENTS)
+    words = _words(x)
+    n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
     partials = torch.empty(n_partials, dtype=torch.int32, device=x.device)
     result = torch.empty((), dtype=torch.float32, device=x.device)
     _amax_partial_kernel[(n_partials,)](
-        bits, partials, bits.numel(), MAGNITUDE_MASK=_MAGNITUDE_MASK[x.dtype], ELEMENTS=AMAX_ELEMENTS, num_warps=AMAX_WARPS
+        words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES, num_warps=AMAX_WARPS
     )
     _amax_finish_kernel[(1,)](
         partials, result, n_partials, INPUT_KIND=_INPUT_KIND[x.dtype], ELEMENTS=AMAX_FINISH_ELEMENTS, num_warps=4
@@ -292,8 +346,12 @@ def _quantize(
     else:
         scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
     pts = per_tensor_scale.to(device=x.device, dtype=torch.float32).reshape(())
+    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[Mode.RS if stochastic else Mode.RN]
+    n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
+    if n_tiles < MIN_PROGRAMS * tiles:
+        tiles = 1
     if n_blocks:
-        _quantize_kernel[(triton.cdiv(n_blocks, QUANTIZE_BLOCKS),)](
+        _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
             _words(x),
             pts,
             0 if seed is None else seed,
@@ -308,8 +366,9 @@ def _quantize(
             SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
             OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor),
             SWIZZLE=swizzle,
-            BLOCKS=QUANTIZE_BLOCKS,
-            num_warps=QUANTIZE_WARPS,
+            BLOCKS=blocks_a_tile,
+            TILES=tiles,
+            num_warps=warps,
         )
     packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
     scales = scales.view(torch.float8_e4m3fn)

@@ -1,0 +1,262 @@
+"""Device benchmark of the Triton backend (issue 4), every number a ratio measured in this run on
+this card: against a device-to-device copy of the same input (the bandwidth yardstick, counting
+bytes read plus written) and against torch.compile of torchao's nvfp4_quantize.
+
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep]
+
+--tune times other tile shapes of the quantize and amax kernels (each checked equal to the
+default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32.
+Prints markdown tables and writes bench.json and bench.md under --out.
+
+Timing: CUDA events around each call, median of ITERS calls, each after a 1 GiB memset that
+evicts L2 and keeps the GPU busy while Python launches the call (so host overhead stays hidden
+unless it exceeds the memset). Bytes: quantize reads the input once and writes packed codes
+(N/2) and scales (N/16); amax+quantize reads the input twice (the two-pass floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import triton
+
+import nvfp4cli
+from nvfp4cli.format import BLOCK_SIZE, Mode, per_tensor_scale_from_amax
+from nvfp4cli.kernels import triton_backend
+
+ITERS = 60
+WARMUP = 5
+MAIN_SHAPE = (8192, 8192)
+SWEEP_SHAPES = [(1024, 1024), (2048, 2048), (4096, 4096), (8192, 8192), (16384, 8192)]
+SKINNY_SHAPES = [(m, 8192) for m in (1, 2, 4, 8, 16)]
+TORCHAO_SHAPES = {(1024, 1024), (4096, 4096), (16384, 8192), (16, 8192)}  # and the main shape, timed there
+# (blocks a tile, warps, tiles a program) of the quantize kernel; (words a tile, tiles, warps) of amax
+QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (128, 4, 2), (128, 4, 8), (64, 2, 8), (128, 4, 4)]
+AMAX_CONFIGS = [(4096, 8, 8), (2048, 8, 4)]
+SEED, OFFSET = 1234, 0
+
+_flush = None
+
+
+def time_us(fn: Callable[[], object]) -> float:
+    """Median microseconds of fn() on the GPU, L2 evicted before each call."""
+    global _flush
+    if _flush is None:
+        _flush = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    for _ in range(WARMUP):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(ITERS)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(ITERS)]
+    for start, end in zip(starts, ends):
+        _flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def make_input(shape, dtype=torch.bfloat16) -> torch.Tensor:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    return torch.randn(shape, generator=gen, device="cuda").to(dtype)
+
+
+def quantize_bytes(x: torch.Tensor, reads: int = 1) -> int:
+    return reads * x.numel() * x.element_size() + x.numel() // 2 + x.numel() // BLOCK_SIZE
+
+
+def amax_then_quantize(x: torch.Tensor, mode: Mode):
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    return triton_backend.quantize(x, pts, mode, SEED, OFFSET)
+
+
+def torchao_quantize():
+    """torchao's nvfp4_quantize(x, 16, pts), or None when torchao is missing."""
+    try:
+        from torchao.prototype.mx_formats.nvfp4_tensor import nvfp4_quantize
+    except ImportError:
+        return None
+    return nvfp4_quantize
+
+
+def compiled(fn):
+    """A fresh static-shape torch.compile of fn, as a user compiling for one weight shape gets."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+@contextlib.contextmanager
+def settings(module, **values):
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+class Report:
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.lines: list[str] = []
+
+    def add(self, section: str, name: str, us: float, nbytes: int | None, copy_gbps: float | None, **extra) -> dict:
+        gbps = nbytes / us / 1e3 if nbytes else None
+        row = {"section": section, "name": name, "us": round(us, 2), "bytes": nbytes}
+        if gbps is not None:
+            row["GB/s"] = round(gbps, 1)
+            if copy_gbps:
+                row["% of copy"] = round(100 * gbps / copy_gbps, 1)
+        row.update(extra)
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        return row
+
+    def table(self, section: str, columns: list[str]) -> str:
+        rows = [r for r in self.rows if r["section"] == section]
+        head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+        return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+
+
+def main_shape(report: Report, torchao) -> dict:
+    x = make_input(MAIN_SHAPE)
+    nbytes = x.numel() * x.element_size()
+    out = torch.empty_like(x)
+    copy_us = time_us(lambda: out.copy_(x))
+    copy_gbps = 2 * nbytes / copy_us / 1e3
+    report.add("main", "copy (yardstick)", copy_us, 2 * nbytes, copy_gbps)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    seed_t, offset_t = torch.tensor(SEED, device="cuda"), torch.tensor(OFFSET, device="cuda")
+    r = {}
+    r["amax"] = report.add("main", "triton amax", time_us(lambda: triton_backend.amax(x)), nbytes, copy_gbps)
+    report.add("main", "torch x.abs().amax() (eager)", time_us(lambda: x.abs().amax()), nbytes, copy_gbps)
+    r["rn"] = report.add("main", "triton quantize RN (pts given)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0)), quantize_bytes(x), copy_gbps)
+    r["rs"] = report.add("main", "triton quantize RS (pts given)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RS, seed/offset tensors", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, seed_t, offset_t)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RN, swizzled scales", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True)), quantize_bytes(x), copy_gbps)
+    floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
+    for mode in (Mode.RN, Mode.RS):
+        us = time_us(lambda: amax_then_quantize(x, mode))
+        r[f"e2e_{mode.value}"] = report.add("main", f"triton amax+quantize {mode.value.upper()}", us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3)})
+    report.add("main", "nvfp4cli.quantize RN (API: finiteness check syncs)", time_us(lambda: nvfp4cli.quantize(x)), quantize_bytes(x, 2), copy_gbps)
+    if torchao is not None:
+        torchao_compiled = compiled(torchao)
+        ao_us = time_us(lambda: torchao_compiled(x, 16, pts))
+        r["torchao"] = report.add("main", "torch.compile(torchao nvfp4_quantize) (pts given)", ao_us, quantize_bytes(x), copy_gbps)
+        report.add("main", "torchao nvfp4_quantize eager (pts given)", time_us(lambda: torchao(x, 16, pts)), quantize_bytes(x), copy_gbps)
+    # The same two measurements again: their spread is the noise floor of this run.
+    report.add("main", "triton quantize RN (again)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RS (again)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)), quantize_bytes(x), copy_gbps)
+    r["copy_us"], r["copy_gbps"], r["floor_us"] = copy_us, copy_gbps, floor_us
+    return r
+
+
+def tune(report: Report, copy_gbps: float) -> None:
+    x = make_input(MAIN_SHAPE)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    want = {mode: triton_backend.quantize(x, pts, mode, SEED, OFFSET) for mode in Mode}
+    for config in QUANTIZE_CONFIGS:
+        for mode in Mode:
+            with settings(triton_backend, QUANTIZE_CONFIGS={mode: config}):
+                packed, scales = triton_backend.quantize(x, pts, mode, SEED, OFFSET)
+                same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
+                us = time_us(lambda: triton_backend.quantize(x, pts, mode, SEED, OFFSET))
+            name = f"quantize {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]}"
+            report.add("tune", name, us, quantize_bytes(x), copy_gbps, same=same)
+    report.add("tune", "torch x.amax() (a read-only reference)", time_us(lambda: x.amax()), x.numel() * x.element_size(), copy_gbps)
+    want_amax = triton_backend.amax(x)
+    for words, tiles, warps in AMAX_CONFIGS:
+        with settings(triton_backend, AMAX_WORDS=words, AMAX_TILES=tiles, AMAX_WARPS=warps):
+            same = torch.equal(triton_backend.amax(x), want_amax)
+            us = time_us(lambda: triton_backend.amax(x))
+        report.add("tune", f"amax words={words} tiles={tiles} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+
+
+def sweep(report: Report, torchao, main_torchao_us: float | None) -> None:
+    for shape in SWEEP_SHAPES + SKINNY_SHAPES:
+        x = make_input(shape)
+        out = torch.empty_like(x)
+        copy_us = time_us(lambda: out.copy_(x))
+        copy_gbps = 2 * x.numel() * x.element_size() / copy_us / 1e3
+        pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+        rn = time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0))
+        rs = time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET))
+        e2e = time_us(lambda: amax_then_quantize(x, Mode.RN))
+        extra = {"shape": "x".join(map(str, shape)), "copy us": round(copy_us, 2), "RS us": round(rs, 2), "amax+RN us": round(e2e, 2)}
+        ao = main_torchao_us if shape == MAIN_SHAPE else None
+        if torchao is not None and shape in TORCHAO_SHAPES:
+            torchao_compiled = compiled(torchao)
+            ao = time_us(lambda: torchao_compiled(x, 16, pts))
+        if ao is not None:
+            extra.update({"torchao-compile us": round(ao, 2), "speed-up vs torchao": round(ao / rn, 2)})
+        report.add("sweep", f"RN {extra['shape']}", rn, quantize_bytes(x), copy_gbps, **extra)
+    x = make_input(MAIN_SHAPE)
+    for dtype in (torch.float16, torch.float32):
+        xd = x.to(dtype)
+        out = torch.empty_like(xd)
+        copy_us = time_us(lambda: out.copy_(xd))
+        copy_gbps = 2 * xd.numel() * xd.element_size() / copy_us / 1e3
+        pts = per_tensor_scale_from_amax(triton_backend.amax(xd))
+        for mode in Mode:
+            us = time_us(lambda: triton_backend.quantize(xd, pts, mode, SEED, OFFSET))
+            report.add("dtypes", f"quantize {mode.value.upper()} {str(dtype)[6:]} {MAIN_SHAPE[0]}x{MAIN_SHAPE[1]}", us, quantize_bytes(xd), copy_gbps, **{"copy us": round(copy_us, 2)})
+
+
+def describe_device() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    info = {
+        "card": props.name,
+        "multiprocessors": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        query = "driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit"
+        info["nvidia-smi"] = subprocess.check_output(["nvidia-smi", f"--query-gpu={query}", "--format=csv"], text=True).strip()
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--sweep", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = describe_device()
+    print(json.dumps(info), flush=True)
+    torchao = torchao_quantize()
+    report = Report()
+    r = main_shape(report, torchao)
+    summary = {
+        "quantize RN % of copy (goal >= 85)": r["rn"]["% of copy"],
+        "amax+quantize RN x two-pass floor (goal <= 1.15)": r["e2e_rn"]["x two-pass floor"],
+        "RS / RN (goal <= 1.10)": round(r["rs"]["us"] / r["rn"]["us"], 3),
+    }
+    if "torchao" in r:
+        summary["speed-up vs torch.compile torchao (goal >= 4)"] = round(r["torchao"]["us"] / r["rn"]["us"], 2)
+    print(json.dumps(summary), flush=True)
+    if args.tune:
+        tune(report, r["copy_gbps"])
+    if args.sweep:
+        sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None)
+    columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
+    sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
+    text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)
+    text += "\n" + report.table("tune", columns) + "\n" + report.table("sweep", sweep_columns) + "\n" + report.table("dtypes", ["name", "us", "GB/s", "% of copy", "copy us"])
+    (args.out / "bench.md").write_text(text)
+    (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
