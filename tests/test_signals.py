@@ -1,0 +1,170 @@
+"""Interrupted conversions: SIGINT and SIGKILL in the middle of `nvfp4 quantize`, and what a
+later run does with what a killed one left.
+
+A run writes into a staging sibling `.X.nvfp4-tmp-<host>-<pid>-<random>` of its output X and
+renames it to X when complete. Ctrl-C (SIGINT) removes the staging at once; SIGKILL cannot be
+caught, so the staging stays until the next run writing X, which removes it once its process is
+dead. Either way nothing appears at X until a run completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from nvfp4cli.checkpoint import HOST
+from nvfp4cli.cli import app
+
+TENSORS = 64  # 1024x1024 float32 each: 256 MB in, about 2 s of work at this machine's speed
+SIGNAL_AFTER_BYTES = 2**20  # staged output actually on disk when the signal is sent
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp("signals") / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    ramp = torch.linspace(-3, 3, 1024 * 1024).reshape(1024, 1024)
+    save_file({f"model.layers.{i}.mlp.down_proj.weight": ramp * (i + 1) for i in range(TENSORS)}, model / "model.safetensors")
+    return model
+
+
+def start_quantize(model: Path, output: Path) -> subprocess.Popen:
+    # SIGINT back to its default first: a shell starts background jobs with it ignored, and
+    # Python only turns it into KeyboardInterrupt when it is not ignored.
+    return subprocess.Popen(
+        [sys.executable, "-m", "nvfp4cli", "quantize", str(model), "-o", str(output), "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def staged_bytes(staging: Path) -> int:
+    try:
+        return sum(f.stat().st_blocks * 512 for f in staging.rglob("*") if f.is_file())
+    except FileNotFoundError:  # removed while we looked
+        return 0
+
+
+def wait_until_mid_write(process: subprocess.Popen, output: Path) -> Path:
+    """The staging directory, once SIGNAL_AFTER_BYTES of it are on disk and the run goes on."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before the signal (exit {process.returncode}): make the checkpoint bigger"
+        for staging in output.parent.glob(f".{output.name}.nvfp4-tmp-*"):
+            if staged_bytes(staging) >= SIGNAL_AFTER_BYTES:
+                return staging
+        time.sleep(0.002)
+    process.kill()
+    raise AssertionError("no staging directory filled up within 120 s")
+
+
+def leftovers(output: Path) -> list[str]:
+    return sorted(p.name for p in output.parent.iterdir() if p.name.startswith(f".{output.name}."))
+
+
+def rerun(model: Path, output: Path, *extra: str):
+    result = CliRunner().invoke(app, ["quantize", str(model), "-o", str(output), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_sigint_mid_conversion_leaves_nothing_and_a_rerun_succeeds(big_model, tmp_path):
+    before = digest(big_model)
+    output = tmp_path / "out"
+    process = start_quantize(big_model, output)
+    wait_until_mid_write(process, output)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["nvfp4: interrupted"]
+    assert not output.exists() and leftovers(output) == []
+    assert digest(big_model) == before
+    rerun(big_model, output)
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
+    assert leftovers(output) == []
+
+
+def test_sigkill_leaves_only_a_marked_staging_that_the_next_run_removes(big_model, tmp_path):
+    before = digest(big_model)
+    output = tmp_path / "out"
+    process = start_quantize(big_model, output)
+    staging = wait_until_mid_write(process, output)
+    process.kill()
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert not output.exists()
+    assert leftovers(output) == [staging.name]
+    assert staging.name.startswith(f".out.nvfp4-tmp-{HOST}-{process.pid}-")
+    assert digest(big_model) == before
+
+    rerun(big_model, output)
+    assert leftovers(output) == []
+    uninterrupted = tmp_path / "uninterrupted"
+    rerun(big_model, uninterrupted)
+    assert digest(output) == digest(uninterrupted)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def live_pid():
+    process = subprocess.Popen(["sleep", "60"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def small_model(tmp_path) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(32, 64)}, model / "model.safetensors")
+    return model
+
+
+def test_leftovers_of_live_runs_and_other_machines_are_kept(small_model, tmp_path, dead_pid, live_pid):
+    output = tmp_path / "out"
+    kept = [f".out.nvfp4-tmp-{HOST}-{live_pid}-abc123", f".out.nvfp4-tmp-some.other.host-{dead_pid}-abc123", f".outer.nvfp4-tmp-{HOST}-{dead_pid}-abc123"]
+    removed = [f".out.nvfp4-tmp-{HOST}-{dead_pid}-abc123", f".out.nvfp4-old-{HOST}-{dead_pid}-xyz789"]
+    for name in kept + removed:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"partial")
+    rerun(small_model, output)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(kept)
+
+
+def test_old_output_moved_aside_by_a_killed_force_run_comes_back(small_model, tmp_path, dead_pid):
+    # SIGKILL between moving the old output aside and the final rename (a window of two renames)
+    output = tmp_path / "out"
+    retired = tmp_path / f".out.nvfp4-old-{HOST}-{dead_pid}-xyz789"
+    (retired / "out").mkdir(parents=True)
+    (retired / "out" / "old.txt").write_text("the previous output")
+    result = CliRunner().invoke(app, ["quantize", str(small_model), "-o", str(output)])
+    assert result.exit_code == 2 and "exists; pass --force" in result.stderr  # it is back, so not overwritten without --force
+    assert (output / "old.txt").read_text() == "the previous output" and not retired.exists()
+    rerun(small_model, output, "--force")
+    assert sorted(p.name for p in output.iterdir()) == ["model.safetensors"]
+    assert leftovers(output) == []
