@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
@@ -10,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from .. import convert
+from .. import convert, distributed
 from ..api import SCALE_RULES
 from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint, parse_size
+from ..errors import UsageError
 from ..format import Mode
 from ..kernels import BACKENDS
 from ..rng import SEED_LIMIT
@@ -35,9 +38,17 @@ def _megabytes(nbytes: int) -> str:
 
 def run_with_progress(plan: convert.Plan, output: Path, force: bool, max_shard_bytes: int, quiet: bool) -> dict:
     """Run the plan, with a rich progress bar (tensors, bytes, speed) on a terminal unless quiet."""
+    with progress_bar(plan, quiet) as progress:
+        return convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+
+
+@contextlib.contextmanager
+def progress_bar(plan: convert.Plan, quiet: bool) -> Iterator[convert.Progress | None]:
+    """A progress callback drawing a rich bar on a terminal; None when quiet or not a terminal."""
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
-        return convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes)
+        yield None
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -48,9 +59,7 @@ def run_with_progress(plan: convert.Plan, output: Path, force: bool, max_shard_b
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(plan.operation, total=plan.bytes_in, tensors=0, total_tensors=plan.tensors_in)
-        return convert.run(
-            plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=lambda tensors, done: bar.update(task, completed=done, tensors=tensors)
-        )
+        yield lambda tensors, done: bar.update(task, completed=done, tensors=tensors)
 
 
 def print_report(report: dict, title: str) -> None:
@@ -59,7 +68,7 @@ def print_report(report: dict, title: str) -> None:
     rows = [
         ["input", report["input"]],
         *([["output", report["output"]]] if "output" in report else []),
-        *[[key, report[key]] for key in ("format", "mode", "scale_rule", "seed", "dtype") if key in report],
+        *[[key, report[key]] for key in ("format", "mode", "scale_rule", "seed", "dtype", "workers") if key in report],
         [f"tensors {operation}d", report[f"tensors_{operation}d"]],
         ["tensors copied", report["tensors_copied"]],
         ["bytes in", _megabytes(report["bytes_in"])],
@@ -69,6 +78,10 @@ def print_report(report: dict, title: str) -> None:
     if "seconds" in report:
         rows += [["time", f"{report['seconds']:.2f} s"], ["throughput", f"{report['mb_per_s']:,.1f} MB/s" if report["mb_per_s"] else "-"]]
     print_table(rows, headers=("", ""), title=title)
+    if report.get("ranks"):
+        typer.echo("")
+        rank_rows = [[row["rank"], row["tensors_in"], _megabytes(row["bytes_in"]), len(row["files"])] for row in report["ranks"]]
+        print_table(rank_rows, headers=("rank", "tensors in", "bytes in", "files"))
     if report.get("skipped"):
         typer.echo("")
         print_table([[item["name"], item["reason"]] for item in report["skipped"]], headers=("weight kept in high precision", "reason"))
@@ -96,23 +109,62 @@ def quantize(
     exclude: list[str] = typer.Option([], "--exclude", help="Keep weights whose name matches this glob in high precision (repeatable)."),
     max_shard_size: str = MAX_SHARD_SIZE_OPTION,
     device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Convert with N local processes on torch.distributed (gloo; NCCL and one GPU each with --device cuda): same tensors. Under torchrun, leave it out."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be quantized and skipped; write nothing."),
     force: bool = FORCE_OPTION,
     json_output: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Quantize the 2-D linear weights of a checkpoint to NVFP4; copy everything else."""
-    with cli_errors(debug):
-        max_shard_bytes = parse_size(max_shard_size)
-        if mode is Mode.RS and seed is None:
-            seed = secrets.randbits(63)
-            typer.echo(f"nvfp4: --mode rs without --seed: using --seed {seed} (recorded in the output)", err=True)
-        checkpoint = open_checkpoint(input_path)
-        options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
-        plan = convert.plan_quantize(checkpoint, options)
-        output = output if output is not None else convert.default_output(input_path)
+    with cli_errors(debug), contextlib.ExitStack() as stack:
+        group = _join_torchrun(stack, workers, device.value)
+        reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
+        with group.guard() if group is not None else contextlib.nullcontext():
+            max_shard_bytes = parse_size(max_shard_size)
+            if mode is Mode.RS and seed is None:
+                seed = secrets.randbits(63) if group is None else group.shared_seed(secrets.randbits(63))
+                if reporter:
+                    typer.echo(f"nvfp4: --mode rs without --seed: using --seed {seed} (recorded in the output)", err=True)
+            checkpoint = open_checkpoint(input_path)
+            options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
+            plan = convert.plan_quantize(checkpoint, options)
+            output = output if output is not None else convert.default_output(input_path)
+        world_size = workers or (group.world_size if group is not None else None)
         if dry_run:
             report = plan.summary() | {"output": str(output), "dry_run": True}
+            if world_size:
+                report |= distributed.describe(plan, world_size, max_shard_bytes)
         else:
-            report = run_with_progress(plan, output, force, max_shard_bytes, quiet=json_output)
-        show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
+            with progress_bar(plan, quiet=json_output or not reporter) as progress:
+                if group is not None:
+                    report = distributed.run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+                elif workers:
+                    report = distributed.launch(plan, options, output, workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+                else:
+                    report = convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+        if reporter:
+            show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
+
+
+def _join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> distributed.Group | None:
+    """Under torchrun, join its process group until the command ends; None otherwise."""
+    if not distributed.launched_by_torchrun():
+        return None
+    if workers is not None:
+        raise UsageError("--workers starts its own processes: leave it out under torchrun")
+    group = stack.enter_context(distributed.connect(device))
+    stack.enter_context(_quiet_unless_rank0(group.rank))
+    return group
+
+
+@contextlib.contextmanager
+def _quiet_unless_rank0(rank: int) -> Iterator[None]:
+    """A failure that every rank raises is reported once, by rank 0; the others exit quietly."""
+    try:
+        yield
+    except distributed.RankFailure as exc:
+        if rank == 0:
+            raise
+        raise typer.Exit(exc.exit_code) from None

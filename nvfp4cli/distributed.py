@@ -1,0 +1,471 @@
+"""Scale-out conversion on torch.distributed: several processes, on one node or many, convert one
+checkpoint into the same tensors as one process.
+
+    nvfp4 quantize model/ --workers 4                          # 4 local processes
+    torchrun --nproc-per-node 4 -m nvfp4cli quantize model/    # the same under torchrun
+
+Every rank plans the whole conversion from the headers (cheap and deterministic) and takes its
+share of the units: largest first to the least loaded rank, by input bytes, so that a fused group
+(one unit) stays on one rank. A rank writes its units into shard files of its own, numbered over
+all ranks (model-00003-of-00008.safetensors), in a staging directory that rank 0 makes beside the
+output; once every rank is done, rank 0 writes the index, config and side files and renames the
+staging directory into place.
+
+Tensors are the same bytes as a single-process run: each unit is made by the same code from the
+same inputs, and RS streams are per tensor (SPEC §3). The shard files are not: they group tensors
+by rank, so the index's weight_map differs. For a given number of ranks every run writes the same
+files, and one rank writes exactly the single-process files.
+
+Failures: the first error of any rank goes into the rendezvous store, with its rank and exit
+code. Ranks look for it between units and while waiting for the others, and every step ends in
+an all-reduce of an ok flag, so that every rank stops with that error; rank 0 then removes the
+staging directory, so nothing is left at the output path. The control messages go through gloo on
+CPU and NCCL (one GPU per rank, picked by LOCAL_RANK) for --device cuda; no tensor data moves
+between ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import INDEX_SUFFIX, TensorSpec, check_output_path, open_checkpoint, shard_file_names, split_into_shards, staged_output, write_index
+from .convert import (
+    DEFAULT_MAX_SHARD_BYTES,
+    Plan,
+    Progress,
+    QuantizeOptions,
+    Unit,
+    file_metadata,
+    open_writers,
+    plan_quantize,
+    run_report,
+    write_metadata_files,
+    write_units,
+)
+from .errors import DataError, UsageError
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Store keys, under a prefix per torchrun restart so that a restarted run sees no stale error.
+ERROR_KEY, STAGING_KEY, LAYOUT_KEY, REPORT_KEY, SEED_KEY = "error", "staging", "layout", "report", "seed"
+TENSORS_DONE_KEY, BYTES_DONE_KEY, FINISHED_KEY = "tensors_done", "bytes_done", "finished"
+POLL_SECONDS = 0.1
+# Ranks wait for each other by polling the store, so collectives never wait long; the timeout
+# only bounds how long a rank waits for a peer that hangs.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# --workers: how long survivors of a failure get to stop (and rank 0 to clean up) before they
+# are terminated; a rank notices a failure at its next unit boundary.
+STOP_GRACE_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+class RankFailure(DataError):
+    """A failure of some rank, raised on every rank once they agree on it: the first error any
+    rank published, with its exit code (2 for usage errors, 1 otherwise)."""
+
+    def __init__(self, message: str, exit_code: int, rank: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.rank = rank
+
+
+class _PeerFailed(Exception):
+    """Raised between units when another rank has published a failure: stop and agree."""
+
+
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or any env:// launcher) started this process as one rank of several."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def _run_store(store: dist.Store) -> dist.Store:
+    return dist.PrefixStore(f"nvfp4cli/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _publish(store: dist.Store, rank: int, world_size: int, exc: BaseException | str, exit_code: int = 1) -> None:
+    """Record a failure of `rank` in the store unless one was recorded first."""
+    if isinstance(exc, BaseException):
+        exit_code = getattr(exc, "exit_code", 1)
+        plain = isinstance(exc, (DataError, UsageError, OSError))
+        exc = str(exc) if plain and str(exc) else f"{type(exc).__name__}: {exc}"
+    message = _one_line(exc) if world_size == 1 else f"rank {rank}: {_one_line(exc)}"
+    store.compare_set(ERROR_KEY, "", json.dumps({"rank": rank, "exit_code": exit_code, "message": message}))
+
+
+def _published_failure(store: dist.Store) -> RankFailure | None:
+    if not store.check([ERROR_KEY]):
+        return None
+    payload = json.loads(store.get(ERROR_KEY))
+    return RankFailure(payload["message"], payload["exit_code"], payload["rank"])
+
+
+def _done_counts(store: dist.Store) -> tuple[int, int]:
+    """(input tensors, input bytes) written so far by all ranks together."""
+    return store.add(TENSORS_DONE_KEY, 0), store.add(BYTES_DONE_KEY, 0)
+
+
+# ---- who writes what ---------------------------------------------------------------------------
+
+
+def assign_units(units: list[Unit], world_size: int) -> list[list[int]]:
+    """Unit indices per rank, balanced by input bytes: each unit, largest first, goes to the
+    least loaded rank (ties to the lower rank); each rank's list is in plan order. The same on
+    every rank, since it depends on the plan alone."""
+    loads = [(0, rank) for rank in range(world_size)]
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    for index in sorted(range(len(units)), key=lambda i: (-units[i].bytes_in, i)):
+        load, rank = heapq.heappop(loads)
+        shares[rank].append(index)
+        heapq.heappush(loads, (load + units[index].bytes_in, rank))
+    return [sorted(share) for share in shares]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Each rank's units and the shard files it writes (file names numbered over all ranks)."""
+
+    shares: list[list[int]]
+    shards: list[list[list[TensorSpec]]]
+    names: list[list[str]]
+
+    @property
+    def files(self) -> list[str]:
+        return [name for rank_names in self.names for name in rank_names]
+
+    def digest(self, plan: Plan) -> str:
+        """What the run writes, hashed: ranks that plan differently cannot write one output."""
+        shards = [[[spec.name, str(spec.dtype), list(spec.shape)] for spec in shard] for rank_shards in self.shards for shard in rank_shards]
+        payload = json.dumps([plan.record, [unit.inputs for unit in plan.units], self.shares, shards, self.files], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def ranks(self, plan: Plan) -> list[dict]:
+        """Per rank: input tensors, input bytes and the files it writes."""
+        rows = []
+        for rank, share in enumerate(self.shares):
+            units = [plan.units[index] for index in share]
+            rows.append({"rank": rank, "tensors_in": sum(len(u.inputs) for u in units), "bytes_in": sum(u.bytes_in for u in units), "files": self.names[rank]})
+        return rows
+
+
+def plan_layout(plan: Plan, world_size: int, max_shard_bytes: int) -> Layout:
+    """Split the plan over world_size ranks; each rank cuts its units into shards of at most
+    max_shard_bytes as a single process would (rank 0 of one rank gives the single-process files)."""
+    shares = assign_units(plan.units, world_size)
+    shards = [
+        split_into_shards([list(plan.units[index].outputs) for index in share], max_shard_bytes) if share or rank == 0 else []
+        for rank, share in enumerate(shares)
+    ]
+    names = iter(shard_file_names(sum(len(rank_shards) for rank_shards in shards)))
+    return Layout(shares, shards, [[next(names) for _ in rank_shards] for rank_shards in shards])
+
+
+def describe(plan: Plan, world_size: int, max_shard_bytes: int) -> dict:
+    """The split over ranks, for --dry-run and the report."""
+    return {"workers": world_size, "ranks": plan_layout(plan, world_size, max_shard_bytes).ranks(plan)}
+
+
+# ---- the process group -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place among the ranks, with the store and the collectives they share.
+
+    Every collective is one all-reduce of an ok flag, so ranks stay in step however a failure
+    arises: a failing rank publishes its error, joins exactly one all-reduce with ok=False, and
+    stops; every other rank sees that at its next step and stops too.
+    """
+
+    rank: int
+    world_size: int
+    store: dist.Store
+    device: torch.device
+
+    def agree(self, ok: bool) -> None:
+        """Wait for every rank; raise the published failure if any rank was not ok."""
+        flag = torch.tensor([int(ok)], dtype=torch.int32, device=self.device)
+        try:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            all_ok = bool(flag.item())
+        except dist.DistError as exc:
+            raise DataError(f"rank {self.rank}: lost contact with the other ranks ({_one_line(str(exc))})") from None
+        if not all_ok:
+            raise _published_failure(self.store) or RankFailure("a rank failed without saying why", 1, -1)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """On an error inside the block: publish it, agree on failure, raise RankFailure. The
+        other ranks raise it at their next agree (a step, or a guard of their own)."""
+        try:
+            yield
+        except RankFailure:
+            raise  # already agreed on
+        except Exception as exc:
+            if not isinstance(exc, _PeerFailed):
+                _publish(self.store, self.rank, self.world_size, exc)
+            self.agree(False)  # raises the published failure
+            raise  # only so that the block's error can never be swallowed
+
+    def step(self, action: Callable[[], T]) -> T:
+        """Run action here, then wait until every rank has run its own: all succeed or all raise."""
+        with self.guard():
+            result = action()
+        self.agree(True)
+        return result
+
+    def from_rank0(self, key: str, value: str) -> str:
+        """Rank 0's value for key (each rank offers its own; rank 0's wins)."""
+        if self.rank == 0:
+            self.store.set(key, value)
+        return self.store.get(key).decode()
+
+    def shared_seed(self, seed: int) -> int:
+        """Rank 0's RS seed, so that a seed each rank drew at random is the same on all."""
+        return int(self.from_rank0(SEED_KEY, str(seed)))
+
+
+def _rank_device(device: str, local_rank: int) -> torch.device:
+    if torch.device(device).type != "cuda":
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UsageError(f"--device cuda: local rank {local_rank} needs GPU {local_rank}, but this node has {count}: one GPU per rank")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+@contextlib.contextmanager
+def connect(device: str = "cpu", *, store: dist.Store | None = None, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> Iterator[Group]:
+    """Join the process group for the block: gloo on CPU, NCCL with GPU LOCAL_RANK for cuda.
+
+    Without a store, rank, world size and rendezvous come from torchrun's environment (RANK,
+    WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK)."""
+    try:
+        if store is None:
+            store, rank, world_size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (dist.DistError, ValueError) as exc:
+        raise DataError(f"cannot join the torch.distributed rendezvous ({_one_line(str(exc))})") from None
+    rank_device = _rank_device(device, local_rank)
+    backend = "nccl" if rank_device.type == "cuda" else "gloo"
+    run_store = _run_store(store)
+    try:
+        dist.init_process_group(
+            backend, store=dist.PrefixStore("pg", run_store), rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT, device_id=rank_device if backend == "nccl" else None
+        )
+    except dist.DistError as exc:
+        raise DataError(f"rank {rank}: cannot form the {backend} process group ({_one_line(str(exc))})") from None
+    try:
+        yield Group(rank, world_size, run_store, rank_device)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---- one rank's work ---------------------------------------------------------------------------
+
+
+def run(plan: Plan, output: Path, group: Group, *, force: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> dict | None:
+    """Write this rank's share of the plan's output at `output` (a directory); every rank of the
+    group calls this with the same plan. Returns the report on rank 0 (progress, where given,
+    counts the work of all ranks), None on the others; raises RankFailure on every rank if any fails.
+    """
+    start = time.perf_counter()
+    layout = plan_layout(plan, group.world_size, max_shard_bytes)
+    with contextlib.ExitStack() as staged:
+        group.step(partial(_prepare, plan, output, force, layout, group, staged))
+        staging = Path(group.store.get(STAGING_KEY).decode())
+        group.step(partial(_write_share, plan, layout, group, staging, progress))
+        copied = group.step(partial(_finish, plan, layout, staging) if group.rank == 0 else list)
+        commit = staged.pop_all()
+    group.step(commit.close)  # rank 0 renames the staging directory into place
+    if group.rank != 0:
+        return None
+    return run_report(plan, output, sorted(layout.files), copied, time.perf_counter() - start) | {"workers": group.world_size, "ranks": layout.ranks(plan)}
+
+
+def _check_directory_input(plan: Plan) -> None:
+    if plan.checkpoint.directory is None:
+        raise UsageError(
+            f"{plan.checkpoint.path}: a single .safetensors file is written by one process; to convert it with several, put it in a directory as model.safetensors"
+        )
+
+
+def _prepare(plan: Plan, output: Path, force: bool, layout: Layout, group: Group, staged: contextlib.ExitStack) -> None:
+    _check_directory_input(plan)
+    if group.rank == 0:
+        check_output_path(output, plan.checkpoint.path, force)
+        staging = staged.enter_context(staged_output(output, is_dir=True))
+        group.store.set(LAYOUT_KEY, layout.digest(plan))
+        group.store.set(STAGING_KEY, str(staging))
+
+
+def _write_share(plan: Plan, layout: Layout, group: Group, staging: Path, progress: Progress | None) -> None:
+    if group.store.get(LAYOUT_KEY).decode() != layout.digest(plan):
+        raise UsageError(f"rank {group.rank} planned another conversion than rank 0: give every rank the same input, options and nvfp4cli version")
+    if not staging.is_dir():
+        raise DataError(f"rank {group.rank} cannot see {staging}, made by rank 0: the output must be on a filesystem all nodes share")
+    units = [plan.units[index] for index in layout.shares[group.rank]]
+    writers = open_writers(layout.shards[group.rank], [staging / name for name in layout.names[group.rank]], file_metadata(plan))
+    write_units(units, writers, partial(_unit_written, group, progress))
+    group.store.add(FINISHED_KEY, 1)
+    # Wait here rather than in the collective, which would time out behind a slow rank.
+    while group.store.add(FINISHED_KEY, 0) < group.world_size and not group.store.check([ERROR_KEY]):
+        if progress is not None:
+            progress(*_done_counts(group.store))
+        time.sleep(POLL_SECONDS)
+
+
+def _unit_written(group: Group, progress: Progress | None, unit: Unit) -> None:
+    tensors_done = group.store.add(TENSORS_DONE_KEY, len(unit.inputs))
+    bytes_done = group.store.add(BYTES_DONE_KEY, unit.bytes_in)
+    if progress is not None:
+        progress(tensors_done, bytes_done)
+    if group.store.check([ERROR_KEY]):
+        raise _PeerFailed
+
+
+def _finish(plan: Plan, layout: Layout, staging: Path) -> list[str]:
+    shards = [shard for rank_shards in layout.shards for shard in rank_shards]
+    if len(shards) > 1:
+        write_index(staging / ("model" + INDEX_SUFFIX), shards, layout.files)
+    return write_metadata_files(plan, staging)
+
+
+# ---- --workers: local processes ----------------------------------------------------------------
+
+
+def launch(plan: Plan, options: QuantizeOptions, output: Path, workers: int, *, force: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> dict:
+    """Quantize with `workers` local processes, as torchrun would on one node: this process
+    hosts the rendezvous store, shows progress, and returns rank 0's report or raises the first
+    failure (a worker that dies without one, e.g. killed, is that failure). The workers re-plan
+    from plan's input path and options, which must be what made plan."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    _check_directory_input(plan)
+    check_output_path(output, plan.checkpoint.path, force)
+    if torch.device(options.device).type == "cuda" and workers > torch.cuda.device_count():
+        raise UsageError(f"--workers {workers} --device cuda needs one GPU per worker; {torch.cuda.device_count()} here")
+    start = time.perf_counter()
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    store = _run_store(server)
+    processes: list[subprocess.Popen] = []
+    try:
+        for rank in range(workers):
+            processes.append(_start_worker((rank, workers, server.port, plan.checkpoint.path, options, output, force, max_shard_bytes)))
+        _supervise(processes, store, progress)
+    finally:
+        _stop(processes)
+        failure = _published_failure(store)
+        if failure is not None or not store.check([REPORT_KEY]):
+            _remove_staging(store)  # left behind only when rank 0 was killed
+    if failure is not None:
+        raise failure
+    report = json.loads(store.get(REPORT_KEY))
+    seconds = time.perf_counter() - start  # what the user waits for: worker start-up included
+    return report | {"seconds": seconds, "mb_per_s": plan.bytes_in / 1e6 / seconds}
+
+
+def _start_worker(args: tuple) -> subprocess.Popen:
+    """A fresh interpreter running _worker(*args): unlike multiprocessing's spawn, it does not
+    re-run the caller's main module. It inherits stdout and stderr but prints nothing itself."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+    command = [sys.executable, "-c", "from nvfp4cli.distributed import worker_main; worker_main()"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
+    with process.stdin:
+        pickle.dump(args, process.stdin)
+    return process
+
+
+def worker_main() -> None:
+    """Entry point of a --workers process: its arguments come pickled on stdin."""
+    try:
+        _worker(*pickle.load(sys.stdin.buffer))
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent reports it
+        raise SystemExit(130) from None
+
+
+def _supervise(processes: list[subprocess.Popen], store: dist.Store, progress: Progress | None) -> None:
+    """Wait for the workers, showing progress; a worker that exits with an error it did not
+    publish (killed, crashed) is published here, so that the others stop."""
+    failed_at = None
+    while True:
+        running = [process.poll() is None for process in processes]
+        for rank, process in enumerate(processes):
+            if process.returncode not in (None, 0) and not store.check([ERROR_KEY]):
+                _publish(store, rank, len(processes), _exit_reason(process.returncode))
+        if not any(running):
+            return
+        if store.check([ERROR_KEY]):
+            failed_at = failed_at or time.monotonic()
+            if time.monotonic() - failed_at > STOP_GRACE_SECONDS:
+                return  # the survivors are terminated
+        elif progress is not None:
+            progress(*_done_counts(store))
+        time.sleep(POLL_SECONDS)
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        return f"worker process was killed by {signal.Signals(-returncode).name}"
+    return f"worker process exited with code {returncode}"
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _remove_staging(store: dist.Store) -> None:
+    if store.check([STAGING_KEY]):
+        shutil.rmtree(store.get(STAGING_KEY).decode(), ignore_errors=True)
+
+
+def _worker(rank: int, world_size: int, port: int, input_path: Path, options: QuantizeOptions, output: Path, force: bool, max_shard_bytes: int) -> None:
+    """One --workers process: join the group through the parent's store and convert its share."""
+    if torch.device(options.device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))  # share the cores
+    server = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
+    try:
+        with connect(options.device, store=server, rank=rank, world_size=world_size, local_rank=rank) as group:
+            with group.guard():
+                plan = plan_quantize(open_checkpoint(input_path), options)
+            report = run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes)
+    except (DataError, UsageError) as exc:  # reported by the parent, from the store
+        _publish(_run_store(server), rank, world_size, exc)
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # a bug: say it to the parent, and show the traceback here
+        _publish(_run_store(server), rank, world_size, exc)
+        raise
+    if report is not None:
+        _run_store(server).set(REPORT_KEY, json.dumps(report))
