@@ -259,7 +259,7 @@ def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             payload = json.load(handle)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: invalid JSON ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: {exc.strerror}") from None
