@@ -276,12 +276,12 @@ def _read_config(directory: Path) -> dict | None:
 def _open_index(index: Path) -> Checkpoint:
     payload = _read_json(index)
     weight_map = payload.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(file_name, str) for file_name in weight_map.values()):
         raise DataError(f"{index}: no 'weight_map' of tensor names to shard files")
     files: list[Path] = []
     for file_name in dict.fromkeys(weight_map.values()):
         # Shards live beside the index: a path ("../x", "/etc/x") would read outside the model.
-        if not isinstance(file_name, str) or Path(file_name).name != file_name:
+        if Path(file_name).name != file_name:
             raise DataError(f"{index}: shard {file_name!r} is not a file name in {index.parent}")
         file = index.parent / file_name
         if not file.is_file():
