@@ -151,10 +151,26 @@ class Checkpoint:
         except (SafetensorError, OSError) as exc:
             raise DataError(f"{file}: cannot read tensor {name!r} ({' '.join(str(exc).split())})") from None
 
+    def record(self) -> dict | None:
+        """This tool's record of how the checkpoint was made (settings, producer), or None."""
+        text = self.metadata.get(METADATA_KEY)
+        if text is None:
+            return None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise DataError(f"{self.path}: metadata {METADATA_KEY!r} is not a JSON object")
+        return record
+
     def recorded_mode(self) -> Mode:
         """The rounding mode this tool recorded in the metadata (RN when none is recorded)."""
-        record = json.loads(self.metadata.get(METADATA_KEY, "{}"))
-        return Mode(record.get("mode", Mode.RN.value))
+        mode = (self.record() or {}).get("mode", Mode.RN.value)
+        try:
+            return Mode(mode)
+        except ValueError:
+            raise DataError(f"{self.path}: metadata {METADATA_KEY!r} records an unknown mode {mode!r}") from None
 
     def logical_weights(self) -> dict[str, LogicalWeight]:
         """Every logical tensor by name: NVFP4 triples as one "X.weight", the rest as stored."""

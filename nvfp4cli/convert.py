@@ -555,7 +555,7 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict:
         "path": str(checkpoint.path),
         "files": [str(file) for file in checkpoint.files],
         "metadata": {key: value for key, value in checkpoint.metadata.items() if key != METADATA_KEY},
-        "record": json.loads(checkpoint.metadata.get(METADATA_KEY, "null")),
+        "record": checkpoint.record(),
         "tensors": rows,
         "totals": {
             "tensors": len(rows),
