@@ -72,8 +72,16 @@ def quantize_bytes(x: torch.Tensor, reads: int = 1) -> int:
     return reads * x.numel() * x.element_size() + x.numel() // 2 + x.numel() // BLOCK_SIZE
 
 
+_divisor = {}
+
+
 def amax_then_quantize(x: torch.Tensor, mode: Mode):
-    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    """The backend's amax, pts, quantize. pts as format.per_tensor_scale_from_amax computes it
+    (true division by a tensor), with the divisor tensor made once: creating it from a Python
+    number each call is a host-to-device copy that waits for the GPU."""
+    if x.device not in _divisor:
+        _divisor[x.device] = torch.tensor(2688.0, device=x.device)
+    pts = torch.clamp(triton_backend.amax(x) / _divisor[x.device], min=2.0**-120)
     return triton_backend.quantize(x, pts, mode, SEED, OFFSET)
 
 
@@ -181,7 +189,7 @@ def tune(report: Report, copy_gbps: float) -> None:
         report.add("tune", f"amax words={words} tiles={tiles} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
 
 
-def sweep(report: Report, torchao, main_torchao_us: float | None) -> None:
+def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -> None:
     for shape in SWEEP_SHAPES + SKINNY_SHAPES:
         x = make_input(shape)
         out = torch.empty_like(x)
@@ -193,7 +201,7 @@ def sweep(report: Report, torchao, main_torchao_us: float | None) -> None:
         e2e = time_us(lambda: amax_then_quantize(x, Mode.RN))
         extra = {"shape": "x".join(map(str, shape)), "copy us": round(copy_us, 2), "RS us": round(rs, 2), "amax+RN us": round(e2e, 2)}
         ao = main_torchao_us if shape == MAIN_SHAPE else None
-        if torchao is not None and shape in TORCHAO_SHAPES:
+        if peers and torchao is not None and shape in TORCHAO_SHAPES:
             torchao_compiled = compiled(torchao)
             ao = time_us(lambda: torchao_compiled(x, 16, pts))
         if ao is not None:
@@ -230,6 +238,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     info = describe_device()
@@ -248,7 +257,7 @@ def main() -> None:
     if args.tune:
         tune(report, r["copy_gbps"])
     if args.sweep:
-        sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None)
+        sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None, not args.no_sweep_peers)
     columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
     sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
     text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)

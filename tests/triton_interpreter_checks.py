@@ -141,6 +141,25 @@ def test_ops_pass_torch_library_opcheck():
     torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, False, None, None, True))
 
 
+@pytest.mark.parametrize(
+    "call,pattern",
+    [
+        (lambda: torch.ops.nvfp4.amax(torch.zeros(4, 20)), r"multiple of 16, got torch.float32 of shape \(4, 20\)"),
+        (lambda: torch.ops.nvfp4.amax(torch.zeros(4, 16, dtype=torch.float64)), r"got torch.float64"),
+        (lambda: torch.ops.nvfp4.quantize(torch.zeros(2, 16), torch.tensor(1.0), True, None, None), r"needs a seed tensor"),
+    ],
+)
+def test_ops_reject_bad_input_with_a_clear_error(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+def test_empty_leading_dims_give_empty_outputs():
+    packed, scales = triton_backend.quantize(torch.empty(0, 3, 32), torch.tensor(1.0), Mode.RS, 1, 0)
+    assert packed.shape == (0, 3, 16) and scales.shape == (0, 3, 2)
+    assert triton_backend.amax(torch.empty(0, 16)) == 0
+
+
 def test_ops_trace_under_torch_compile_fullgraph():
     def amax_then_quantize(x, seed, offset):
         pts = torch.clamp(torch.ops.nvfp4.amax(x) / 2688, min=2.0**-120)

@@ -4,8 +4,9 @@
   one partial per program and a one-program finish that widens the bits to float32.
 - quantize: one thread owns whole 16-element blocks, so the block max, the scale, the Philox call
   (`tl.randint4x`, one per block) and the packing into one int64 of 16 nibbles stay in registers.
-  The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3 and
-  E2M1 rounding are integer bit operations too (the interpreter's float8 cast is wrong, SPEC §6).
+  The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3
+  rounding is integer bit operations (the interpreter's float8 cast is wrong, SPEC §6), E2M1
+  rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`.
 
 `seed`, `offset` and the per-tensor scale may live in device memory and are read in the kernel, so
 a captured CUDA graph replays with whatever values those tensors hold. The ops `nvfp4::amax` and
@@ -88,10 +89,10 @@ def _amax_finish_kernel(partial_ptr, amax_ptr, n_partials, INPUT_KIND: tl.conste
 
 
 @triton.jit
-def _load_words(bits_ptr, blocks, mask, WORDS_PER_BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+def _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK: tl.constexpr, CHUNK: tl.constexpr):
     """Int32 words CHUNK*4 .. CHUNK*4 + 3 (16 bytes) of each block: [BLOCKS, 4]."""
     offsets = blocks[:, None] * WORDS_PER_BLOCK + (CHUNK * 4 + tl.arange(0, 4))[None, :]
-    return tl.load(bits_ptr + offsets, mask=mask[:, None], other=0)
+    return tl.load(words_ptr + offsets, mask=mask[:, None], other=0)
 
 
 @triton.jit
@@ -297,7 +298,7 @@ def _quantize_kernel(
 
 
 # ----------------------------------------------------------------------------------------------
-# launchers
+# the backend interface (kernels/__init__.py)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -309,7 +310,8 @@ def _words(x: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.int32)
 
 
-def _amax(x: torch.Tensor) -> torch.Tensor:
+def amax(x: torch.Tensor) -> torch.Tensor:
+    """max |x| of a contiguous x as a float32 0-d tensor (NaN if x holds NaN)."""
     words = _words(x)
     n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
     partials = torch.empty(n_partials, dtype=torch.int32, device=x.device)
@@ -327,14 +329,17 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return triton.cdiv(rows, 128) * 128 * triton.cdiv(cols, 4) * 4
 
 
-def _quantize(
+def quantize(
     x: torch.Tensor,
     per_tensor_scale: torch.Tensor,
-    stochastic: bool,
+    mode: Mode,
     seed: torch.Tensor | int | None,
     offset: torch.Tensor | int,
-    swizzle: bool,
+    swizzle: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed codes uint8 [..., K/2] and E4M3 scales of a contiguous x: row-major [..., K/16], or
+    with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims)."""
+    stochastic = Mode(mode) is Mode.RS
     k = x.shape[-1]
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = k // BLOCK_SIZE
@@ -380,10 +385,20 @@ def _quantize(
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_op_input(x: torch.Tensor) -> None:
+    # The ops are public entry points that bypass nvfp4cli.quantize's checks.
+    if x.dtype not in _INPUT_KIND or x.dim() == 0 or x.shape[-1] % BLOCK_SIZE:
+        raise ValueError(
+            f"nvfp4 ops take bfloat16/float16/float32 with a last dim that is a multiple of {BLOCK_SIZE}, "
+            f"got {x.dtype} of shape {tuple(x.shape)}"
+        )
+
+
 @torch.library.custom_op("nvfp4::amax", mutates_args=())
 def amax_op(x: torch.Tensor) -> torch.Tensor:
-    """max |x| of a contiguous bf16/fp16/fp32 tensor as float32 0-d (NaN if x holds NaN)."""
-    return _amax(x.contiguous())
+    """max |x| of a bf16/fp16/fp32 tensor as float32 0-d (NaN if x holds NaN)."""
+    _check_op_input(x)
+    return amax(x.contiguous())
 
 
 @amax_op.register_fake
@@ -402,9 +417,13 @@ def quantize_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """NVFP4 (packed uint8 [..., K/2], e4m3 scales [..., K/16] or flat swizzled) of x.
 
-    seed and offset: 0-d int64 tensors on x's device (read in the kernel), needed when stochastic;
-    offset None means 0."""
-    return _quantize(x.contiguous(), per_tensor_scale, stochastic, seed, 0 if offset is None else offset, swizzle)
+    seed and offset: 0-d int64 tensors on x's device (read in the kernel, so a CUDA graph replays
+    with their current values); seed is needed when stochastic, offset None means 0."""
+    _check_op_input(x)
+    if stochastic and seed is None:
+        raise ValueError("nvfp4::quantize with stochastic=True needs a seed tensor")
+    mode = Mode.RS if stochastic else Mode.RN
+    return quantize(x.contiguous(), per_tensor_scale, mode, seed, 0 if offset is None else offset, swizzle)
 
 
 @quantize_op.register_fake
@@ -417,26 +436,3 @@ def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False):
     else:
         scales = x.new_empty((*x.shape[:-1], k // BLOCK_SIZE), dtype=torch.float8_e4m3fn)
     return packed, scales
-
-
-# ----------------------------------------------------------------------------------------------
-# backend interface (kernels/__init__.py)
-# ----------------------------------------------------------------------------------------------
-
-
-def amax(x: torch.Tensor) -> torch.Tensor:
-    """max |x| as a float32 0-d tensor (NaN if x holds NaN)."""
-    return _amax(x)
-
-
-def quantize(
-    x: torch.Tensor,
-    per_tensor_scale: torch.Tensor,
-    mode: Mode,
-    seed: torch.Tensor | int | None,
-    offset: torch.Tensor | int,
-    swizzle: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed codes uint8 [..., K/2] and E4M3 scales: row-major [..., K/16], or with swizzle the
-    flat GEMM layout of SPEC.md §5 (rows = all leading dims)."""
-    return _quantize(x, per_tensor_scale, Mode(mode) is Mode.RS, seed, offset, swizzle)
