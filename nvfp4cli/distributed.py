@@ -36,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -105,13 +106,20 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _publish(store: dist.Store, rank: int, world_size: int, exc: BaseException | str, exit_code: int = 1) -> None:
+def _describe(exc: BaseException) -> str:
+    """The error as the CLI words it; an unexpected exception also names its type."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    if isinstance(exc, ValueError) and str(exc):  # UsageError, DataError and their kin
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _publish(store: dist.Store, rank: int, world_size: int, error: BaseException | str) -> None:
     """Record a failure of `rank` in the store unless one was recorded first."""
-    if isinstance(exc, BaseException):
-        exit_code = getattr(exc, "exit_code", 1)
-        plain = isinstance(exc, (DataError, UsageError, OSError))
-        exc = str(exc) if plain and str(exc) else f"{type(exc).__name__}: {exc}"
-    message = _one_line(exc) if world_size == 1 else f"rank {rank}: {_one_line(exc)}"
+    exit_code = getattr(error, "exit_code", 1)
+    text = _one_line(error if isinstance(error, str) else _describe(error))
+    message = text if world_size == 1 else f"rank {rank}: {text}"
     store.compare_set(ERROR_KEY, "", json.dumps({"rank": rank, "exit_code": exit_code, "message": message}))
 
 
@@ -210,7 +218,7 @@ class Group:
         try:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             all_ok = bool(flag.item())
-        except dist.DistError as exc:
+        except RuntimeError as exc:  # gloo raises a plain RuntimeError when a peer is gone
             raise DataError(f"rank {self.rank}: lost contact with the other ranks ({_one_line(str(exc))})") from None
         if not all_ok:
             raise _published_failure(self.store) or RankFailure("a rank failed without saying why", 1, -1)
@@ -279,9 +287,28 @@ def connect(device: str = "cpu", *, store: dist.Store | None = None, rank: int =
     except dist.DistError as exc:
         raise DataError(f"rank {rank}: cannot form the {backend} process group ({_one_line(str(exc))})") from None
     try:
-        yield Group(rank, world_size, run_store, rank_device)
+        with _sigterm_unwinds():
+            yield Group(rank, world_size, run_store, rank_device)
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit for the block: launchers (torchrun, --workers) stop the other
+    ranks with SIGTERM when one fails, and unwinding lets rank 0 remove its staging directory."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- one rank's work ---------------------------------------------------------------------------
@@ -454,7 +481,7 @@ def _remove_staging(store: dist.Store) -> None:
 def _worker(rank: int, world_size: int, port: int, input_path: Path, options: QuantizeOptions, output: Path, force: bool, max_shard_bytes: int) -> None:
     """One --workers process: join the group through the parent's store and convert its share."""
     if torch.device(options.device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))  # share the cores
+        torch.set_num_threads(max(1, torch.get_num_threads() // world_size))  # share the cores
     server = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     try:
         with connect(options.device, store=server, rank=rank, world_size=world_size, local_rank=rank) as group:

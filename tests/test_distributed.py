@@ -231,11 +231,11 @@ def test_a_rank_stops_at_its_next_unit_when_another_failed(sharded, tmp_path):
     produced = []
     units = [dataclasses.replace(unit, produce=lambda unit=unit: produced.append(unit) or unit.produce()) for unit in plan.units]
     writers = open_writers([[spec for unit in units for spec in unit.outputs]], [tmp_path / "part.safetensors"], {})
-    distributed._publish(group.store, 1, 2, OSError(28, "No space left on device"))
+    distributed._publish(group.store, 1, 2, OSError(28, "No space left on device", str(tmp_path / "part.safetensors")))
     with pytest.raises(distributed._PeerFailed):
         write_units(units, writers, lambda unit: distributed._unit_written(group, None, unit))
     assert produced == plan.units[:1]
-    assert str(distributed._published_failure(group.store)) == "rank 1: [Errno 28] No space left on device"
+    assert str(distributed._published_failure(group.store)) == f"rank 1: {tmp_path / 'part.safetensors'}: No space left on device"
 
 
 def test_a_killed_worker_is_the_reported_failure_and_the_rest_are_stopped(monkeypatch):

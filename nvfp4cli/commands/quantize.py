@@ -110,7 +110,7 @@ def quantize(
     max_shard_size: str = MAX_SHARD_SIZE_OPTION,
     device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Convert with N local processes on torch.distributed (gloo; NCCL and one GPU each with --device cuda): same tensors. Under torchrun, leave it out."
+        None, "--workers", min=1, metavar="N", help="Convert with N local processes on torch.distributed (gloo; NCCL and one GPU each with --device cuda): same tensors. Under torchrun, leave it out."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be quantized and skipped; write nothing."),
     force: bool = FORCE_OPTION,
