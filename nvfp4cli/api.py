@@ -89,13 +89,15 @@ def _check_counter(name: str, value, device: torch.device) -> torch.Tensor | int
     return value
 
 
-def _check_per_tensor_scale(pts, device: torch.device) -> torch.Tensor:
+def _check_per_tensor_scale(pts, device: torch.device, check_value: bool = True) -> torch.Tensor:
     if not isinstance(pts, torch.Tensor) or pts.numel() != 1 or pts.dim() > 1:
         shape = tuple(pts.shape) if isinstance(pts, torch.Tensor) else type(pts).__name__
         raise UsageError(f"per_tensor_scale must be a 0-d (or [1]) float tensor, got {shape}")
     if not pts.is_floating_point():
         raise UsageError(f"per_tensor_scale must be floating point, got dtype {pts.dtype}")
     pts = pts.to(device=device, dtype=torch.float32).reshape(())
+    if not check_value:
+        return pts
     value = float(pts)
     if not (math.isfinite(value) and value > 0):
         raise UsageError(f"per_tensor_scale must be positive and finite, got {value}")
@@ -129,6 +131,7 @@ def quantize(
     per_tensor_scale: torch.Tensor | None = None,
     backend: str = "auto",
     scale_rule: str = "max",
+    check_finite: bool = True,
 ) -> QuantizedTensor:
     """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per SPEC.md.
 
@@ -140,6 +143,9 @@ def quantize(
     scale_rule: how each block's scale is chosen (docs/format.md "Scale rules"): "max" (block max
     -> 6, torchao's rule), "4over6" or "mse" (lowest squared RN error among candidate scales;
     the choice ignores the random bits, so RS stays unbiased given the scales).
+    check_finite: False skips the checks that read device values back to the host (NaN/Inf in x,
+    the value of per_tensor_scale): the call then never waits for the GPU and can be captured in
+    a CUDA graph, and the caller answers for finite input.
     """
     _check_tensor(x)
     mode = parse_mode(mode)
@@ -153,12 +159,14 @@ def quantize(
         raise UsageError(f"offset {offset} + {philox_counters(x)} blocks exceeds 2^63 Philox counters")
     kernels = get_backend(name)
     x = x.contiguous()
-    amax = kernels.amax(x)
-    _check_finite(x, amax)
+    if per_tensor_scale is None or check_finite:
+        amax = kernels.amax(x)
+        if check_finite:
+            _check_finite(x, amax)
     if per_tensor_scale is None:
         pts = per_tensor_scale_from_amax(amax)
     else:
-        pts = _check_per_tensor_scale(per_tensor_scale, x.device)
+        pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=check_finite)
     # max goes through the original five-argument call, so backends without scale rules keep working.
     rule_argument = {} if scale_rule == "max" else {"scale_rule": scale_rule}
     packed, scales = kernels.quantize(x, pts, mode, seed, offset, **rule_argument)

@@ -36,7 +36,7 @@ def per_tensor_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     amax = amax.to(torch.float32)
     # Divide by a tensor: CUDA turns division by a Python number into a multiply by its
     # reciprocal, which rounds differently from the true division the spec asks for.
-    divisor = torch.tensor(PTS_DIVISOR, dtype=torch.float32, device=amax.device)
+    divisor = torch.full((), PTS_DIVISOR, dtype=torch.float32, device=amax.device)  # no host copy, no sync
     return torch.clamp(amax / divisor, min=PTS_FLOOR).reshape(())
 
 

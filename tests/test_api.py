@@ -101,3 +101,15 @@ def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(UsageError, match="backend 'triton' needs a CUDA tensor"):
         nvfp4cli.quantize(torch.randn(2, 32), backend="triton")
+
+
+def test_check_finite_false_skips_host_reads_but_gives_the_same_bytes():
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(5))
+    pts = nvfp4cli.quantize(x).per_tensor_scale
+    checked = nvfp4cli.quantize(x, mode="rs", seed=3, per_tensor_scale=pts)
+    unchecked = nvfp4cli.quantize(x, mode="rs", seed=3, per_tensor_scale=pts, check_finite=False)
+    assert torch.equal(checked.packed, unchecked.packed) and torch.equal(checked.scales, unchecked.scales)
+    x[0, 0] = float("nan")
+    with pytest.raises(DataError):
+        nvfp4cli.quantize(x, per_tensor_scale=pts)
+    nvfp4cli.quantize(x, per_tensor_scale=pts, check_finite=False)  # the caller answers for it

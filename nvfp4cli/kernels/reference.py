@@ -50,7 +50,7 @@ def _e4m3_scales(block_amax: torch.Tensor, target: float, per_tensor_scale: torc
     """fp8(clamp((block_amax / target) / pts, 2^-6, 448)), RNE: the scale mapping the block max to target."""
     # A device tensor, not a Python number: CUDA divides by a number as a multiply by its
     # reciprocal, which rounds differently from the true division the spec asks for.
-    divisor = torch.tensor(target, dtype=torch.float32, device=block_amax.device)
+    divisor = torch.full((), target, dtype=torch.float32, device=block_amax.device)  # no host copy, no sync
     block_scale = block_amax / divisor / per_tensor_scale
     return block_scale.clamp(E4M3_MIN_NORMAL, E4M3_MAX).to(torch.float8_e4m3fn)
 
