@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(NVFP4) quantize sample_ckpts/tiny-llama --format modelopt -o $(DEMO)/tiny-llama-modelopt
 	$(NVFP4) diff sample_ckpts/tiny-llama $(DEMO)/tiny-llama-nvfp4 --sqnr --min-sqnr 15
 	$(NVFP4) diff $(DEMO)/tiny-llama-nvfp4 $(DEMO)/tiny-llama-modelopt --top 5
+	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-nvfp4-w2 --workers 2
+	$(NVFP4) diff $(DEMO)/tiny-llama-nvfp4 $(DEMO)/tiny-llama-nvfp4-w2 --top 3
 	$(NVFP4) bench --shape 1024x1024 --iters 5
 
 clean:
