@@ -179,11 +179,16 @@ class Checkpoint:
         for name in self._infos:
             weight = self._quantized_weight(name)
             if weight is not None:
+                if weight.name in weights or claimed.intersection(weight.tensors):
+                    raise DataError(f"{self.path}: {weight.name!r} is stored as more than one NVFP4 weight ({weight.format} and another)")
                 weights[weight.name] = weight
                 claimed.update(weight.tensors)
         for name, info in self._infos.items():
-            if name not in claimed:
-                weights[name] = LogicalWeight(name, info.shape, FLOAT_FORMAT, (name,), self)
+            if name in claimed:
+                continue
+            if name in weights:
+                raise DataError(f"{self.path}: {name!r} is stored both as a float tensor and as an NVFP4 weight ({weights[name].format})")
+            weights[name] = LogicalWeight(name, info.shape, FLOAT_FORMAT, (name,), self)
         order = {name: position for position, name in enumerate(self._infos)}
         return dict(sorted(weights.items(), key=lambda item: order[item[1].tensors[0]]))
 
