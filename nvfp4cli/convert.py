@@ -161,6 +161,16 @@ class Plan:
     extra_files: dict[str, dict] = field(default_factory=dict)  # more JSON files to write
     dropped_files: tuple[str, ...] = ()  # input files not to copy (superseded metadata)
 
+    def __post_init__(self) -> None:
+        # An input may already hold a name a converted weight produces ("X.weight_scale" beside
+        # a float "X.weight"): refuse rather than write one name twice.
+        producer: dict[str, str] = {}
+        for unit in self.units:
+            for spec in unit.outputs:
+                if spec.name in producer:
+                    raise DataError(f"{self.checkpoint.path}: output tensor {spec.name!r} would come both from {producer[spec.name]!r} and from {unit.inputs[0]!r}")
+                producer[spec.name] = unit.inputs[0]
+
     @property
     def bytes_in(self) -> int:
         return sum(unit.bytes_in for unit in self.units)
