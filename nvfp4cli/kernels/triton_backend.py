@@ -7,6 +7,11 @@
   The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3
   rounding is integer bit operations (the interpreter's float8 cast is wrong, SPEC §6), E2M1
   rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`.
+- block scale rules (docs/format.md "Scale rules"): `max` (block max -> 6, torchao's rule) is
+  the default; `4over6` and `mse` pick each block's scale among 2 or 8 E4M3 candidates by the
+  lowest squared RN error, bit-identical to the reference backend. They are a constexpr branch
+  (max compiles exactly as without them) launched with enable_fp_fusion=False, so each error
+  term rounds as the reference's does (no FMA in `d * d + e`).
 
 `seed`, `offset` and the per-tensor scale may live in device memory and are read in the kernel, so
 a captured CUDA graph replays with whatever values those tensors hold. The ops `nvfp4::amax` and
@@ -31,6 +36,8 @@ AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+SCALE_RULES = ("max", "4over6", "mse")  # block scale rules this backend implements
+_SCALE_RULE_KIND = {rule: kind for kind, rule in enumerate(SCALE_RULES)}  # the kernel's SCALE_RULE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,6 +135,84 @@ def _e2m1_rn(a):
 
 
 @triton.jit
+def _e4m3_bits(scale):
+    """float32 bits of e4m3(clamp(scale, 2^-6, 448)), RNE, rounded by integer bit operations (SPEC §6)."""
+    scale = tl.minimum(tl.maximum(scale, 0.015625), 448.0)
+    bits = scale.to(tl.int32, bitcast=True)
+    return (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000
+
+
+@triton.jit
+def _e4m3_step_bits(bits, steps):
+    """The E4M3 scale `steps` codes away from the one with float32 bits `bits`, kept within
+    [2^-6, 448]. bits >> 20 is the E4M3 byte plus 120 << 3, so E4M3 codes step by one there."""
+    return tl.minimum(tl.maximum((bits >> 20) + steps, 0x08 + (120 << 3)), 0x7E + (120 << 3)) << 20
+
+
+@triton.jit
+def _squared_rn_errors(x, target, ratio, scale):
+    """(|x| / pts - q * s)^2 per element, q the RN E2M1 value of min(|x| * ratio, 6); q * s is exact."""
+    code = _e2m1_rn(tl.minimum(tl.abs(x) * ratio[:, None], 6.0))
+    value = code.to(tl.float32)
+    q = tl.where(code < 4, value * 0.5, tl.where(code < 6, value - 2.0, value * 2.0 - 8.0))  # 0, .5, 1, 1.5, 2, 3, 4, 6
+    d = target - q * scale[:, None]
+    return d * d
+
+
+@triton.jit
+def _pairwise4(e):
+    """[BLOCKS, 4] -> [BLOCKS]: (e0 + e1) + (e2 + e3)."""
+    left, right = tl.split(tl.reshape(e, [e.shape[0], 2, 2]))
+    left, right = tl.split(left + right)
+    return left + right
+
+
+@triton.jit
+def _keep_lower(best_bits, best_error, bits, elements, targets, inv_pts, PAIRED: tl.constexpr):
+    """The candidate scale (float32 bits) and its error if its squared RN error (in units of pts,
+    summed as the tree 16 -> 8 -> 4 -> 2 -> 1 over neighbours 2i, 2i + 1) is strictly lower than
+    best_error, else the best so far: ties keep the earlier candidate."""
+    scale = bits.to(tl.float32, bitcast=True)
+    ratio = tl.div_rn(inv_pts, scale)
+    e0 = _squared_rn_errors(elements[0], targets[0], ratio, scale)
+    e1 = _squared_rn_errors(elements[1], targets[1], ratio, scale)
+    e2 = _squared_rn_errors(elements[2], targets[2], ratio, scale)
+    e3 = _squared_rn_errors(elements[3], targets[3], ratio, scale)
+    if PAIRED:  # (even, odd) elements 0..7, then 8..15: e0 + e1 pairs neighbours
+        error = _pairwise4(e0 + e1) + _pairwise4(e2 + e3)
+    else:  # elements 4c .. 4c + 3
+        error = (_pairwise4(e0) + _pairwise4(e1)) + (_pairwise4(e2) + _pairwise4(e3))
+    lower = error < best_error
+    return tl.where(lower, bits, best_bits), tl.where(lower, error, best_error)
+
+
+@triton.jit
+def _rule_scale_bits(elements, block_max, six_bits, pts, inv_pts, PAIRED: tl.constexpr, SCALE_RULE: tl.constexpr):
+    """float32 bits of the block scale 4over6 (SCALE_RULE 1) or mse (2) choose: the first candidate
+    with the strictly lowest squared RN error, in docs/format.md's order, max -> 6 first."""
+    targets = (
+        tl.div_rn(tl.abs(elements[0]), pts),
+        tl.div_rn(tl.abs(elements[1]), pts),
+        tl.div_rn(tl.abs(elements[2]), pts),
+        tl.div_rn(tl.abs(elements[3]), pts),
+    )
+    no_error = tl.full(block_max.shape, float("inf"), tl.float32)  # the first candidate always wins
+    best_bits, best_error = _keep_lower(six_bits, no_error, six_bits, elements, targets, inv_pts, PAIRED)
+    if SCALE_RULE == 1:  # max -> 4
+        four_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 4.0), pts))
+        best_bits, best_error = _keep_lower(best_bits, best_error, four_bits, elements, targets, inv_pts, PAIRED)
+    else:  # the six next larger E4M3 scales, then the next smaller one (reference.MSE_SCALE_STEPS)
+        for steps in tl.static_range(1, 7):
+            best_bits, best_error = _keep_lower(
+                best_bits, best_error, _e4m3_step_bits(six_bits, steps), elements, targets, inv_pts, PAIRED
+            )
+        best_bits, best_error = _keep_lower(
+            best_bits, best_error, _e4m3_step_bits(six_bits, -1), elements, targets, inv_pts, PAIRED
+        )
+    return best_bits
+
+
+@triton.jit
 def _e2m1_rs(a, random_byte):
     """E2M1 magnitude code of a in [0, 6], rounded up iff its fraction of the grid step exceeds
     u = (byte + 0.5) / 256 (SPEC.md §3), exactly."""
@@ -205,7 +290,8 @@ def _load_tile(words_ptr, tile, n_blocks, PAIRED: tl.constexpr, BLOCKS: tl.const
 @triton.jit
 def _quantize_tile(
     w0, w1, w2, w3, packed_ptr, scales_ptr, tile, n_blocks, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-    PAIRED: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, BLOCKS: tl.constexpr,
+    PAIRED: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
+    BLOCKS: tl.constexpr,
 ):
     """Quantize one tile of BLOCKS blocks from its words. Each thread owns whole blocks, so every
     per-block value (max, scale, Philox words, packed codes) stays in that thread's registers."""
@@ -214,18 +300,19 @@ def _quantize_tile(
         e0, o0 = _split_pairs(w0, INPUT_KIND)
         e1, o1 = _split_pairs(w1, INPUT_KIND)
         block_max = tl.maximum(tl.maximum(_row_abs_max(e0), _row_abs_max(o0)), tl.maximum(_row_abs_max(e1), _row_abs_max(o1)))
+        elements = (e0, o0, e1, o1)
     else:
         x0 = w0.to(tl.float32, bitcast=True)
         x1 = w1.to(tl.float32, bitcast=True)
         x2 = w2.to(tl.float32, bitcast=True)
         x3 = w3.to(tl.float32, bitcast=True)
         block_max = tl.maximum(tl.maximum(_row_abs_max(x0), _row_abs_max(x1)), tl.maximum(_row_abs_max(x2), _row_abs_max(x3)))
+        elements = (x0, x1, x2, x3)
 
     # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (SPEC §6).
-    scale = tl.div_rn(tl.div_rn(block_max, 6.0), pts)
-    scale = tl.minimum(tl.maximum(scale, 0.015625), 448.0)
-    scale_bits = scale.to(tl.int32, bitcast=True)
-    scale_bits = (scale_bits + 0x7FFFF + ((scale_bits >> 20) & 1)) & -0x100000
+    scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 6.0), pts))
+    if SCALE_RULE != 0:
+        scale_bits = _rule_scale_bits(elements, block_max, scale_bits, pts, inv_pts, PAIRED, SCALE_RULE)
     scale_byte = (scale_bits >> 20) - (120 << 3)  # exponent rebiased 127 -> 7, and 3 mantissa bits
     ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
 
@@ -273,6 +360,7 @@ def _quantize_kernel(
     SEED_IN_MEMORY: tl.constexpr,
     OFFSET_IN_MEMORY: tl.constexpr,
     SWIZZLE: tl.constexpr,
+    SCALE_RULE: tl.constexpr,
     BLOCKS: tl.constexpr,
     TILES: tl.constexpr,
 ):
@@ -292,7 +380,7 @@ def _quantize_kernel(
         n0, n1, n2, n3 = _load_tile(words_ptr, tile + 1, end, PAIRED, BLOCKS)
         _quantize_tile(
             w0, w1, w2, w3, packed_ptr, scales_ptr, tile, end, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, BLOCKS,
+            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, BLOCKS,
         )
         w0, w1, w2, w3 = n0, n1, n2, n3
 
@@ -336,9 +424,12 @@ def quantize(
     seed: torch.Tensor | int | None,
     offset: torch.Tensor | int,
     swizzle: bool = False,
+    scale_rule: str = "max",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and E4M3 scales of a contiguous x: row-major [..., K/16], or
-    with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims)."""
+    with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims).
+
+    scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all."""
     stochastic = Mode(mode) is Mode.RS
     k = x.shape[-1]
     n_blocks = x.numel() // BLOCK_SIZE
@@ -355,6 +446,8 @@ def quantize(
     n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
     if n_tiles < MIN_PROGRAMS * tiles:
         tiles = 1
+    # The rules' errors must round once an operation, as the reference's do; max keeps Triton's default.
+    fusion = {} if scale_rule == "max" else {"enable_fp_fusion": False}
     if n_blocks:
         _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
             _words(x),
@@ -371,9 +464,11 @@ def quantize(
             SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
             OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor),
             SWIZZLE=swizzle,
+            SCALE_RULE=_SCALE_RULE_KIND[scale_rule],
             BLOCKS=blocks_a_tile,
             TILES=tiles,
             num_warps=warps,
+            **fusion,
         )
     packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
     scales = scales.view(torch.float8_e4m3fn)
