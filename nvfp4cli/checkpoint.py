@@ -466,6 +466,11 @@ def check_output_path(output: Path, input_path: Path, force: bool) -> None:
     clean_leftovers(output)
     if (output.exists() or output.is_symlink()) and not force:
         raise UsageError(f"output {output} exists; pass --force to replace it")
+    check_output_directory(output)
+
+
+def check_output_directory(output: Path) -> None:
+    """Refuse an output whose parent is missing or is not a directory."""
     if not output.parent.is_dir():
         problem = "is not a directory" if output.parent.exists() else "does not exist"
         raise UsageError(f"output directory {output.parent} {problem}")

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from .. import bench as core
 from ..api import parse_mode
-from ..checkpoint import staged_output
+from ..checkpoint import check_output_directory, staged_output
 from ..errors import UsageError
 from ..format import Mode
 from .common import DEBUG_HELP, cli_errors, print_json, print_table
@@ -22,9 +22,8 @@ def _check_output(path: Path | None, force: bool) -> None:
     # Before the run, not after it: a bad path would otherwise cost the whole benchmark.
     if path is not None and path.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
-    if path is not None and not path.parent.is_dir():
-        problem = "is not a directory" if path.parent.exists() else "does not exist"
-        raise UsageError(f"{path}: directory {path.parent} {problem}")
+    if path is not None:
+        check_output_directory(path)
 
 
 def _write_csv(report: core.BenchReport, path: Path) -> None:
