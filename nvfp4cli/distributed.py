@@ -174,13 +174,14 @@ class Layout:
         rows = []
         for rank, share in enumerate(self.shares):
             units = [plan.units[index] for index in share]
-            rows.append({"rank": rank, "tensors_in": sum(len(u.inputs) for u in units), "bytes_in": sum(u.bytes_in for u in units), "files": self.names[rank]})
+            tensors_in, bytes_in = sum(len(unit.inputs) for unit in units), sum(unit.bytes_in for unit in units)
+            rows.append({"rank": rank, "tensors_in": tensors_in, "bytes_in": bytes_in, "files": self.names[rank]})
         return rows
 
 
 def plan_layout(plan: Plan, world_size: int, max_shard_bytes: int) -> Layout:
     """Split the plan over world_size ranks; each rank cuts its units into shards of at most
-    max_shard_bytes as a single process would (rank 0 of one rank gives the single-process files)."""
+    max_shard_bytes as a single process does (so one rank gives the single-process files)."""
     shares = assign_units(plan.units, world_size)
     shards = [
         split_into_shards([list(plan.units[index].outputs) for index in share], max_shard_bytes) if share or rank == 0 else []
@@ -244,15 +245,11 @@ class Group:
         self.agree(True)
         return result
 
-    def from_rank0(self, key: str, value: str) -> str:
-        """Rank 0's value for key (each rank offers its own; rank 0's wins)."""
-        if self.rank == 0:
-            self.store.set(key, value)
-        return self.store.get(key).decode()
-
     def shared_seed(self, seed: int) -> int:
         """Rank 0's RS seed, so that a seed each rank drew at random is the same on all."""
-        return int(self.from_rank0(SEED_KEY, str(seed)))
+        if self.rank == 0:
+            self.store.set(SEED_KEY, str(seed))
+        return int(self.store.get(SEED_KEY))
 
 
 def _rank_device(device: str, local_rank: int) -> torch.device:
