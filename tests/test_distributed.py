@@ -261,3 +261,10 @@ def test_usage_errors(tmp_path, monkeypatch):
     result = nvfp4("quantize", SAMPLE, "-o", tmp_path / "out", "--workers", 2)
     assert result.exit_code == 2 and "leave it out under torchrun" in result.stderr
     assert no_leftovers(tmp_path, "one.safetensors")
+
+
+def test_ranks_use_rank0s_random_seed():
+    """RS without --seed under torchrun: each rank draws a seed, all use rank 0's."""
+    store = torch.distributed.HashStore()
+    rank0, rank1 = (distributed.Group(rank, 2, store, torch.device("cpu")) for rank in (0, 1))
+    assert rank0.shared_seed(123) == 123 and rank1.shared_seed(456) == 123
