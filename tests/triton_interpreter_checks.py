@@ -1,7 +1,7 @@
 """Checks of the Triton backend under TRITON_INTERPRET=1 (CPU, small shapes): bit-identical to the
-reference backend and to the independent scalar oracle, for RN and RS, every input dtype,
-adversarial values, 64-bit seeds and offsets, tensor seeds, the swizzled scale layout, and the
-torch.library ops under torch.compile(fullgraph=True).
+reference backend and to the independent scalar oracles, for RN and RS, every input dtype, every
+block scale rule (max, 4over6, mse), adversarial values, 64-bit seeds and offsets, tensor seeds, the
+swizzled scale layout, and the torch.library ops under torch.compile(fullgraph=True).
 
 Triton picks the interpreter when it is first imported, and other test modules import it
 compiled, so tests/test_triton_backend.py runs this file in a fresh Python with
@@ -21,16 +21,19 @@ import nvfp4cli  # noqa: E402
 import spec_oracle  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales, unpack_codes  # noqa: E402
 from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
+from scale_rule_cases import order_sensitive_blocks  # noqa: E402
+from test_scale_rules import mixed_input, oracle  # noqa: E402  (docs/format.md "Scale rules", scalar)
 from triton_cases import adversarial_cases  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 MODES = [Mode.RN, Mode.RS]
+RULES = ["4over6", "mse"]  # the searching rules; max is every other test's default
 SEED, OFFSET = 2**40 + 3, 2**33 + 5  # both halves of key and counter non-zero
 
 
-def assert_backends_agree(x, pts, mode, seed=SEED, offset=OFFSET):
-    got_packed, got_scales = triton_backend.quantize(x, pts, mode, seed, offset)
-    want_packed, want_scales = reference.quantize(x, pts, mode, seed, offset)
+def assert_backends_agree(x, pts, mode, seed=SEED, offset=OFFSET, scale_rule="max"):
+    got_packed, got_scales = triton_backend.quantize(x, pts, mode, seed, offset, scale_rule=scale_rule)
+    want_packed, want_scales = reference.quantize(x, pts, mode, seed, offset, scale_rule=scale_rule)
     assert got_packed.shape == want_packed.shape and got_scales.shape == want_scales.shape
     assert got_scales.dtype == torch.float8_e4m3fn
     assert torch.equal(got_scales.view(torch.uint8), want_scales.view(torch.uint8))
@@ -56,9 +59,10 @@ def test_adversarial_values_match_reference(dtype, mode):
         assert_backends_agree(x, per_tensor_scale_from_amax(amax) if pts is None else pts.float(), mode)
 
 
+@pytest.mark.parametrize("rule", ["max"] + RULES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode):
+def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode, rule):
     # Large inputs run several tiles a program, each loading the next tile ahead; here with tiny
     # tiles, and a tile count that does not divide evenly, so the last program runs past the end.
     monkeypatch.setattr(triton_backend, "QUANTIZE_CONFIGS", {mode: (16, 1, 3)})
@@ -67,7 +71,63 @@ def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode):
     monkeypatch.setattr(triton_backend, "AMAX_TILES", 3)
     x = torch.randn(7, 16 * 17, generator=torch.Generator().manual_seed(5)).to(dtype)  # 119 blocks
     assert torch.equal(triton_backend.amax(x), reference.amax(x))
-    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), mode)
+    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), mode, scale_rule=rule)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 16), (37, 80), (2, 3, 64)], ids=str)
+def test_rules_on_random_tensors_match_reference(shape, dtype, mode, rule):
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype), rule)) % 2**31)
+    x = (torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)).to(dtype)
+    assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), mode, scale_rule=rule)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rules_on_adversarial_values_match_reference(dtype, mode, rule):
+    # Ties between candidates (zeros, exact grids), scales clamped at 2^-6 or 448 (candidates
+    # that clamp to the same byte), subnormals and the dtype's extremes.
+    for name, x, pts in adversarial_cases(dtype, seed=2):
+        pts = per_tensor_scale_from_amax(reference.amax(x)) if pts is None else pts.float()
+        assert_backends_agree(x, pts, mode, scale_rule=rule)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rules_add_errors_in_the_documented_order(dtype, rule):
+    # Blocks whose choice another summation order (or a fused first level) would change.
+    x, pts = order_sensitive_blocks(rule)
+    assert x.shape[0] >= 5
+    for mode in MODES:
+        assert_backends_agree(x.to(dtype), pts, mode, scale_rule=rule)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rules_match_the_scalar_oracle(dtype, rule):
+    # test_scale_rules.oracle: plain numpy float32 scalars, one block at a time, no shared code.
+    x = (mixed_input(3) * 40).to(dtype)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    packed, scales = triton_backend.quantize(x, pts, Mode.RN, None, 0, scale_rule=rule)
+    codes, scale_bytes, positions = oracle(x.float().numpy(), rule, pts=np.float32(pts))
+    assert np.array_equal(scales.view(torch.uint8).numpy(), scale_bytes)
+    assert np.array_equal(unpack_codes(packed).numpy(), codes)
+    assert (positions == 0).any() and (positions != 0).any()  # the search really chooses
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_scales_ignore_the_random_bits(rule):
+    x = torch.randn(16, 128, generator=torch.Generator().manual_seed(8)).to(torch.bfloat16)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    _, rn_scales = triton_backend.quantize(x, pts, Mode.RN, None, 0, scale_rule=rule)
+    _, max_scales = triton_backend.quantize(x, pts, Mode.RN, None, 0)
+    assert not torch.equal(rn_scales.view(torch.uint8), max_scales.view(torch.uint8))
+    for seed, offset in [(1, 0), (SEED, OFFSET)]:
+        _, rs_scales = triton_backend.quantize(x, pts, Mode.RS, seed, offset, scale_rule=rule)
+        assert torch.equal(rs_scales.view(torch.uint8), rn_scales.view(torch.uint8))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,20 +175,22 @@ def test_misaligned_input_view_is_copied_and_matches():
     assert_backends_agree(x, per_tensor_scale_from_amax(reference.amax(x)), Mode.RN)
 
 
+@pytest.mark.parametrize("rule", ["max", "mse"])
 @pytest.mark.parametrize("shape", [(1, 16), (130, 48), (128, 64), (5, 256)], ids=str)
-def test_swizzled_scales_equal_the_format_reference(shape):
+def test_swizzled_scales_equal_the_format_reference(shape, rule):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(shape[0]))
     pts = per_tensor_scale_from_amax(x.abs().max())
-    _, row_major = reference.quantize(x, pts, Mode.RN, None, 0)
-    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True)
+    _, row_major = reference.quantize(x, pts, Mode.RN, None, 0, scale_rule=rule)
+    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True, scale_rule=rule)
     assert torch.equal(swizzled.view(torch.uint8), swizzle_scales(row_major).view(torch.uint8))
 
 
+@pytest.mark.parametrize("rule", ["max"] + RULES)
 @pytest.mark.parametrize("mode", ["rn", "rs"])
-def test_public_api_backends_agree(mode):
+def test_public_api_backends_agree(mode, rule):
     x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
-    got = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="triton")
-    want = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="reference")
+    got = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="triton", scale_rule=rule)
+    want = nvfp4cli.quantize(x, mode=mode, seed=11, offset=5, backend="reference", scale_rule=rule)
     assert torch.equal(got.packed, want.packed) and torch.equal(got.per_tensor_scale, want.per_tensor_scale)
     assert torch.equal(got.scales.view(torch.uint8), want.scales.view(torch.uint8))
 
