@@ -2,10 +2,12 @@
 this card: against a device-to-device copy of the same input (the bandwidth yardstick, counting
 bytes read plus written) and against torch.compile of torchao's nvfp4_quantize.
 
-    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep]
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules]
 
 --tune times other tile shapes of the quantize and amax kernels (each checked equal to the
-default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32.
+default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32;
+--rules times the block scale rules (max, 4over6, mse; RN and RS) on 8192x8192 bf16 and fp32, each
+against max in the same run, with its output checked equal to the reference backend's on the CPU.
 Prints markdown tables and writes bench.json and bench.md under --out.
 
 Timing: CUDA events around each call, median of ITERS calls, each after a 1 GiB memset that
@@ -29,7 +31,7 @@ import triton
 
 import nvfp4cli
 from nvfp4cli.format import BLOCK_SIZE, Mode, per_tensor_scale_from_amax
-from nvfp4cli.kernels import triton_backend
+from nvfp4cli.kernels import reference, triton_backend
 
 ITERS = 60
 WARMUP = 5
@@ -219,6 +221,26 @@ def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -
             report.add("dtypes", f"quantize {mode.value.upper()} {str(dtype)[6:]} {MAIN_SHAPE[0]}x{MAIN_SHAPE[1]}", us, quantize_bytes(xd), copy_gbps, **{"copy us": round(copy_us, 2)})
 
 
+def rules(report: Report) -> None:
+    for dtype in (torch.bfloat16, torch.float32):
+        x = make_input(MAIN_SHAPE).to(dtype)
+        out = torch.empty_like(x)
+        copy_us = time_us(lambda: out.copy_(x))
+        copy_gbps = 2 * x.numel() * x.element_size() / copy_us / 1e3
+        pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+        x_cpu, pts_cpu = x.cpu(), pts.cpu()
+        max_us = {}
+        for rule in triton_backend.SCALE_RULES:
+            for mode in Mode:
+                packed, scales = triton_backend.quantize(x, pts, mode, SEED, OFFSET, scale_rule=rule)
+                want_packed, want_scales = reference.quantize(x_cpu, pts_cpu, mode, SEED, OFFSET, scale_rule=rule)
+                same = torch.equal(packed.cpu(), want_packed) and torch.equal(scales.cpu().view(torch.uint8), want_scales.view(torch.uint8))
+                us = time_us(lambda: triton_backend.quantize(x, pts, mode, SEED, OFFSET, scale_rule=rule))
+                max_us.setdefault(mode, us)
+                extra = {"rule": rule, "mode": mode.value, "dtype": str(dtype)[6:], "x max": round(us / max_us[mode], 2), "same as reference (CPU)": same}
+                report.add("rules", f"quantize {rule} {mode.value.upper()} {str(dtype)[6:]}", us, quantize_bytes(x), copy_gbps, **extra)
+
+
 def describe_device() -> dict:
     props = torch.cuda.get_device_properties(0)
     info = {
@@ -238,6 +260,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -258,10 +281,13 @@ def main() -> None:
         tune(report, r["copy_gbps"])
     if args.sweep:
         sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None, not args.no_sweep_peers)
+    if args.rules:
+        rules(report)
     columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
     sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
     text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)
     text += "\n" + report.table("tune", columns) + "\n" + report.table("sweep", sweep_columns) + "\n" + report.table("dtypes", ["name", "us", "GB/s", "% of copy", "copy us"])
+    text += "\n" + report.table("rules", ["rule", "mode", "dtype", "us", "GB/s", "% of copy", "x max", "same as reference (CPU)"])
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
     print(text)

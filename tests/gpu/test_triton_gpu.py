@@ -1,8 +1,10 @@
 """The compiled Triton kernels on a CUDA GPU, bit for bit against the reference backend run on the
 CPU (and torchao's nvfp4_quantize, also on the CPU, where installed): many shapes including M=1,
 K=16, odd sizes and 3-D, every input dtype, adversarial values, RN and RS with 32- and 64-bit
-seeds and offsets, more than 2^31 elements, CUDA-graph replay with a new offset tensor, and
-torch.compile(fullgraph=True) around the torch.library ops. Skips without CUDA.
+seeds and offsets, more than 2^31 elements, CUDA-graph replay with a new offset tensor,
+torch.compile(fullgraph=True) around the torch.library ops, and the block scale rules 4over6 and
+mse (compiled without FP contraction: blocks whose choice a fused multiply-add or another
+summation order would change are among the cases). Skips without CUDA.
 
 The oracles run on the CPU because PyTorch on CUDA divides by a Python scalar as a multiplication
 by its reciprocal (one bit less exact than SPEC.md's division), which changes about one block
@@ -25,11 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shar
 import nvfp4cli  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales  # noqa: E402
 from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
+from scale_rule_cases import order_sensitive_blocks  # noqa: E402
 from triton_cases import adversarial_cases  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 SHAPES = [(1, 16), (1, 8192), (16, 8192), (3, 48), (127, 80), (1000, 16), (513, 1040), (2, 3, 4, 32), (4096, 4096)]
 SEEDS_OFFSETS = [(1, 7), (2**32 + 5, 2**32 - 3), (2**63 - 1, 2**62 + 11)]
+RULES = ["4over6", "mse"]
+RULE_SHAPES = [(1, 16), (3, 48), (127, 80), (513, 1040), (2, 3, 4, 32), (1024, 4096)]
 
 
 def assert_same(got, want):
@@ -39,8 +44,8 @@ def assert_same(got, want):
     assert torch.equal(got[0], want[0]), f"{(got[0] != want[0]).sum().item()} packed bytes differ"
 
 
-def reference_on_cpu(x, pts, mode, seed, offset):
-    return reference.quantize(x.cpu(), pts.cpu(), mode, seed, offset)
+def reference_on_cpu(x, pts, mode, seed, offset, scale_rule="max"):
+    return reference.quantize(x.cpu(), pts.cpu(), mode, seed, offset, scale_rule=scale_rule)
 
 
 def random_input(shape, dtype, seed):
@@ -71,6 +76,43 @@ def test_adversarial_values_match_reference(dtype, mode):
         assert torch.equal(amax, reference.amax(x)), name
         pts = per_tensor_scale_from_amax(amax) if pts is None else pts.float().cuda()
         assert_same(triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5), reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", RULE_SHAPES, ids=str)
+def test_rules_on_random_tensors_match_reference(shape, dtype, mode, rule):
+    x = random_input(shape, dtype, seed=len(shape) * 1000 + shape[-1] + 7)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    got = triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5, scale_rule=rule)
+    assert_same(got, reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5, rule))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rules_on_adversarial_values_match_reference(dtype, mode, rule):
+    cases = adversarial_cases(dtype, seed=3)
+    x, pts = order_sensitive_blocks(rule)
+    cases.append(("order-sensitive", x.to(dtype), pts))
+    for name, x, pts in cases:
+        x = x.cuda()
+        pts = per_tensor_scale_from_amax(triton_backend.amax(x)) if pts is None else pts.float().cuda()
+        got = triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5, scale_rule=rule)
+        assert_same(got, reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5, rule))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rules_with_swizzled_scales_and_through_the_api(rule):
+    x = random_input((256, 4096), torch.bfloat16, seed=11)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    _, row_major = reference_on_cpu(x, pts, Mode.RN, None, 0, rule)
+    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True, scale_rule=rule)
+    assert torch.equal(swizzled.cpu().view(torch.uint8), swizzle_scales(row_major).view(torch.uint8))
+    got = nvfp4cli.quantize(x, mode="rs", seed=3, offset=2**33, scale_rule=rule)
+    want = nvfp4cli.quantize(x.cpu(), mode="rs", seed=3, offset=2**33, scale_rule=rule)
+    assert_same((got.packed, got.scales), (want.packed, want.scales))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
