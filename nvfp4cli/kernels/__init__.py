@@ -1,9 +1,12 @@
 """Backend registry. Every backend module has the same functional signature:
 
     amax(x) -> float32 0-d tensor (NaN if x holds NaN)
-    quantize(x, per_tensor_scale, mode, seed, offset) -> (packed uint8 [..., K/2], scales e4m3 [..., K/16])
+    quantize(x, per_tensor_scale, mode, seed, offset[, scale_rule=...]) -> (packed uint8 [..., K/2], scales e4m3 [..., K/16])
 
 x is contiguous bf16/fp16/fp32 with last dim a multiple of 16; arguments are already validated.
+A backend that implements block scale rules beyond "max" (docs/format.md "Scale rules") lists
+them in a module attribute SCALE_RULES and takes the optional keyword scale_rule; the API passes
+it only for rules other than "max", so a backend without SCALE_RULES offers max alone.
 """
 
 from __future__ import annotations
