@@ -218,7 +218,8 @@ def _our_backend(name: str, device: torch.device) -> Contender:
         return packed, scales, pts
 
     def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:
-        q = api.quantize(x, mode, seed=RS_SEED, backend=name)
+        # The input is known finite: skip the API's host-side NaN check, which waits for the GPU.
+        q = api.quantize(x, mode, seed=RS_SEED, backend=name, check_finite=False)
         return q.packed, q.scales, q.per_tensor_scale
 
     return Contender(name, False, tensor_scale, quantize, amax_quantize, _identity, modes=tuple(Mode))
