@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import api
-from .errors import UsageError
+from .errors import UsageError, message
 from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax
 from .kernels import BACKENDS, get_backend, triton_usable
 from .metrics import code_agreement, sqnr_db
@@ -183,10 +183,6 @@ def parse_backends(names: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------- contenders
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join((str(exc) or type(exc).__name__).split())
-
-
 @contextlib.contextmanager
 def _quiet_logs() -> Iterator[None]:
     # torchao logs warnings about optional GPU extensions on import; they are noise here.
@@ -208,7 +204,7 @@ def _our_backend(name: str, device: torch.device) -> Contender:
     try:
         kernels = get_backend(name)
     except ImportError as exc:
-        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+        raise Unavailable(f"not importable: {message(exc)}") from None
 
     def tensor_scale(x: torch.Tensor) -> torch.Tensor:
         return per_tensor_scale_from_amax(kernels.amax(x))
@@ -230,7 +226,7 @@ def _torchao(compiled: bool) -> Contender:
         with _quiet_logs():
             from torchao.prototype.mx_formats.nvfp4_tensor import nvfp4_quantize, per_tensor_amax_to_scale
     except ImportError as exc:
-        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+        raise Unavailable(f"not importable: {message(exc)}") from None
 
     def tensor_scale(x: torch.Tensor) -> torch.Tensor:
         return per_tensor_amax_to_scale(torch.max(torch.abs(x)))
@@ -263,7 +259,7 @@ def _compressed_tensors() -> Contender:
             from compressed_tensors.quantization import preset_name_to_scheme
             from compressed_tensors.quantization.utils import compute_dynamic_scales_and_zp, generate_gparam
     except ImportError as exc:
-        raise Unavailable(f"not importable: {_one_line(exc)}") from None
+        raise Unavailable(f"not importable: {message(exc)}") from None
     weight_args = preset_name_to_scheme("NVFP4A16", ["Linear"]).weights
 
     def tensor_scale(x: torch.Tensor) -> torch.Tensor:
@@ -494,7 +490,7 @@ def run_bench(
                     for includes_amax in (False, True):
                         run.measure(contender, mode, includes_amax, buffers, reference, copy_gbps)
                 except Exception as exc:  # a peer (or a broken backend) must not sink the whole run
-                    run.skip(name, mode, shape, f"failed: {_one_line(exc)}")
+                    run.skip(name, mode, shape, f"failed: {message(exc)}")
         del x, buffers, reference
     return BenchReport(
         device=device_name(device),

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .api import QuantizedTensor
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, one_line
 from .format import BLOCK_SIZE, Mode, dequantize_blocks
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -110,7 +110,7 @@ class Checkpoint:
                     self._infos[name] = TensorSpec(name, DTYPES_BY_NAME[dtype_name], tuple(view.get_shape()))
                     self._files[name] = file
         except (SafetensorError, OSError) as exc:
-            raise DataError(f"{file}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
+            raise DataError(f"{file}: not a readable safetensors file ({one_line(str(exc))})") from None
 
     def _check_weight_map(self, weight_map: dict[str, str]) -> None:
         for name, file_name in weight_map.items():
@@ -149,7 +149,7 @@ class Checkpoint:
             with safe_open(file, framework="pt") as handle:
                 return handle.get_tensor(name)
         except (SafetensorError, OSError) as exc:
-            raise DataError(f"{file}: cannot read tensor {name!r} ({' '.join(str(exc).split())})") from None
+            raise DataError(f"{file}: cannot read tensor {name!r} ({one_line(str(exc))})") from None
 
     def record(self) -> dict | None:
         """This tool's record of how the checkpoint was made (settings, producer), or None."""

@@ -62,7 +62,7 @@ from .convert import (
     write_metadata_files,
     write_units,
 )
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, message, one_line
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Store keys, under a prefix per torchrun restart so that a restarted run sees no stale error.
@@ -102,23 +102,17 @@ def _run_store(store: dist.Store) -> dist.Store:
     return dist.PrefixStore(f"nvfp4cli/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _describe(exc: BaseException) -> str:
     """The error as the CLI words it; an unexpected exception also names its type."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    if isinstance(exc, ValueError) and str(exc):  # UsageError, DataError and their kin
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    if (isinstance(exc, OSError) and exc.strerror) or (isinstance(exc, ValueError) and str(exc)):  # UsageError, DataError and their kin
+        return message(exc)
+    return one_line(f"{type(exc).__name__}: {exc}")
 
 
 def _publish(store: dist.Store, rank: int, world_size: int, error: BaseException | str) -> None:
     """Record a failure of `rank` in the store unless one was recorded first."""
     exit_code = getattr(error, "exit_code", 1)
-    text = _one_line(error if isinstance(error, str) else _describe(error))
+    text = one_line(error) if isinstance(error, str) else _describe(error)
     message = text if world_size == 1 else f"rank {rank}: {text}"
     store.compare_set(ERROR_KEY, "", json.dumps({"rank": rank, "exit_code": exit_code, "message": message}))
 
@@ -220,7 +214,7 @@ class Group:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             all_ok = bool(flag.item())
         except RuntimeError as exc:  # gloo raises a plain RuntimeError when a peer is gone
-            raise DataError(f"rank {self.rank}: lost contact with the other ranks ({_one_line(str(exc))})") from None
+            raise DataError(f"rank {self.rank}: lost contact with the other ranks ({one_line(str(exc))})") from None
         if not all_ok:
             raise _published_failure(self.store) or RankFailure("a rank failed without saying why", 1, -1)
 
@@ -273,7 +267,7 @@ def connect(device: str = "cpu", *, store: dist.Store | None = None, rank: int =
             store, rank, world_size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except (dist.DistError, ValueError) as exc:
-        raise DataError(f"cannot join the torch.distributed rendezvous ({_one_line(str(exc))})") from None
+        raise DataError(f"cannot join the torch.distributed rendezvous ({one_line(str(exc))})") from None
     rank_device = _rank_device(device, local_rank)
     backend = "nccl" if rank_device.type == "cuda" else "gloo"
     run_store = _run_store(store)
@@ -282,7 +276,7 @@ def connect(device: str = "cpu", *, store: dist.Store | None = None, rank: int =
             backend, store=dist.PrefixStore("pg", run_store), rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT, device_id=rank_device if backend == "nccl" else None
         )
     except dist.DistError as exc:
-        raise DataError(f"rank {rank}: cannot form the {backend} process group ({_one_line(str(exc))})") from None
+        raise DataError(f"rank {rank}: cannot form the {backend} process group ({one_line(str(exc))})") from None
     try:
         with _sigterm_unwinds():
             yield Group(rank, world_size, run_store, rank_device)

@@ -12,3 +12,16 @@ class DataError(ValueError):
     """Bad input data: a corrupt or unreadable checkpoint, NaN/Inf in a tensor."""
 
     exit_code = 1
+
+
+def one_line(text: str) -> str:
+    """text with every run of whitespace (newlines included) as one space: errors are one line."""
+    return " ".join(text.split())
+
+
+def message(exc: BaseException) -> str:
+    """An exception's message on one line: 'filename: strerror' for an OSError, else str(exc),
+    or the exception's type name when that is empty."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return one_line(f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror)
+    return one_line(str(exc) or type(exc).__name__)

@@ -11,7 +11,7 @@ import typer
 from tabulate import tabulate
 from typer.core import TyperGroup
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, message, one_line
 
 DEBUG_HELP = "Show the full traceback on errors."
 
@@ -35,7 +35,7 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
         if debug:
             raise
         code = getattr(exc, "exit_code", 2 if isinstance(exc, UsageError) else 1)
-        typer.echo(f"nvfp4: error: {one_line(exc)}", err=True)
+        typer.echo(f"nvfp4: error: {_message(exc)}", err=True)
         raise typer.Exit(code) from None
 
 
@@ -58,7 +58,7 @@ class OneLineErrors(TyperGroup):
             # A bare `nvfp4` has printed the help already (Typer checks the class by name too).
             if type(exc).__name__ != "NoArgsIsHelpError":
                 command = exc.ctx.command_path if isinstance(exc, ClickUsageError) and exc.ctx is not None else "nvfp4"
-                typer.echo(f"nvfp4: error: {one_line(exc)} (see '{command} --help')", err=True)
+                typer.echo(f"nvfp4: error: {_message(exc)} (see '{command} --help')", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("nvfp4: aborted", err=True)
@@ -66,15 +66,9 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (OSError: 'strerror: filename')."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    elif isinstance(exc, ClickException):
-        text = exc.format_message()
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+def _message(exc: BaseException) -> str:
+    """The error on one line: click's own message for click's errors, errors.message otherwise."""
+    return one_line(exc.format_message()) if isinstance(exc, ClickException) else message(exc)
 
 
 def print_json(payload: object) -> None:
