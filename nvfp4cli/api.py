@@ -20,7 +20,9 @@ from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_a
 from .kernels import get_backend, resolve_backend
 from .rng import SEED_LIMIT
 
-SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# Input dtypes, by the short names the CLI takes (bench --dtype, dequantize --dtype).
+FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+SUPPORTED_DTYPES = tuple(FLOAT_DTYPES.values())
 # How each block's E4M3 scale is chosen (docs/format.md "Scale rules"): max maps the block max to
 # 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
 SCALE_RULES = ("max", "4over6", "mse")
@@ -110,6 +112,13 @@ def parse_mode(mode: Mode | str) -> Mode:
         return Mode(mode)
     except ValueError:
         raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(m.value for m in Mode)}") from None
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """The dtype of a short name in FLOAT_DTYPES; a clear error otherwise."""
+    if name not in FLOAT_DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; valid: {', '.join(FLOAT_DTYPES)}")
+    return FLOAT_DTYPES[name]
 
 
 def parse_scale_rule(scale_rule: str, backend: str) -> str:

@@ -38,8 +38,7 @@ from .metrics import code_agreement, sqnr_db
 
 PEERS = ("torchao", "torchao-compile", "compressed-tensors")
 CONTENDERS = (*BACKENDS, *PEERS)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+DTYPE_NAMES = {dtype: name for name, dtype in api.FLOAT_DTYPES.items()}
 # Per device type: default shape, warm-up calls, timed calls. A 2-core CPU runs the reference
 # at about 0.1 GB/s, so its defaults stay small enough to finish in seconds.
 DEFAULTS = {"cuda": ((8192, 8192), 10, 100), "cpu": ((2048, 2048), 2, 10)}
@@ -69,7 +68,7 @@ class Contender:
     amax_quantize: Callable[[torch.Tensor, Mode], Output]
     to_pts: Callable[[torch.Tensor], torch.Tensor]  # its per-tensor scale -> pts = amax / 2688
     modes: tuple[Mode, ...] = (Mode.RN,)
-    dtypes: tuple[torch.dtype, ...] = tuple(DTYPES.values())
+    dtypes: tuple[torch.dtype, ...] = api.SUPPORTED_DTYPES
 
 
 @dataclass(frozen=True)
@@ -147,12 +146,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if shape[-1] % BLOCK_SIZE:
         raise UsageError(f"shape {text!r}: last dim {shape[-1]} is not a multiple of {BLOCK_SIZE}")
     return shape
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise UsageError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 def parse_device(name: str | None) -> torch.device:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_mode, parse_scale_rule, quantize
+from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_dtype, parse_mode, parse_scale_rule, quantize
 from .checkpoint import (
     COMPRESSED_TENSORS_FORMAT,
     CONFIG_NAME,
@@ -54,7 +54,6 @@ CT_FORMAT_NAME = "nvfp4-pack-quantized"
 MODELOPT_QUANT_ALGO = "W4A16_NVFP4"
 HF_QUANT_CONFIG_NAME = "hf_quant_config.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Files of other weight formats are not copied: they would carry the unquantized weights along.
 WEIGHT_FILE_SUFFIXES = (SAFETENSORS_SUFFIX, INDEX_SUFFIX, ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 
@@ -404,16 +403,15 @@ def _dequantize_unit(weight: LogicalWeight, dtype: torch.dtype) -> dict[str, tor
 
 def plan_dequantize(checkpoint: Checkpoint, dtype: str = "bf16") -> Plan:
     """NVFP4 weights (either format) back to float `dtype`; every other tensor is copied as is."""
-    if dtype not in FLOAT_DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}; valid: {', '.join(FLOAT_DTYPES)}")
+    float_dtype = parse_dtype(dtype)
     units = []
     for name, weight in checkpoint.logical_weights().items():
         if not weight.quantized:
             units.append(_copy(checkpoint, name))
             continue
         bytes_in = sum(checkpoint.info(stored).nbytes for stored in weight.tensors)
-        spec = TensorSpec(name, FLOAT_DTYPES[dtype], weight.shape)
-        units.append(Unit(weight.tensors, (spec,), bytes_in, partial(_dequantize_unit, weight, FLOAT_DTYPES[dtype]), (name,)))
+        spec = TensorSpec(name, float_dtype, weight.shape)
+        units.append(Unit(weight.tensors, (spec,), bytes_in, partial(_dequantize_unit, weight, float_dtype), (name,)))
     if not any(unit.converted for unit in units):
         raise DataError(f"{checkpoint.path}: no NVFP4 weights to dequantize")
     config = None

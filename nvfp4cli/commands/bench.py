@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from .. import bench as core
-from ..api import parse_mode
+from ..api import parse_dtype, parse_mode
 from ..checkpoint import check_output_directory, staged_output
 from ..errors import UsageError
 from ..format import Mode
@@ -126,7 +126,7 @@ def bench(
         default_shape, default_warmup, default_iters = core.DEFAULTS[torch_device.type]
         shapes = [core.parse_shape(text) for text in shape] if shape else [default_shape]
         modes = [parse_mode(m) for m in dict.fromkeys(mode)] if mode else list(Mode)
-        torch_dtype = core.parse_dtype(dtype)
+        torch_dtype = parse_dtype(dtype)
         backends = core.parse_backends(backend or [])
         for path in (csv_path, plot_path):
             _check_output(path, force)

@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 
 from .. import convert
+from ..api import FLOAT_DTYPES
 from ..checkpoint import open_checkpoint, parse_size
 from .common import cli_errors
 from .quantize import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, run_with_progress, show_report
 
-FloatDtype = Enum("FloatDtype", {name: name for name in convert.FLOAT_DTYPES}, type=str)
+FloatDtype = Enum("FloatDtype", {name: name for name in FLOAT_DTYPES}, type=str)
 
 
 def dequantize(
