@@ -350,10 +350,7 @@ def _resolve_device_backend(options: QuantizeOptions) -> str:
         raise UsageError(f"unknown device {options.device!r}; use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
-    try:
-        return resolve_backend(options.backend, device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    return resolve_backend(options.backend, device)
 
 
 def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:

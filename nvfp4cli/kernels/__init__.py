@@ -12,6 +12,7 @@ it only for rules other than "max", so a backend without SCALE_RULES offers max 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 
