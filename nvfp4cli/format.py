@@ -60,6 +60,11 @@ def dequantize_blocks(
     return (blocks * per_tensor_scale.to(torch.float32)).flatten(-2).to(dtype)
 
 
+def swizzled_shape(rows: int, cols: int) -> tuple[int, int]:
+    """The scale grid [rows, cols] padded to whole 128x4 tiles of the GEMM layout (SPEC.md §5)."""
+    return -(-rows // 128) * 128, -(-cols // 4) * 4
+
+
 def swizzle_scales(scales: torch.Tensor) -> torch.Tensor:
     """Row-major block scales [M, K/16] -> the GEMM layout of SPEC.md §5, flat.
 
@@ -69,8 +74,7 @@ def swizzle_scales(scales: torch.Tensor) -> torch.Tensor:
     if scales.dim() != 2:
         raise ValueError(f"swizzle_scales expects a 2-D scale tensor, got shape {tuple(scales.shape)}")
     rows, cols = scales.shape
-    padded_rows = -(-rows // 128) * 128
-    padded_cols = -(-cols // 4) * 4
+    padded_rows, padded_cols = swizzled_shape(rows, cols)
     raw = scales.view(torch.uint8)
     padded = torch.zeros(padded_rows, padded_cols, dtype=torch.uint8, device=scales.device)
     padded[:rows, :cols] = raw
@@ -81,8 +85,7 @@ def swizzle_scales(scales: torch.Tensor) -> torch.Tensor:
 
 def unswizzle_scales(swizzled: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Inverse of swizzle_scales: flat GEMM-layout scales -> row-major [rows, cols]."""
-    padded_rows = -(-rows // 128) * 128
-    padded_cols = -(-cols // 4) * 4
+    padded_rows, padded_cols = swizzled_shape(rows, cols)
     raw = swizzled.view(torch.uint8).reshape(padded_rows // 128, padded_cols // 4, 32, 4, 4)
     padded = raw.permute(0, 3, 2, 1, 4).reshape(padded_rows, padded_cols)
     return padded[:rows, :cols].contiguous().view(torch.float8_e4m3fn)

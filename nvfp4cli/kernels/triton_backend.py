@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..format import BLOCK_SIZE, Mode
+from ..format import BLOCK_SIZE, Mode, swizzled_shape
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
 # docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
@@ -414,7 +414,8 @@ def amax(x: torch.Tensor) -> torch.Tensor:
 
 
 def _swizzled_size(rows: int, cols: int) -> int:
-    return triton.cdiv(rows, 128) * 128 * triton.cdiv(cols, 4) * 4
+    padded_rows, padded_cols = swizzled_shape(rows, cols)
+    return padded_rows * padded_cols
 
 
 def quantize(
