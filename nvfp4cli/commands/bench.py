@@ -13,7 +13,7 @@ from ..api import parse_dtype, parse_mode
 from ..checkpoint import check_output_directory, staged_output
 from ..errors import UsageError
 from ..format import Mode
-from .common import DEBUG_HELP, cli_errors, print_json, print_table
+from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
 TABLE_HEADERS = ("backend", "mode", "shape", "dtype", "timed", "median us", "p10 us", "p90 us", "GB/s", "% copy", "SQNR dB", "agreement")
 
@@ -118,7 +118,7 @@ def bench(
     plot_path: Path = typer.Option(None, "--plot", help="Also write a PNG of GB/s against size (needs matplotlib)."),
     check: bool = typer.Option(False, "--check", help="Exit 1 when one of our backends' RN output differs from the reference."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --csv / --plot files."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Time quantization (with and without the amax pass) against a copy of the same bytes."""
     with cli_errors(debug):

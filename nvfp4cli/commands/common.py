@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from ..errors import DataError, UsageError, message, one_line
 
-DEBUG_HELP = "Show the full traceback on errors."
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on errors.")  # every command has it
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ import typer
 from .. import convert
 from ..api import FLOAT_DTYPES
 from ..checkpoint import open_checkpoint, parse_size
-from .common import cli_errors
-from .quantize import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, run_with_progress, show_report
+from .common import DEBUG_OPTION, cli_errors
+from .quantize import FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, run_with_progress, show_report
 
 FloatDtype = Enum("FloatDtype", {name: name for name in FLOAT_DTYPES}, type=str)
 

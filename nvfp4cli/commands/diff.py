@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .. import compare as core
 from ..errors import UsageError
-from .common import DEBUG_HELP, cli_errors, print_json, print_table
+from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
 TROUBLE_EXIT = 2
 BELOW_MIN_SQNR_EXIT = 1
@@ -79,7 +79,7 @@ def diff(
     include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Compare only weights whose name matches (repeatable)."),
     sort: str = typer.Option("sqnr", "--sort", help="Order rows by sqnr (worst first, identical last) or by name."),
     top: int = typer.Option(None, "--top", metavar="N", help="Show only the first N rows (the summary covers all)."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Compare two checkpoints tensor by tensor: SQNR of B against A, errors, code agreement."""
     with cli_errors(debug):

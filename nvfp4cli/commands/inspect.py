@@ -8,8 +8,8 @@ import typer
 
 from ..checkpoint import open_checkpoint
 from ..convert import inspect_checkpoint
-from .common import cli_errors, print_json, print_table
-from .quantize import DEBUG_OPTION, JSON_OPTION
+from .common import DEBUG_OPTION, cli_errors, print_json, print_table
+from .quantize import JSON_OPTION
 
 TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale", "bytes")
 

@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..format import Mode
 from ..kernels import BACKENDS
 from ..rng import SEED_LIMIT
-from .common import DEBUG_HELP, cli_errors, print_json, print_table
+from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
 OutputFormat = Enum("OutputFormat", {name: name for name in (COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT)}, type=str)
 Backend = Enum("Backend", {name: name for name in ("auto", *BACKENDS)}, type=str)
@@ -29,7 +29,6 @@ ScaleRule = Enum("ScaleRule", {name: name for name in SCALE_RULES}, type=str)
 MAX_SHARD_SIZE_OPTION = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output (5GB, 500MB, 2GiB).")
 FORCE_OPTION = typer.Option(False, "--force", help="Replace an existing output.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of the table (and no progress bar).")
-DEBUG_OPTION = typer.Option(False, "--debug", help=DEBUG_HELP)
 
 
 def _megabytes(nbytes: int) -> str:
