@@ -16,16 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from .errors import DataError, UsageError
-from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax, swizzle_scales
+from .format import BLOCK_SIZE, SCALE_RULES, Mode, dequantize_blocks, per_tensor_scale_from_amax, swizzle_scales
 from .kernels import get_backend, resolve_backend
 from .rng import SEED_LIMIT
 
 # Input dtypes, by the short names the CLI takes (bench --dtype, dequantize --dtype).
 FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SUPPORTED_DTYPES = tuple(FLOAT_DTYPES.values())
-# How each block's E4M3 scale is chosen (docs/format.md "Scale rules"): max maps the block max to
-# 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
-SCALE_RULES = ("max", "4over6", "mse")
 
 
 @dataclass(frozen=True)

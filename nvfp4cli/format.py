@@ -13,6 +13,9 @@ E4M3_MIN_NORMAL = 2.0**-6  # block scales are clamped to [2^-6, 448]: always E4M
 PTS_DIVISOR = E4M3_MAX * E2M1_MAX  # 2688: per-tensor scale = amax / 2688
 PTS_FLOOR = 2.0**-120  # keeps 1/pts and the block-scale ratio finite for all-zero tensors
 SIGN_BIT = 8
+# How each block's E4M3 scale is chosen (docs/format.md "Scale rules"): max maps the block max to
+# 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
+SCALE_RULES = ("max", "4over6", "mse")
 
 # Magnitudes of E2M1 codes 0..7; codes 8..15 are their negatives (code 8 is -0.0).
 E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)

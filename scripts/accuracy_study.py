@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
 import torch
 
 import nvfp4cli
-from nvfp4cli.api import SCALE_RULES
+from nvfp4cli.format import SCALE_RULES
 from nvfp4cli.metrics import ErrorStats
 from nvfp4cli.rng import tensor_seed
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from .. import convert, distributed
-from ..api import SCALE_RULES
+from ..format import SCALE_RULES
 from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint, parse_size
 from ..errors import UsageError
 from ..format import Mode

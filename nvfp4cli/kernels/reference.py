@@ -10,13 +10,12 @@ from __future__ import annotations
 import torch
 
 from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes
+from ..format import SCALE_RULES as SCALE_RULES  # re-exported: this backend implements every rule
 from ..rng import block_random_bytes
 
 # About a million elements a chunk: temporaries stay in cache-sized pieces (faster on CPU than
 # whole-tensor passes) and extra memory stays far below 256 MB whatever the tensor size.
 CHUNK_ELEMENTS = 1 << 20
-
-SCALE_RULES = ("max", "4over6", "mse")  # block scale rules this backend implements
 
 FOUR_OVER_SIX_TARGET = 4.0  # 4over6's second candidate maps the block max to 4 instead of 6
 # E4M3 bytes of the clamp range [2^-6, 448]: candidate scales stay E4M3 normals within it.

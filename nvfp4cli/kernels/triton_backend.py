@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..format import BLOCK_SIZE, Mode, swizzled_shape
+from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
 # docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
@@ -36,8 +36,8 @@ AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-SCALE_RULES = ("max", "4over6", "mse")  # block scale rules this backend implements
-_SCALE_RULE_KIND = {rule: kind for kind, rule in enumerate(SCALE_RULES)}  # the kernel's SCALE_RULE
+# This backend implements every rule (its SCALE_RULES); the kernel's SCALE_RULE is the rule's index.
+_SCALE_RULE_KIND = {rule: kind for kind, rule in enumerate(SCALE_RULES)}
 
 
 # ----------------------------------------------------------------------------------------------
