@@ -40,7 +40,7 @@ SWEEP_SHAPES = [(1024, 1024), (2048, 2048), (4096, 4096), (8192, 8192), (16384, 
 SKINNY_SHAPES = [(m, 8192) for m in (1, 2, 4, 8, 16)]
 TORCHAO_SHAPES = {(1024, 1024), (4096, 4096), (16384, 8192), (16, 8192)}  # and the main shape, timed there
 # (blocks a tile, warps, tiles a program) of the quantize kernel; (words a tile, tiles, warps) of amax
-QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (128, 4, 2), (128, 4, 8), (64, 2, 8), (128, 4, 4)]
+QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (128, 4, 2), (128, 4, 8), (64, 2, 8), (128, 4, 4), (256, 8, 4)]
 AMAX_CONFIGS = [(4096, 8, 8), (2048, 8, 4)]
 SEED, OFFSET = 1234, 0
 

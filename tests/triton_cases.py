@@ -74,3 +74,29 @@ def adversarial_cases(dtype: torch.dtype, seed: int = 0) -> list[tuple[str, torc
     cases.append(("saturated-high-scales", normal, amax / 2688 / 1000))
     cases.append(("saturated-low-scales", normal, amax / 2688 * 1e6))
     return cases
+
+
+def own_threshold_blocks(seed: int, offset: int, rows: int, blocks_a_row: int) -> torch.Tensor:
+    """float32 [rows, 16 * blocks_a_row] whose elements sit on, or one ulp either side of, the
+    stochastic-rounding threshold of their own random byte (spec_oracle's Philox for this seed and
+    offset), in every step region, with either sign. Block (0, 0) starts with 2688 (pts = 1), every
+    other block with 6.0 (block scale 1), so a = |x|. Below 1/4 a + 1 drops the ulp: only a
+    rounding that keeps it exact (SPEC.md §3) tells the three apart."""
+    from spec_oracle import philox_randint4x  # tests/: shares no code with nvfp4cli
+
+    steps = (0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 2.0)
+    lows = (0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 2.0)
+    x = torch.empty(rows, blocks_a_row, 16, dtype=torch.float32)
+    x[:, :, 0] = 6.0
+    for block in range(rows * blocks_a_row):
+        words = philox_randint4x(seed, offset + block)
+        for j in range(1, 16):
+            byte = (words[j // 4] >> (8 * (j % 4))) & 0xFF
+            k = block * 15 + j
+            region = k % 7 if k % 3 else 0  # a third of them below 1/2, where only rounding up is exact
+            a = torch.tensor((lows[region] + (2 * byte + 1) / 512) * steps[region], dtype=torch.float32)
+            ulps = (k // 7) % 3 - 1  # -1, 0, +1
+            a = (a.view(torch.int32) + ulps).view(torch.float32)
+            x[block // blocks_a_row, block % blocks_a_row, j] = -a if k % 2 else a
+    x[0, 0, 0] = 2688.0
+    return x.reshape(rows, 16 * blocks_a_row)

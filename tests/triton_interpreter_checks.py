@@ -23,7 +23,7 @@ from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales, un
 from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
 from scale_rule_cases import order_sensitive_blocks  # noqa: E402
 from test_scale_rules import mixed_input, oracle  # noqa: E402  (docs/format.md "Scale rules", scalar)
-from triton_cases import adversarial_cases  # noqa: E402
+from triton_cases import adversarial_cases, own_threshold_blocks  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 MODES = [Mode.RN, Mode.RS]
@@ -140,6 +140,17 @@ def test_rs_on_thresholds_matches_the_scalar_oracle(dtype):
     codes, scale_bytes, _ = spec_oracle.quantize(x.float().numpy(), "rs", SEED, OFFSET, float(pts))
     assert np.array_equal(unpack_codes(packed).numpy(), codes)
     assert np.array_equal(scales.view(torch.uint8).numpy(), scale_bytes)
+
+
+def test_rs_on_each_elements_own_threshold_matches_the_scalar_oracle():
+    x = own_threshold_blocks(SEED, OFFSET, rows=6, blocks_a_row=10)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    assert float(pts) == 1.0
+    packed, scales = triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)
+    codes, scale_bytes, _ = spec_oracle.quantize(x.numpy(), "rs", SEED, OFFSET, 1.0)
+    assert np.array_equal(unpack_codes(packed).numpy(), codes)
+    assert np.array_equal(scales.view(torch.uint8).numpy(), scale_bytes)
+    assert_backends_agree(x, pts, Mode.RS)
 
 
 @pytest.mark.parametrize(

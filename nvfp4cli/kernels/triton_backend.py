@@ -6,7 +6,10 @@
   (`tl.randint4x`, one per block) and the packing into one int64 of 16 nibbles stay in registers.
   The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3
   rounding is integer bit operations (the interpreter's float8 cast is wrong, SPEC §6), E2M1
-  rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`.
+  rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`. Stochastic
+  rounding is an integer carry test on the bits of 2a, or of a + 1 rounded up (`add.rp`, inline
+  PTX) below 1; each code lands in the top nibble of a word with its sign, and funnel shifts pack
+  eight of them. That keeps RS within a few percent of RN, which is memory-bound (docs/benchmarks.md).
 - block scale rules (docs/format.md "Scale rules"): `max` (block max -> 6, torchao's rule) is
   the default; `4over6` and `mse` pick each block's scale among 2 or 8 E4M3 candidates by the
   lowest squared RN error, bit-identical to the reference backend. They are a constexpr branch
@@ -23,12 +26,13 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
 # docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
-QUANTIZE_CONFIGS = {Mode.RN: (256, 4, 1), Mode.RS: (128, 4, 8)}
+QUANTIZE_CONFIGS = {Mode.RN: (256, 4, 1), Mode.RS: (128, 4, 2)}
 MIN_PROGRAMS = 1024
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
@@ -213,49 +217,100 @@ def _rule_scale_bits(elements, block_max, six_bits, pts, inv_pts, PAIRED: tl.con
 
 
 @triton.jit
-def _e2m1_rs(a, random_byte):
-    """E2M1 magnitude code of a in [0, 6], rounded up iff its fraction of the grid step exceeds
-    u = (byte + 0.5) / 256 (SPEC.md §3), exactly."""
-    bits = a.to(tl.int32, bitcast=True)
-    # a >= 1: the fraction is the 22 mantissa bits below the kept one, L / 2^22, and L > u * 2^22
-    # iff adding 2^22 - 1 - u * 2^22 = ((255 - byte) << 14) + 0x1FFF carries into the kept bit.
-    normal = (bits + ((255 - random_byte) << 14) + (0x1FFF - (252 << 22))) >> 22
-    # a < 1: step 0.5, q = 2a, code = floor(q) + (frac > u) = ceil(q - u); q - u is exact where
-    # it matters (near 0 and 1) and its sign is always right, so the ceil is exact.
-    u = ((random_byte << 15) | 0x3F804000).to(tl.float32, bitcast=True) - 1.0
-    subnormal = tl.math.ceil(a * 2.0 - u).to(tl.int32)
-    return tl.where(a < 1.0, subnormal, normal)
-
-
-@triton.jit
-def _nibble(x, ratio, random_byte, STOCHASTIC: tl.constexpr):
-    """E2M1 code of x * ratio with its sign in bit 3 (from the sign bit: -0.0 gives 8)."""
-    a = tl.minimum(tl.abs(x) * ratio[:, None], 6.0)
-    if STOCHASTIC:
-        code = _e2m1_rs(a, random_byte)
+def _add_one_round_up(a, PTX: tl.constexpr):
+    """a + 1 rounded toward +inf, for a in [0, 6]: one `add.rp` on the GPU; the interpreter, which
+    runs no PTX, rounds to nearest and steps one ulp up if that fell below a + 1 (s - 1 is exact)."""
+    if PTX:
+        return tl.inline_asm_elementwise(
+            "add.rp.f32 $0, $1, 0f3F800000;", "=f,f", [a], dtype=tl.float32, is_pure=True, pack=1
+        )
     else:
-        code = _e2m1_rn(a)
-    return code | ((x.to(tl.int32, bitcast=True) >> 28) & 8)
+        s = a + 1.0
+        return (s.to(tl.int32, bitcast=True) + (s - 1.0 < a).to(tl.int32)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _pair_chunk_nibbles(even, odd, ratio, word_lo, word_hi, STOCHASTIC: tl.constexpr):
+def _e2m1_rs_high(a, threshold, PTX: tl.constexpr):
+    """E2M1 code of a in [0, 6], rounded up iff its fraction of the grid step exceeds
+    u = (byte + 0.5) / 256 (SPEC.md §3), exactly, in bits 28..30 of a uint32 (bit 31 clear, bits
+    below it garbage); threshold is the byte's term from _rs_thresholds.
+
+    t = max(a + 1 rounded up, 2a) is 2a for a >= 1 and a + 1 below. Either way the code is
+    the bit kept above the 22 mantissa bits L of t, on the exponent, plus the carry of
+    L + 2^22 - 1 - u * 2^22: (bits(t) - bits(1.0) + ((255 - byte) << 14) + 0x1FFF) >> 22, here
+    computed shifted left by 6. For a >= 1, t = 2a holds a's exact mantissa; for a < 1 rounding
+    up keeps the test exact, since u * 2^22 is an integer and L > n iff ceil(L) > n."""
+    t = tl.maximum(_add_one_round_up(a, PTX), a + a)
+    return (t.to(tl.uint32, bitcast=True) << 6) + threshold
+
+
+@triton.jit
+def _rs_thresholds(words, shift, bias):
+    """((255 - byte) << 20) + (0x1FFF << 6) - (bits(1.0) << 6) mod 2^32 for each element, its byte
+    bits 8k .. 8k + 7 of its Philox word, rotated left by shift = 20 - 8k mod 32 to bits 20..27.
+    That is (rotated & 0x0FF00000) ^ 0x2FF7FFC0; bias holds 0x2FF7FFC0 as a runtime value, so
+    that ptxas keeps it in a register and one LOP3 applies mask and bias together."""
+    byte_high = (words << shift) | (words >> (32 - shift))
+    return (byte_high & 0x0FF00000) ^ bias
+
+
+@triton.jit
+def _nibble_high(x, ratio, threshold, STOCHASTIC: tl.constexpr, PTX: tl.constexpr):
+    """E2M1 code of v = x * ratio in bits 28..30 and v's sign (-0.0 too) in bit 31 of a uint32.
+    The sign comes from v, not x, so that x is dead once v is computed (fewer live registers)."""
+    v = x * ratio[:, None]
+    a = tl.minimum(tl.abs(v), 6.0)
+    if STOCHASTIC:
+        code_high = _e2m1_rs_high(a, threshold, PTX)
+    else:
+        code_high = _e2m1_rn(a).to(tl.uint32) << 28
+    return code_high | (v.to(tl.uint32, bitcast=True) & 0x80000000)
+
+
+@triton.jit
+def _columns(x):
+    """The four columns [BLOCKS] of x [BLOCKS, 4] (one thread holds a row: no data moves)."""
+    left, right = tl.split(tl.reshape(x, [x.shape[0], 2, 2]))  # columns (0, 2) and (1, 3)
+    c0, c2 = tl.split(left)
+    c1, c3 = tl.split(right)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _pack8(n0, n1, n2, n3, n4, n5, n6, n7):
+    """Eight nibbles (each the top 4 bits of a uint32) -> one uint32, n0 in the low nibble; each
+    step is a funnel shift, so the garbage below a nibble costs no mask."""
+    packed = n7 >> 28
+    packed = (packed << 4) | (n6 >> 28)
+    packed = (packed << 4) | (n5 >> 28)
+    packed = (packed << 4) | (n4 >> 28)
+    packed = (packed << 4) | (n3 >> 28)
+    packed = (packed << 4) | (n2 >> 28)
+    packed = (packed << 4) | (n1 >> 28)
+    return (packed << 4) | (n0 >> 28)
+
+
+@triton.jit
+def _pair_chunk_nibbles(even, odd, ratio, word_lo, word_hi, bias, STOCHASTIC: tl.constexpr, PTX: tl.constexpr):
     """16-bit input: 8 elements [BLOCKS, 4 words] -> 8 nibbles in one uint32 per block.
     Element j of the chunk takes byte j % 4 of Philox word j // 4 (word_lo, then word_hi)."""
     column = tl.arange(0, 4)[None, :]
-    random_half = tl.where(column < 2, word_lo[:, None], word_hi[:, None]) >> (16 * (column % 2))
-    low = _nibble(even, ratio, (random_half & 0xFF).to(tl.int32), STOCHASTIC)
-    high = _nibble(odd, ratio, ((random_half >> 8) & 0xFF).to(tl.int32), STOCHASTIC)
-    return tl.sum((low | (high << 4)).to(tl.uint32) << (8 * column).to(tl.uint32), axis=1)
+    words = tl.where(column < 2, word_lo[:, None], word_hi[:, None])
+    # even element 2c takes byte k = 2 (c % 2), odd element 2c + 1 byte k = 2 (c % 2) + 1
+    even_thresholds = _rs_thresholds(words, tl.where(column % 2 == 0, 20, 4), bias)
+    odd_thresholds = _rs_thresholds(words, tl.where(column % 2 == 0, 12, 28), bias)
+    e0, e1, e2, e3 = _columns(_nibble_high(even, ratio, even_thresholds, STOCHASTIC, PTX))
+    o0, o1, o2, o3 = _columns(_nibble_high(odd, ratio, odd_thresholds, STOCHASTIC, PTX))
+    return _pack8(e0, o0, e1, o1, e2, o2, e3, o3)
 
 
 @triton.jit
-def _chunk_nibbles(x, ratio, word, STOCHASTIC: tl.constexpr):
-    """32-bit input: 4 elements [BLOCKS, 4] -> 4 nibbles in the low 16 bits of a uint32 per block."""
+def _chunk_nibbles(x, ratio, word, bias, STOCHASTIC: tl.constexpr, PTX: tl.constexpr):
+    """32-bit input: 4 elements [BLOCKS, 4] -> their 4 high nibbles, one [BLOCKS] each; element
+    c takes byte c of the Philox word."""
     column = tl.arange(0, 4)[None, :]
-    random_byte = ((word[:, None] >> (8 * column)) & 0xFF).to(tl.int32)
-    nibble = _nibble(x, ratio, random_byte, STOCHASTIC)
-    return tl.sum(nibble.to(tl.uint32) << (4 * column).to(tl.uint32), axis=1)
+    thresholds = _rs_thresholds(word[:, None], tl.where(column == 3, 28, 20 - 8 * column), bias)
+    return _columns(_nibble_high(x, ratio, thresholds, STOCHASTIC, PTX))
 
 
 @triton.jit
@@ -291,7 +346,7 @@ def _load_tile(words_ptr, tile, n_blocks, PAIRED: tl.constexpr, BLOCKS: tl.const
 def _quantize_tile(
     w0, w1, w2, w3, packed_ptr, scales_ptr, tile, n_blocks, scale_cols, unit_stride, pts, inv_pts, seed, offset,
     PAIRED: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
-    BLOCKS: tl.constexpr,
+    BLOCKS: tl.constexpr, PTX: tl.constexpr,
 ):
     """Quantize one tile of BLOCKS blocks from its words. Each thread owns whole blocks, so every
     per-block value (max, scale, Philox words, packed codes) stays in that thread's registers."""
@@ -316,19 +371,23 @@ def _quantize_tile(
     scale_byte = (scale_bits >> 20) - (120 << 3)  # exponent rebiased 127 -> 7, and 3 mantissa bits
     ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
 
+    bias = (unit_stride * 0x2FF7FFC0).to(tl.uint32)  # see _rs_thresholds
     if STOCHASTIC:  # one Philox call a block (SPEC.md §3)
         r0, r1, r2, r3 = tl.randint4x(seed, offset + blocks)
     else:  # unused
         r0 = blocks.to(tl.uint32)
         r1, r2, r3 = r0, r0, r0
     if PAIRED:
-        packed = _pair_chunk_nibbles(e0, o0, ratio, r0, r1, STOCHASTIC).to(tl.uint64)
-        packed |= _pair_chunk_nibbles(e1, o1, ratio, r2, r3, STOCHASTIC).to(tl.uint64) << 32
+        low = _pair_chunk_nibbles(e0, o0, ratio, r0, r1, bias, STOCHASTIC, PTX)
+        high = _pair_chunk_nibbles(e1, o1, ratio, r2, r3, bias, STOCHASTIC, PTX)
     else:
-        packed = _chunk_nibbles(x0, ratio, r0, STOCHASTIC).to(tl.uint64)
-        packed |= _chunk_nibbles(x1, ratio, r1, STOCHASTIC).to(tl.uint64) << 16
-        packed |= _chunk_nibbles(x2, ratio, r2, STOCHASTIC).to(tl.uint64) << 32
-        packed |= _chunk_nibbles(x3, ratio, r3, STOCHASTIC).to(tl.uint64) << 48
+        n0, n1, n2, n3 = _chunk_nibbles(x0, ratio, r0, bias, STOCHASTIC, PTX)
+        n4, n5, n6, n7 = _chunk_nibbles(x1, ratio, r1, bias, STOCHASTIC, PTX)
+        low = _pack8(n0, n1, n2, n3, n4, n5, n6, n7)
+        n0, n1, n2, n3 = _chunk_nibbles(x2, ratio, r2, bias, STOCHASTIC, PTX)
+        n4, n5, n6, n7 = _chunk_nibbles(x3, ratio, r3, bias, STOCHASTIC, PTX)
+        high = _pack8(n0, n1, n2, n3, n4, n5, n6, n7)
+    packed = low.to(tl.uint64) | (high.to(tl.uint64) << 32)
     # unit_stride (1, unknown to the compiler) keeps Triton from re-laying these per-block values
     # out through shared memory to vectorize the stores; one 8-byte store per thread coalesces.
     tl.store(packed_ptr + blocks * unit_stride, packed.to(tl.int64, bitcast=True), mask=mask)
@@ -363,6 +422,7 @@ def _quantize_kernel(
     SCALE_RULE: tl.constexpr,
     BLOCKS: tl.constexpr,
     TILES: tl.constexpr,
+    PTX: tl.constexpr,
 ):
     # Each program quantizes TILES consecutive tiles, loading the next tile's words before
     # quantizing the current one, so memory stays busy while it computes.
@@ -375,12 +435,12 @@ def _quantize_kernel(
     first = tl.program_id(0) * TILES
     end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)  # this program's blocks
     w0, w1, w2, w3 = _load_tile(words_ptr, first, end, PAIRED, BLOCKS)
-    for step in range(TILES):
+    for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
         n0, n1, n2, n3 = _load_tile(words_ptr, tile + 1, end, PAIRED, BLOCKS)
         _quantize_tile(
             w0, w1, w2, w3, packed_ptr, scales_ptr, tile, end, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, BLOCKS,
+            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, BLOCKS, PTX,
         )
         w0, w1, w2, w3 = n0, n1, n2, n3
 
@@ -388,6 +448,11 @@ def _quantize_kernel(
 # ----------------------------------------------------------------------------------------------
 # the backend interface (kernels/__init__.py)
 # ----------------------------------------------------------------------------------------------
+
+
+# Inline PTX where the kernel is compiled for NVIDIA; the interpreter (and ROCm) take the
+# plain-Triton twin of each PTX line, which gives the same bits.
+_PTX = not isinstance(_quantize_kernel, InterpretedFunction) and torch.version.hip is None
 
 
 def _words(x: torch.Tensor) -> torch.Tensor:
@@ -468,6 +533,7 @@ def quantize(
             SCALE_RULE=_SCALE_RULE_KIND[scale_rule],
             BLOCKS=blocks_a_tile,
             TILES=tiles,
+            PTX=_PTX,
             num_warps=warps,
             **fusion,
         )

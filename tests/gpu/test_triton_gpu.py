@@ -28,7 +28,7 @@ import nvfp4cli  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales  # noqa: E402
 from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
 from scale_rule_cases import order_sensitive_blocks  # noqa: E402
-from triton_cases import adversarial_cases  # noqa: E402
+from triton_cases import adversarial_cases, own_threshold_blocks  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 SHAPES = [(1, 16), (1, 8192), (16, 8192), (3, 48), (127, 80), (1000, 16), (513, 1040), (2, 3, 4, 32), (4096, 4096)]
@@ -76,6 +76,27 @@ def test_adversarial_values_match_reference(dtype, mode):
         assert torch.equal(amax, reference.amax(x)), name
         pts = per_tensor_scale_from_amax(amax) if pts is None else pts.float().cuda()
         assert_same(triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5), reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5))
+
+
+@pytest.mark.parametrize("tiles", [2, 3, 5])
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode, tiles):
+    # The tile loop is unrolled by two: odd tile counts run its remainder, and the last program
+    # runs past the tensor's end (1031 blocks, 64 a tile).
+    monkeypatch.setattr(triton_backend, "QUANTIZE_CONFIGS", {mode: (64, 2, tiles)})
+    monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
+    x = random_input((1031, 16), dtype, seed=tiles)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    assert_same(triton_backend.quantize(x, pts, mode, 5, 2**33), reference_on_cpu(x, pts, mode, 5, 2**33))
+
+
+@pytest.mark.parametrize("seed,offset", SEEDS_OFFSETS)
+def test_rs_on_each_elements_own_threshold_matches_reference(seed, offset):
+    # The compiled kernel rounds a + 1 up with add.rp, the interpreter with a plain-Triton twin.
+    x = own_threshold_blocks(seed, offset, rows=40, blocks_a_row=50).cuda()
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    assert_same(triton_backend.quantize(x, pts, Mode.RS, seed, offset), reference_on_cpu(x, pts, Mode.RS, seed, offset))
 
 
 @pytest.mark.parametrize("rule", RULES)
