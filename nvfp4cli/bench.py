@@ -48,6 +48,7 @@ ROTATION_CACHE_MULTIPLE = 4  # rotating buffers together span this many last-lev
 MAX_ROTATING_BUFFERS = 256  # tiny inputs are launch-bound anyway; cap the number of copies
 DEFAULT_CACHE_BYTES = 50 * 2**20  # H100's L2, when the device does not report its cache size
 CACHE_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
+LAUNCH_COVER_CYCLES = 2_000_000  # GPU clock cycles (about 1 ms) of spin before each timed CUDA call
 
 # packed, scales, and the contender's per-tensor scale in its own convention
 Output = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -326,6 +327,9 @@ def time_calls(fn: Callable[[int], object], device: torch.device, warmup: int, i
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         for i, (start, end) in enumerate(zip(starts, ends)):
+            # The GPU spins while Python launches the call, so the interval holds the call's device
+            # time, not the host's launch overhead (which would dominate on a slow host).
+            torch.cuda._sleep(LAUNCH_COVER_CYCLES)
             start.record()
             fn(warmup + i)
             end.record()
