@@ -36,7 +36,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from .convert import (
     write_metadata_files,
     write_units,
 )
-from .errors import DataError, UsageError, message, one_line
+from .errors import DataError, UsageError, message, one_line, sigterm_unwinds
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Store keys, under a prefix per torchrun restart so that a restarted run sees no stale error.
@@ -278,28 +277,10 @@ def connect(device: str = "cpu", *, store: dist.Store | None = None, rank: int =
     except dist.DistError as exc:
         raise DataError(f"rank {rank}: cannot form the {backend} process group ({one_line(str(exc))})") from None
     try:
-        with _sigterm_unwinds():
+        with sigterm_unwinds():  # a launcher stops the other ranks with SIGTERM when one fails
             yield Group(rank, world_size, run_store, rank_device)
     finally:
         dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit for the block: launchers (torchrun, --workers) stop the other
-    ranks with SIGTERM when one fails, and unwinding lets rank 0 remove its staging directory."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def exit_on_sigterm(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- one rank's work ---------------------------------------------------------------------------

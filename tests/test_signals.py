@@ -1,8 +1,8 @@
-"""Interrupted conversions: SIGINT and SIGKILL in the middle of `nvfp4 quantize`, and what a
-later run does with what a killed one left.
+"""Interrupted conversions: SIGINT, SIGTERM and SIGKILL in the middle of `nvfp4 quantize`, and
+what a later run does with what a killed one left.
 
 A run writes into a staging sibling `.X.nvfp4-tmp-<host>-<pid>-<random>` of its output X and
-renames it to X when complete. Ctrl-C (SIGINT) removes the staging at once; SIGKILL cannot be
+renames it to X when complete. Ctrl-C (SIGINT) and SIGTERM remove the staging at once; SIGKILL cannot be
 caught, so the staging stays until the next run writing X, which removes it once its process is
 dead. Either way nothing appears at X until a run completes.
 """
@@ -86,15 +86,16 @@ def rerun(model: Path, output: Path, *extra: str):
     return result
 
 
-def test_sigint_mid_conversion_leaves_nothing_and_a_rerun_succeeds(big_model, tmp_path):
+@pytest.mark.parametrize("sent,status,said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_mid_conversion_leaves_nothing_and_a_rerun_succeeds(big_model, tmp_path, sent, status, said):
     before = digest(big_model)
     output = tmp_path / "out"
     process = start_quantize(big_model, output)
     wait_until_mid_write(process, output)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["nvfp4: interrupted"]
+    assert process.returncode == status, stderr
+    assert stderr.strip().splitlines() == [f"nvfp4: {said}"]
     assert not output.exists() and leftovers(output) == []
     assert digest(big_model) == before
     rerun(big_model, output)

@@ -11,7 +11,7 @@ import typer
 from tabulate import tabulate
 from typer.core import TyperGroup
 
-from ..errors import DataError, UsageError, message, one_line
+from ..errors import DataError, Terminated, UsageError, message, one_line, sigterm_unwinds
 
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on errors.")  # every command has it
 
@@ -20,10 +20,12 @@ DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on e
 def cli_errors(debug: bool = False) -> Iterator[None]:
     """Turn core errors into one line on stderr and a non-zero exit: 2 for usage, 1 for data.
 
-    Ctrl-C exits 130. With debug the traceback is shown instead.
+    Ctrl-C exits 130, SIGTERM 143, both after unwinding (a half-written output is removed). With
+    debug the traceback is shown instead.
     """
     try:
-        yield
+        with sigterm_unwinds():
+            yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -31,6 +33,11 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
             raise
         typer.echo("nvfp4: interrupted", err=True)
         raise typer.Exit(130) from None
+    except Terminated as exc:
+        if debug:
+            raise
+        typer.echo("nvfp4: terminated", err=True)
+        raise typer.Exit(exc.code) from None
     except (UsageError, DataError, ValueError, OSError) as exc:
         if debug:
             raise
