@@ -212,6 +212,18 @@ def test_ops_pass_torch_library_opcheck():
     torch.library.opcheck(torch.ops.nvfp4.amax.default, (x,))
     torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, True, torch.tensor(5), torch.tensor(9), False))
     torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, False, None, None, True))
+    torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, True, torch.tensor(5), None, False, "mse"))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_quantize_op_takes_the_scale_rule(rule):
+    x = torch.randn(6, 96, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    got = torch.ops.nvfp4.quantize(x, pts, True, torch.tensor(SEED), torch.tensor(OFFSET), False, rule)
+    want = reference.quantize(x, pts, Mode.RS, SEED, OFFSET, scale_rule=rule)
+    max_rule = reference.quantize(x, pts, Mode.RS, SEED, OFFSET)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1].view(torch.uint8), want[1].view(torch.uint8))
+    assert not torch.equal(got[1].view(torch.uint8), max_rule[1].view(torch.uint8))  # the rule took effect
 
 
 @pytest.mark.parametrize(
@@ -220,6 +232,7 @@ def test_ops_pass_torch_library_opcheck():
         (lambda: torch.ops.nvfp4.amax(torch.zeros(4, 20)), r"multiple of 16, got torch.float32 of shape \(4, 20\)"),
         (lambda: torch.ops.nvfp4.amax(torch.zeros(4, 16, dtype=torch.float64)), r"got torch.float64"),
         (lambda: torch.ops.nvfp4.quantize(torch.zeros(2, 16), torch.tensor(1.0), True, None, None), r"needs a seed tensor"),
+        (lambda: torch.ops.nvfp4.quantize(torch.zeros(2, 16), torch.tensor(1.0), False, None, None, False, "min"), r"scale_rule must be one of max, 4over6, mse, got 'min'"),
     ],
 )
 def test_ops_reject_bad_input_with_a_clear_error(call, pattern):

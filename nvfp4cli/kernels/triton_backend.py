@@ -576,20 +576,24 @@ def quantize_op(
     seed: torch.Tensor | None,
     offset: torch.Tensor | None,
     swizzle: bool = False,
+    scale_rule: str = "max",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """NVFP4 (packed uint8 [..., K/2], e4m3 scales [..., K/16] or flat swizzled) of x.
 
     seed and offset: 0-d int64 tensors on x's device (read in the kernel, so a CUDA graph replays
-    with their current values); seed is needed when stochastic, offset None means 0."""
+    with their current values); seed is needed when stochastic, offset None means 0.
+    scale_rule: one of SCALE_RULES (docs/format.md "Scale rules")."""
     _check_op_input(x)
     if stochastic and seed is None:
         raise ValueError("nvfp4::quantize with stochastic=True needs a seed tensor")
+    if scale_rule not in SCALE_RULES:
+        raise ValueError(f"nvfp4::quantize: scale_rule must be one of {', '.join(SCALE_RULES)}, got {scale_rule!r}")
     mode = Mode.RS if stochastic else Mode.RN
-    return quantize(x.contiguous(), per_tensor_scale, mode, seed, 0 if offset is None else offset, swizzle)
+    return quantize(x.contiguous(), per_tensor_scale, mode, seed, 0 if offset is None else offset, swizzle, scale_rule)
 
 
 @quantize_op.register_fake
-def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False):
+def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False, scale_rule="max"):
     k = x.shape[-1]
     packed = x.new_empty((*x.shape[:-1], k // 2), dtype=torch.uint8)
     if swizzle:
