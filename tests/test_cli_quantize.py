@@ -9,15 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from nvfp4cli.cli import app
-
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_ckpts" / "tiny-llama"
-
-
-def nvfp4(*args: str):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+from cli_runner import SAMPLE, nvfp4
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:

@@ -16,19 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 import nvfp4cli.distributed as distributed
 from nvfp4cli.checkpoint import open_checkpoint
-from nvfp4cli.cli import app
 from nvfp4cli.convert import QuantizeOptions, open_writers, plan_quantize, run, write_units
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_ckpts" / "tiny-llama"
+from cli_runner import SAMPLE, nvfp4
+
 REPO = SAMPLE.parent.parent
-
-
-def nvfp4(*args):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:

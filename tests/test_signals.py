@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 from nvfp4cli.checkpoint import HOST
-from nvfp4cli.cli import app
+
+from cli_runner import nvfp4
 
 TENSORS = 64  # 1024x1024 float32 each: 256 MB in, about 2 s of work at this machine's speed
 SIGNAL_AFTER_BYTES = 2**20  # staged output actually on disk when the signal is sent
@@ -81,7 +81,7 @@ def leftovers(output: Path) -> list[str]:
 
 
 def rerun(model: Path, output: Path, *extra: str):
-    result = CliRunner().invoke(app, ["quantize", str(model), "-o", str(output), "--json", *extra])
+    result = nvfp4("quantize", model, "-o", output, "--json", *extra)
     assert result.exit_code == 0, result.output
     return result
 
@@ -163,7 +163,7 @@ def test_old_output_moved_aside_by_a_killed_force_run_comes_back(small_model, tm
     retired = tmp_path / f".out.nvfp4-old-{HOST}-{dead_pid}-xyz789"
     (retired / "out").mkdir(parents=True)
     (retired / "out" / "old.txt").write_text("the previous output")
-    result = CliRunner().invoke(app, ["quantize", str(small_model), "-o", str(output)])
+    result = nvfp4("quantize", small_model, "-o", output)
     assert result.exit_code == 2 and "exists; pass --force" in result.stderr  # it is back, so not overwritten without --force
     assert (output / "old.txt").read_text() == "the previous output" and not retired.exists()
     rerun(small_model, output, "--force")
