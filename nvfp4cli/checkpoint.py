@@ -237,22 +237,38 @@ class LogicalWeight:
         ModelOpt, the float32 reciprocal of the stored global scale for compressed-tensors."""
         if not self.quantized:
             return None
-        packed = self.checkpoint.get_tensor(self.tensors[0])
-        return QuantizedTensor(packed=packed, scales=self._block_scales(), per_tensor_scale=self.load_per_tensor_scale(), mode=self.checkpoint.recorded_mode())
+        return self._quantized(*self._stored())
 
     def load_per_tensor_scale(self) -> torch.Tensor | None:
         """pts (float32 0-d) of an NVFP4 weight without loading the rest; None for a float tensor."""
         if not self.quantized:
             return None
-        stored_scale = self._stored_scale()
-        return 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
+        return self._pts(self._stored_scale())
 
     def load_float(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The tensor in dtype; NVFP4 is dequantized the way its own ecosystem does it:
         e2m1 * scale * pts for ModelOpt, e2m1 * (scale / global_scale) for compressed-tensors."""
         if not self.quantized:
             return self.checkpoint.get_tensor(self.name).to(dtype)
-        packed, scales, stored_scale = self.checkpoint.get_tensor(self.tensors[0]), self._block_scales(), self._stored_scale()
+        return self._values(*self._stored(), dtype)
+
+    def load_both(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, QuantizedTensor | None]:
+        """(load_float(dtype), load_quantized()) from one read of the stored tensors."""
+        if not self.quantized:
+            return self.load_float(dtype), None
+        stored = self._stored()
+        return self._values(*stored, dtype), self._quantized(*stored)
+
+    def _stored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.checkpoint.get_tensor(self.tensors[0]), self._block_scales(), self._stored_scale()
+
+    def _pts(self, stored_scale: torch.Tensor) -> torch.Tensor:
+        return 1.0 / stored_scale if self.format == COMPRESSED_TENSORS_FORMAT else stored_scale
+
+    def _quantized(self, packed: torch.Tensor, scales: torch.Tensor, stored_scale: torch.Tensor) -> QuantizedTensor:
+        return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=self._pts(stored_scale), mode=self.checkpoint.recorded_mode())
+
+    def _values(self, packed: torch.Tensor, scales: torch.Tensor, stored_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if self.format == COMPRESSED_TENSORS_FORMAT:
             effective_scales = scales.to(torch.float32) / stored_scale
             return dequantize_blocks(packed, effective_scales, torch.ones(()), dtype)

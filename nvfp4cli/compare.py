@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .api import QuantizedTensor
 from .checkpoint import LogicalWeight, open_checkpoint
 from .errors import UsageError
 from .metrics import ErrorStats, code_agreement, scale_agreement
@@ -123,19 +124,20 @@ class Comparison:
         }
 
 
-def _load(weight: LogicalWeight) -> torch.Tensor:
+def _load(weight: LogicalWeight) -> tuple[torch.Tensor, QuantizedTensor | None]:
     # Float tensors stay in their stored dtype (ErrorStats widens chunk by chunk); NVFP4 decodes to float32.
     if not weight.quantized and weight.checkpoint.dtype(weight.name).is_floating_point:
-        return weight.load_float(weight.checkpoint.dtype(weight.name))
-    return weight.load_float(torch.float32)
+        return weight.load_both(weight.checkpoint.dtype(weight.name))
+    return weight.load_both(torch.float32)
 
 
 def compare_weights(a: LogicalWeight, b: LogicalWeight) -> TensorComparison:
-    """Metrics of b against a (same shape), plus code and scale agreement when both are NVFP4."""
-    stats = ErrorStats.of(_load(a), _load(b))
+    """Metrics of b against a (same shape), plus code and scale agreement when both are NVFP4.
+    Each side's stored tensors are read once."""
+    (values_a, qa), (values_b, qb) = _load(a), _load(b)
+    stats = ErrorStats.of(values_a, values_b)
     codes = scales = None
-    if a.quantized and b.quantized:
-        qa, qb = a.load_quantized(), b.load_quantized()
+    if qa is not None and qb is not None:
         codes = code_agreement(qa.packed, qb.packed)
         scales = scale_agreement(qa.scales, qb.scales)
     return TensorComparison(a.name, list(a.shape), a.format, b.format, stats, codes, scales)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import nvfp4cli
+from nvfp4cli.checkpoint import Checkpoint
 from nvfp4cli.cli import app
 
 torchao_nvfp4 = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
@@ -167,6 +168,18 @@ def test_code_agreement_of_rn_vs_rs(tmp_path, weights):
         assert 0.6 < row["code_agreement"] < 0.9  # RS moves about a quarter of codes off RN
         assert row["scale_agreement"] == 1.0  # RS rounds elements only; scales are RN's
         assert 10 < row["sqnr_db"] < 25
+
+
+def test_each_stored_tensor_is_read_once(tmp_path, weights, monkeypatch):
+    reads = []
+    original = Checkpoint.get_tensor
+    monkeypatch.setattr(Checkpoint, "get_tensor", lambda self, name: reads.append(name) or original(self, name))
+    ct = save_nvfp4(tmp_path / "ct.safetensors", weights)
+    modelopt = save_nvfp4(tmp_path / "modelopt.safetensors", weights, layout=modelopt_layout)
+    code, report = diff_json(ct, modelopt)
+    assert code == 0 and by_name(report)[next(iter(LINEARS))]["code_agreement"] == 1.0
+    stored = list(load_file(str(ct))) + list(load_file(str(modelopt)))
+    assert sorted(reads) == sorted(stored)
 
 
 def test_min_sqnr_gate(tmp_path, weights, float_file):
