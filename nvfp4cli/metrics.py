@@ -79,12 +79,12 @@ class ErrorStats:
 
     @property
     def sqnr_db(self) -> float | None:
-        """10 * log10(sum ref^2 / sum (ref - test)^2); None when identical, -inf for a zero ref."""
+        """10 * log10(sum ref^2 / sum (ref - test)^2); None when identical, -inf for a zero ref or
+        an infinite error (Inf in test only), NaN where NaN, or Inf in ref, leaves it undefined."""
         if self.identical:
             return None
-        if self.ref_energy == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.ref_energy / self.noise_energy)
+        ratio = self.ref_energy / self.noise_energy
+        return -math.inf if ratio == 0.0 else 10.0 * math.log10(ratio)
 
     @property
     def mean_abs_err(self) -> float | None:

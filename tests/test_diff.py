@@ -198,6 +198,21 @@ def test_min_sqnr_gate(tmp_path, weights, float_file):
     assert passing.exit_code == 0, passing.output
     same = runner.invoke(app, ["diff", str(ct), str(ct), "--min-sqnr", "200"])
     assert same.exit_code == 0 and "identical" in same.stdout
+    assert diff_json(ct, ct, "--min-sqnr", 200)[1]["summary"]["gate_passed"] is True
+
+
+def test_min_sqnr_gate_fails_on_a_shape_mismatch_or_nothing_compared(tmp_path, weights, float_file):
+    other = dict(weights)
+    other[NORM] = torch.ones(32)
+    b = save_nvfp4(tmp_path / "b.safetensors", other)
+    assert diff_json(float_file, b)[0] == 0  # without the gate a mismatch is only reported
+    code, report = diff_json(float_file, b, "--min-sqnr", -100)
+    assert code == 1 and report["summary"]["below_min_sqnr"] == [] and report["summary"]["gate_passed"] is False
+    mismatch = runner.invoke(app, ["diff", str(float_file), str(b), "--min-sqnr", "-100"])
+    assert mismatch.exit_code == 1
+    assert mismatch.stderr.strip() == f"nvfp4: 1 shape mismatch(es), first {NORM} [64] vs [32]"
+    nothing = runner.invoke(app, ["diff", str(float_file), str(b), "--include", "no.such.*", "--min-sqnr", "10"])
+    assert nothing.exit_code == 1 and nothing.stderr.strip() == "nvfp4: no tensor in both checkpoints to compare"
 
 
 def test_names_only_on_one_side_shape_mismatch_include_sort_top(tmp_path, weights, float_file):

@@ -88,6 +88,17 @@ def test_identical_and_degenerate_inputs():
         ErrorStats.of(torch.zeros(4), torch.zeros(5))
 
 
+def test_non_finite_inputs_give_defined_or_nan_sqnr_never_an_error():
+    x = torch.randn(4, 16)
+    inf_in_test = x.clone()
+    inf_in_test[1, 3] = math.inf
+    assert ErrorStats.of(x, inf_in_test).sqnr_db == -math.inf  # the error energy is infinite
+    assert math.isnan(ErrorStats.of(inf_in_test, x).sqnr_db)  # Inf / Inf: undefined
+    nan_in_test = x.clone()
+    nan_in_test[0, 0] = math.nan
+    assert math.isnan(ErrorStats.of(x, nan_in_test).sqnr_db)
+
+
 def test_code_agreement_counts_changed_nibbles():
     rng = random.Random(3)
     codes = [rng.randrange(16) for _ in range(256)]

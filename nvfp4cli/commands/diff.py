@@ -1,7 +1,8 @@
 """`nvfp4 diff`: compare two checkpoints tensor by tensor (SQNR, errors, code agreement).
 
-Exit status as diff(1): 0 when every tensor passes (or no --min-sqnr), 1 when some tensor is
-below --min-sqnr, 2 on trouble (missing or corrupt input, bad arguments).
+Exit status as diff(1): 0 when every tensor passes (or no --min-sqnr), 1 when the --min-sqnr
+gate fails (a tensor below it, a shape mismatch, or no tensor to compare), 2 on trouble (missing
+or corrupt input, bad arguments).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import UsageError
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
 TROUBLE_EXIT = 2
-BELOW_MIN_SQNR_EXIT = 1
+GATE_FAILED_EXIT = 1
 FULL_HEADERS = ("name", "shape", "SQNR dB", "max abs err", "mean abs err", "rel fro err", "cosine", "codes", "scales")
 
 
@@ -42,6 +43,20 @@ def _decibels(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.2f}"
 
 
+def _gate_failures(comparison: core.Comparison, failing: list[core.TensorComparison], min_sqnr: float) -> list[str]:
+    """Why the --min-sqnr gate fails, one phrase a reason (none: it passes)."""
+    reasons = []
+    if failing:
+        worst = failing[0]
+        reasons.append(f"{len(failing)} tensor(s) below --min-sqnr {min_sqnr:g} dB, worst {worst.name} ({_sqnr_text(worst)} dB)")
+    if comparison.shape_mismatches:
+        first = comparison.shape_mismatches[0]
+        reasons.append(f"{len(comparison.shape_mismatches)} shape mismatch(es), first {first.name} {first.shape_a} vs {first.shape_b}")
+    if not comparison.tensors:
+        reasons.append("no tensor in both checkpoints to compare")
+    return reasons
+
+
 def _print_report(
     comparison: core.Comparison, shown: list[core.TensorComparison], failing: list[core.TensorComparison], sqnr_only: bool
 ) -> None:
@@ -55,7 +70,7 @@ def _print_report(
         ("only in A", ", ".join(comparison.only_in_a) or 0),
         ("only in B", ", ".join(comparison.only_in_b) or 0),
         ("shape mismatches", "; ".join(f"{m.name} {m.shape_a} vs {m.shape_b}" for m in comparison.shape_mismatches) or 0),
-        ("overall SQNR dB (energy-weighted)", "identical" if worst is None else _decibels(summary["overall_sqnr_db"])),
+        ("overall SQNR dB (energy-weighted)", "-" if not comparison.tensors else "identical" if worst is None else _decibels(summary["overall_sqnr_db"])),
         ("worst tensor", "-" if worst is None else f"{worst.name} ({_sqnr_text(worst)} dB)"),
     ]
     print_table(rows, ("summary", ""))
@@ -71,11 +86,13 @@ def _progress(quiet: bool) -> Progress:
 
 
 def diff(
-    a: Path = typer.Argument(..., help="Reference checkpoint: .safetensors file, *.safetensors.index.json or model directory."),
-    b: Path = typer.Argument(..., help="Checkpoint compared against A (float or NVFP4, either format)."),
+    a: Path = typer.Argument(..., metavar="A", help="Reference checkpoint: .safetensors file, *.safetensors.index.json or model directory."),
+    b: Path = typer.Argument(..., metavar="B", help="Checkpoint compared against A (float or NVFP4, either format)."),
     sqnr: bool = typer.Option(False, "--sqnr", help="Narrow the table to SQNR."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
-    min_sqnr: float = typer.Option(None, "--min-sqnr", metavar="DB", help="Exit 1 and list the tensors whose SQNR is below DB."),
+    min_sqnr: float = typer.Option(
+        None, "--min-sqnr", metavar="DB", help="A gate: exit 1 if a tensor's SQNR is below DB, a shape differs, or nothing is compared."
+    ),
     include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Compare only weights whose name matches (repeatable)."),
     sort: str = typer.Option("sqnr", "--sort", help="Order rows by sqnr (worst first, identical last) or by name."),
     top: int = typer.Option(None, "--top", metavar="N", help="Show only the first N rows (the summary covers all)."),
@@ -100,15 +117,18 @@ def diff(
             raise
         shown = comparison.sorted_tensors(sort)[:top]
         failing = [] if min_sqnr is None else comparison.below(min_sqnr)
+        gate_failures = [] if min_sqnr is None else _gate_failures(comparison, failing, min_sqnr)
         if json_out:
             payload = comparison.to_dict(shown)
             if min_sqnr is not None:
-                payload["summary"] |= {"min_sqnr_db": min_sqnr, "below_min_sqnr": [t.name for t in failing]}
+                payload["summary"] |= {
+                    "min_sqnr_db": min_sqnr,
+                    "below_min_sqnr": [t.name for t in failing],
+                    "gate_passed": not gate_failures,
+                }
             print_json(payload)
         else:
             _print_report(comparison, shown, failing, sqnr)
-        if failing:
-            worst = failing[0]
-            message = f"{len(failing)} tensor(s) below --min-sqnr {min_sqnr:g} dB, worst {worst.name} ({_sqnr_text(worst)} dB)"
-            typer.echo(f"nvfp4: {message}", err=True)
-            raise typer.Exit(BELOW_MIN_SQNR_EXIT)
+        if gate_failures:
+            typer.echo(f"nvfp4: {'; '.join(gate_failures)}", err=True)
+            raise typer.Exit(GATE_FAILED_EXIT)
