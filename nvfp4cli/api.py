@@ -64,7 +64,8 @@ def _check_tensor(x: torch.Tensor) -> None:
         raise DataError(f"last dim of shape {tuple(x.shape)} must be a positive multiple of {BLOCK_SIZE}")
 
 
-def _check_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
+def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
+    """DataError with the count and first index of x's NaN/Inf values, if amax (x's) is not finite."""
     if torch.isfinite(amax):
         return
     bad = ~torch.isfinite(x)
@@ -168,7 +169,7 @@ def quantize(
     if per_tensor_scale is None or check_finite:
         amax = kernels.amax(x)
         if check_finite:
-            _check_finite(x, amax)
+            raise_if_not_finite(x, amax)
     if per_tensor_scale is None:
         pts = per_tensor_scale_from_amax(amax)
     else:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_dtype, parse_mode, parse_scale_rule, quantize
+from .api import SUPPORTED_DTYPES, QuantizedTensor, parse_dtype, parse_mode, parse_scale_rule, quantize, raise_if_not_finite
 from .checkpoint import (
     COMPRESSED_TENSORS_FORMAT,
     CONFIG_NAME,
@@ -305,9 +305,10 @@ def _group_per_tensor_scale(checkpoint: Checkpoint, tensors: dict[str, torch.Ten
     amaxes = []
     for name, x in tensors.items():
         amax = get_backend(backend).amax(x.contiguous())
-        if not torch.isfinite(amax):
-            count = int((~torch.isfinite(x)).sum())
-            raise DataError(f"{checkpoint.file(name)}: tensor {name!r} holds {count} non-finite value(s) (NaN or Inf)")
+        try:
+            raise_if_not_finite(x, amax)
+        except DataError as exc:  # the same words as for a weight quantized alone
+            raise DataError(f"{checkpoint.file(name)}: tensor {name!r}: {exc}") from None
         amaxes.append(amax)
     return per_tensor_scale_from_amax(torch.stack(amaxes).amax())
 
@@ -422,8 +423,11 @@ def plan_dequantize(checkpoint: Checkpoint, dtype: str = "bf16") -> Plan:
 
 
 def default_output(input_path: Path, suffix: str = "nvfp4") -> Path:
-    """in.safetensors -> in.nvfp4.safetensors; a directory D (or D/x.index.json) -> D-nvfp4."""
+    """in.safetensors -> in.nvfp4.safetensors; a directory D (or D/x.index.json) -> D-nvfp4, its
+    sibling (also for `.` or `..`, which name no directory of their own)."""
     if input_path.is_dir():
+        if input_path.name in ("", ".", ".."):
+            input_path = input_path.resolve()
         return input_path.parent / f"{input_path.resolve().name}-{suffix}"
     if input_path.name.endswith(INDEX_SUFFIX):
         return default_output(input_path.parent, suffix)

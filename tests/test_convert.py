@@ -354,6 +354,14 @@ def test_default_output_names(tmp_path):
     assert convert.default_output(tmp_path / "m.safetensors") == tmp_path / "m.nvfp4.safetensors"
     assert convert.default_output(tmp_path / "model") == tmp_path / "model-nvfp4"
     assert convert.default_output(tmp_path / "model" / "model.safetensors.index.json") == tmp_path / "model-nvfp4"
+    (tmp_path / "model" / "sub").mkdir()
+    assert convert.default_output(tmp_path / "model" / "sub" / "..") == tmp_path / "model-nvfp4"
+
+
+def test_default_output_of_the_current_directory_is_its_sibling(tmp_path, monkeypatch):
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path / "model")
+    assert convert.default_output(Path(".")).resolve() == tmp_path / "model-nvfp4"
 
 
 def test_inspect_totals(sample_ct):

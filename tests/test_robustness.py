@@ -276,7 +276,9 @@ def test_non_finite_weight_names_the_tensor_and_the_count(tmp_path, victim):
     tensors[victim][5, 0] = float("inf")
     tensors[victim][9, 9] = float("-inf")
     model = write_model(tmp_path / "model", {"model.safetensors": tensors})
-    fails_cleanly(tmp_path, ["quantize", model, "-o", tmp_path / "out"], 1, "model.safetensors", f"'{victim}'", "3 non-finite")
+    fails_cleanly(
+        tmp_path, ["quantize", model, "-o", tmp_path / "out"], 1, "model.safetensors", f"'{victim}'", "3 non-finite", "first at index (1, 3)"
+    )
 
 
 # ---- outputs ---------------------------------------------------------------------------------
