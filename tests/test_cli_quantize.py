@@ -84,6 +84,15 @@ def test_rs_without_seed_prints_and_records_a_repeatable_seed(single_file, tmp_p
     assert (tmp_path / "r1.safetensors").read_bytes() == (tmp_path / "r2.safetensors").read_bytes()
 
 
+def test_a_seed_with_rn_is_flagged_and_changes_nothing(single_file, tmp_path):
+    seeded = nvfp4("quantize", single_file, "-o", tmp_path / "seeded.safetensors", "--seed", "5")
+    plain = nvfp4("quantize", single_file, "-o", tmp_path / "plain.safetensors")
+    assert seeded.exit_code == 0 and plain.exit_code == 0
+    assert seeded.stderr.strip() == "nvfp4: --seed has no effect with --mode rn (it rounds to nearest, with no random bits)"
+    assert plain.stderr == ""
+    assert (tmp_path / "seeded.safetensors").read_bytes() == (tmp_path / "plain.safetensors").read_bytes()
+
+
 def test_dry_run_writes_nothing_and_honours_globs(model):
     result = nvfp4("quantize", model, "--dry-run", "--json", "--include", "*mlp*", "--include", "lm_head.weight", "--exclude", "*.1.*")
     assert result.exit_code == 0, result.output

@@ -126,6 +126,8 @@ def quantize(
                 seed = secrets.randbits(63) if group is None else group.shared_seed(secrets.randbits(63))
                 if reporter:
                     typer.echo(f"nvfp4: --mode rs without --seed: using --seed {seed} (recorded in the output)", err=True)
+            elif mode is Mode.RN and seed is not None and reporter:
+                typer.echo("nvfp4: --seed has no effect with --mode rn (it rounds to nearest, with no random bits)", err=True)
             checkpoint = open_checkpoint(input_path)
             options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
             plan = convert.plan_quantize(checkpoint, options)
