@@ -9,9 +9,11 @@ DEMO   := build/demo
 .PHONY: test demo clean
 
 # torch first and pinned: 2.13.0 is a CPU wheel on disk here, a bare `torch` pulls a CUDA build.
+# Elsewhere: TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu'.
+TORCH_PIP_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

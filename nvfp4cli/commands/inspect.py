@@ -11,7 +11,7 @@ from ..convert import inspect_checkpoint
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 from .quantize import JSON_OPTION
 
-TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale", "bytes")
+TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale (1/pts)", "bytes")
 
 
 def inspect(
