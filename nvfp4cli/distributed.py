@@ -3,6 +3,7 @@ checkpoint into the same tensors as one process.
 
     nvfp4 quantize model/ --workers 4                          # 4 local processes
     torchrun --nproc-per-node 4 -m nvfp4cli quantize model/    # the same under torchrun
+    nvfp4 dequantize model-nvfp4/ -o model-bf16/ --workers 4   # dequantize: the same way
 
 Every rank plans the whole conversion from the headers (cheap and deterministic) and takes its
 share of the units: largest first to the least loaded rank, by input bytes, so that a fused group
@@ -47,16 +48,14 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .checkpoint import INDEX_SUFFIX, TensorSpec, check_output_path, open_checkpoint, shard_file_names, split_into_shards, staged_output, write_index
+from .checkpoint import INDEX_SUFFIX, Checkpoint, TensorSpec, check_output_path, open_checkpoint, shard_file_names, split_into_shards, staged_output, write_index
 from .convert import (
     DEFAULT_MAX_SHARD_BYTES,
     Plan,
     Progress,
-    QuantizeOptions,
     Unit,
     file_metadata,
     open_writers,
-    plan_quantize,
     run_report,
     write_metadata_files,
     write_units,
@@ -356,16 +355,27 @@ def _finish(plan: Plan, layout: Layout, staging: Path) -> list[str]:
 # ---- --workers: local processes ----------------------------------------------------------------
 
 
-def launch(plan: Plan, options: QuantizeOptions, output: Path, workers: int, *, force: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> dict:
-    """Quantize with `workers` local processes, as torchrun would on one node: this process
+def launch(
+    plan: Plan,
+    replan: Callable[[Checkpoint], Plan],
+    output: Path,
+    workers: int,
+    *,
+    device: str = "cpu",
+    force: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Progress | None = None,
+) -> dict:
+    """Convert with `workers` local processes, as torchrun would on one node: this process
     hosts the rendezvous store, shows progress, and returns rank 0's report or raises the first
-    failure (a worker that dies without one, e.g. killed, is that failure). The workers re-plan
-    from plan's input path and options, which must be what made plan."""
+    failure (a worker that dies without one, e.g. killed, is that failure). Each worker makes
+    its plan as replan(its own open checkpoint of plan's input), which must give plan: a
+    picklable callable, e.g. partial(convert.plan_quantize, options=options)."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     _check_directory_input(plan)
     check_output_path(output, plan.checkpoint.path, force)
-    if torch.device(options.device).type == "cuda" and workers > torch.cuda.device_count():
+    if torch.device(device).type == "cuda" and workers > torch.cuda.device_count():
         raise UsageError(f"--workers {workers} --device cuda needs one GPU per worker; {torch.cuda.device_count()} here")
     start = time.perf_counter()
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
@@ -373,7 +383,7 @@ def launch(plan: Plan, options: QuantizeOptions, output: Path, workers: int, *, 
     processes: list[subprocess.Popen] = []
     try:
         for rank in range(workers):
-            processes.append(_start_worker((rank, workers, server.port, plan.checkpoint.path, options, output, force, max_shard_bytes)))
+            processes.append(_start_worker((rank, workers, server.port, plan.checkpoint.path, replan, device, output, force, max_shard_bytes)))
         _supervise(processes, store, progress)
     finally:
         _stop(processes)
@@ -450,15 +460,17 @@ def _remove_staging(store: dist.Store) -> None:
         shutil.rmtree(store.get(STAGING_KEY).decode(), ignore_errors=True)
 
 
-def _worker(rank: int, world_size: int, port: int, input_path: Path, options: QuantizeOptions, output: Path, force: bool, max_shard_bytes: int) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, input_path: Path, replan: Callable[[Checkpoint], Plan], device: str, output: Path, force: bool, max_shard_bytes: int
+) -> None:
     """One --workers process: join the group through the parent's store and convert its share."""
-    if torch.device(options.device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, torch.get_num_threads() // world_size))  # share the cores
     server = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     try:
-        with connect(options.device, store=server, rank=rank, world_size=world_size, local_rank=rank) as group:
+        with connect(device, store=server, rank=rank, world_size=world_size, local_rank=rank) as group:
             with group.guard():
-                plan = plan_quantize(open_checkpoint(input_path), options)
+                plan = replan(open_checkpoint(input_path))
             report = run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes)
     except (DataError, UsageError) as exc:  # reported by the parent, from the store
         _publish(_run_store(server), rank, world_size, exc)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import nvfp4cli.distributed as distributed
 from nvfp4cli.checkpoint import open_checkpoint
-from nvfp4cli.convert import QuantizeOptions, open_writers, plan_quantize, run, write_units
+from nvfp4cli.convert import QuantizeOptions, open_writers, plan_dequantize, plan_quantize, run, write_units
 
 from cli_runner import SAMPLE, nvfp4
 
@@ -180,6 +180,43 @@ def test_sharded_modelopt_rs_two_workers_one_worker_and_torchrun(sharded, tmp_pa
     assert launched.returncode == 0, launched.stderr
     assert json.loads(launched.stdout)["workers"] == 2  # one JSON document: rank 0 alone reports
     assert {p.name: p.read_bytes() for p in (tmp_path / "torchrun").iterdir()} == {p.name: p.read_bytes() for p in two.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def sharded_nvfp4(sharded, tmp_path_factory) -> Path:
+    """The generated model quantized by one process, in several shards."""
+    return single_process(sharded, tmp_path_factory.mktemp("quantized") / "model", max_shard_bytes=20_000)
+
+
+def test_dequantize_with_workers_and_torchrun_writes_the_single_process_tensors(sharded_nvfp4, tmp_path):
+    args = ("--dtype", "fp32", "--max-shard-size", "40KB")
+    reference = tmp_path / "single"
+    assert nvfp4("dequantize", sharded_nvfp4, "-o", reference, *args).exit_code == 0
+    two = tmp_path / "two"
+    result = nvfp4("dequantize", sharded_nvfp4, "-o", two, *args, "--workers", 2, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["workers"] == 2 and report["tensors_dequantized"] == sum(w.quantized for w in open_checkpoint(sharded_nvfp4).logical_weights().values())
+    assert_same_tensors(two, reference)
+    launched = torchrun("dequantize", sharded_nvfp4, "-o", tmp_path / "torchrun", *args, "--json")
+    assert launched.returncode == 0, launched.stderr
+    assert json.loads(launched.stdout)["workers"] == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "torchrun").iterdir()} == {p.name: p.read_bytes() for p in two.iterdir()}
+
+
+def test_dequantize_failing_rank_stops_all_with_one_line(sharded_nvfp4, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(sharded_nvfp4, model)
+    checkpoint = open_checkpoint(model)
+    units = plan_dequantize(checkpoint, "bf16").units
+    scale = next(name for index in distributed.assign_units(units, 2)[1] for name in units[index].inputs if name.endswith("_global_scale"))
+    tensors = load_file(checkpoint.file(scale))
+    tensors[scale] = torch.zeros(1)
+    save_file(tensors, checkpoint.file(scale))
+    result = nvfp4("dequantize", model, "-o", tmp_path / "out", "--workers", 2)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("nvfp4: error: rank 1: ") and repr(scale) in result.stderr and len(result.stderr.splitlines()) == 1
+    assert no_leftovers(tmp_path, "model")
 
 
 # ---- failures ----------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from .. import convert, distributed
 from ..format import SCALE_RULES
-from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint, parse_size
+from ..checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, Checkpoint, open_checkpoint, parse_size
 from ..errors import UsageError
 from ..format import Mode
 from ..kernels import BACKENDS
@@ -35,9 +36,26 @@ def _megabytes(nbytes: int) -> str:
     return f"{nbytes / 1e6:,.1f} MB"
 
 
-def run_with_progress(plan: convert.Plan, output: Path, force: bool, max_shard_bytes: int, quiet: bool) -> dict:
-    """Run the plan, with a rich progress bar (tensors, bytes, speed) on a terminal unless quiet."""
+def run_with_progress(
+    plan: convert.Plan,
+    output: Path,
+    force: bool,
+    max_shard_bytes: int,
+    quiet: bool,
+    *,
+    group: distributed.Group | None = None,
+    workers: int | None = None,
+    replan: Callable[[Checkpoint], convert.Plan] | None = None,
+    device: str = "cpu",
+) -> dict | None:
+    """Run the plan in this process, as this rank of a torchrun group, or with `workers` local
+    processes (each re-planning with replan), with a rich progress bar (tensors, bytes, speed)
+    on a terminal unless quiet. The report; None on a torchrun rank other than 0."""
     with progress_bar(plan, quiet) as progress:
+        if group is not None:
+            return distributed.run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+        if workers:
+            return distributed.launch(plan, replan, output, workers, device=device, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
         return convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
 
 
@@ -118,7 +136,7 @@ def quantize(
 ) -> None:
     """Quantize the 2-D linear weights of a checkpoint to NVFP4; copy everything else."""
     with cli_errors(debug), contextlib.ExitStack() as stack:
-        group = _join_torchrun(stack, workers, device.value)
+        group = join_torchrun(stack, workers, device.value)
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
         with group.guard() if group is not None else contextlib.nullcontext():
             max_shard_bytes = parse_size(max_shard_size)
@@ -138,18 +156,14 @@ def quantize(
             if world_size:
                 report |= distributed.describe(plan, world_size, max_shard_bytes)
         else:
-            with progress_bar(plan, quiet=json_output or not reporter) as progress:
-                if group is not None:
-                    report = distributed.run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
-                elif workers:
-                    report = distributed.launch(plan, options, output, workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
-                else:
-                    report = convert.run(plan, output, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+            replan = partial(convert.plan_quantize, options=options)
+            quiet = json_output or not reporter
+            report = run_with_progress(plan, output, force, max_shard_bytes, quiet, group=group, workers=workers, replan=replan, device=device.value)
         if reporter:
             show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
 
 
-def _join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> distributed.Group | None:
+def join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> distributed.Group | None:
     """Under torchrun, join its process group until the command ends; None otherwise."""
     if not distributed.launched_by_torchrun():
         return None
