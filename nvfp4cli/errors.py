@@ -1,5 +1,6 @@
 """Errors the core raises for bad input. Both are ValueErrors, so API callers can catch either;
-the CLI maps them to exit codes (2 for usage, 1 for data) and prints one line."""
+the CLI maps them to exit codes (2 for usage, 1 for data) and prints one line. Also SIGTERM as
+an exception (Terminated), so that it unwinds like Ctrl-C."""
 
 from __future__ import annotations
 
