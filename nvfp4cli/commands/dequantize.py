@@ -34,10 +34,10 @@ def dequantize(
     with cli_errors(debug), contextlib.ExitStack() as stack:
         group = join_torchrun(stack, workers, "cpu")
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
+        replan = partial(convert.plan_dequantize, dtype=dtype.value)  # --workers processes plan with it too
         with group.guard() if group is not None else contextlib.nullcontext():
             max_shard_bytes = parse_size(max_shard_size)
-            plan = convert.plan_dequantize(open_checkpoint(input_path), dtype.value)
-        replan = partial(convert.plan_dequantize, dtype=dtype.value)
+            plan = replan(open_checkpoint(input_path))
         report = run_with_progress(plan, output, force, max_shard_bytes, json_output or not reporter, group=group, workers=workers, replan=replan)
         if reporter:
             show_report(report, json_output, f"dequantized to {output}")

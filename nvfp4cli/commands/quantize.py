@@ -148,7 +148,8 @@ def quantize(
                 typer.echo("nvfp4: --seed has no effect with --mode rn (it rounds to nearest, with no random bits)", err=True)
             checkpoint = open_checkpoint(input_path)
             options = convert.QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
-            plan = convert.plan_quantize(checkpoint, options)
+            replan = partial(convert.plan_quantize, options=options)  # --workers processes plan with it too
+            plan = replan(checkpoint)
             output = output if output is not None else convert.default_output(input_path)
         world_size = workers or (group.world_size if group is not None else None)
         if dry_run:
@@ -156,7 +157,6 @@ def quantize(
             if world_size:
                 report |= distributed.describe(plan, world_size, max_shard_bytes)
         else:
-            replan = partial(convert.plan_quantize, options=options)
             quiet = json_output or not reporter
             report = run_with_progress(plan, output, force, max_shard_bytes, quiet, group=group, workers=workers, replan=replan, device=device.value)
         if reporter:
