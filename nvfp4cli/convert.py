@@ -14,7 +14,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from .checkpoint import (
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, Mode, per_tensor_scale_from_amax
 from .kernels import get_backend, resolve_backend
+from .modules import default_skip_reason, fused_group_key, module_name
 from .rng import SEED_LIMIT, tensor_seed
 
 QUANT_FORMATS = (COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT)
@@ -56,22 +56,6 @@ HF_QUANT_CONFIG_NAME = "hf_quant_config.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 # Files of other weight formats are not copied: they would carry the unquantized weights along.
 WEIGHT_FILE_SUFFIXES = (SAFETENSORS_SUFFIX, INDEX_SUFFIX, ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
-
-# Projections that serving engines fuse into one matmul, by leaf module name: they must share one
-# global scale (SPEC.md §4). The group is keyed by the parent module and the fused name.
-FUSED_PROJECTIONS = {
-    "q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
-    "query": "query_key_value", "key": "query_key_value", "value": "query_key_value",
-    "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj",
-    "w1": "w13", "w3": "w13",
-}  # fmt: skip
-# Weights left in high precision by default (--include overrides): quality-critical or tiny.
-DEFAULT_SKIPS = (
-    ("embedding", re.compile(r"embed|(^|\.)(wte|wpe)\.")),
-    ("lm_head", re.compile(r"(^|\.)lm_head\.")),
-    ("norm", re.compile(r"norm|(^|\.)ln_", re.IGNORECASE)),
-    ("MoE router", re.compile(r"(^|\.)(gate|router)\.weight$")),
-)
 
 Progress = Callable[[int, int], None]  # (input tensors done, input bytes done)
 
@@ -84,17 +68,6 @@ class Selection:
     quantize: bool
     reason: str = ""
     group: str | None = None  # fused group key, when it shares a global scale with others
-
-
-def _module(name: str) -> str:
-    return name.removesuffix(".weight")
-
-
-def fused_group_key(name: str) -> str | None:
-    """'model.layers.0.self_attn.k_proj.weight' -> 'model.layers.0.self_attn.qkv_proj'."""
-    parent, _, leaf = _module(name).rpartition(".")
-    fused = FUSED_PROJECTIONS.get(leaf)
-    return None if fused is None else f"{parent}.{fused}" if parent else fused
 
 
 def _ineligible_reason(spec: TensorSpec) -> str:
@@ -113,10 +86,7 @@ def _policy_reason(name: str, include: tuple[str, ...], exclude: tuple[str, ...]
             return f"excluded by --exclude {pattern!r}"
     if include:
         return "" if any(fnmatch.fnmatchcase(name, pattern) for pattern in include) else "not matched by --include"
-    for reason, pattern in DEFAULT_SKIPS:
-        if pattern.search(name):
-            return reason
-    return ""
+    return default_skip_reason(name)
 
 
 def select_weights(checkpoint: Checkpoint, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[Selection]:
@@ -217,7 +187,7 @@ def quantized_specs(name: str, shape: tuple[int, ...], fmt: str) -> tuple[Tensor
     *lead, k = shape
     packed_shape, scale_shape = (*lead, k // 2), (*lead, k // BLOCK_SIZE)
     if fmt == COMPRESSED_TENSORS_FORMAT:
-        module = _module(name)
+        module = module_name(name)
         return (
             TensorSpec(f"{module}.weight_packed", torch.uint8, packed_shape),
             TensorSpec(f"{module}.weight_scale", torch.float8_e4m3fn, scale_shape),
@@ -278,8 +248,8 @@ def modelopt_configs(ignore: list[str]) -> tuple[dict, dict]:
 def _ignored_modules(selections: list[Selection]) -> list[str]:
     # Every weight left in high precision, and lm_head even when tied to the embedding (absent
     # from the file): loaders quantize every Linear that is not ignored.
-    ignore = [_module(selection.name) for selection in selections if not selection.quantize]
-    if not any(_module(selection.name).split(".")[-1] == "lm_head" for selection in selections if selection.quantize):
+    ignore = [module_name(selection.name) for selection in selections if not selection.quantize]
+    if not any(module_name(selection.name).split(".")[-1] == "lm_head" for selection in selections if selection.quantize):
         ignore.append("lm_head")
     return list(dict.fromkeys(ignore))
 

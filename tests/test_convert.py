@@ -18,7 +18,8 @@ import nvfp4cli.convert as convert
 import spec_oracle
 from nvfp4cli import DataError, UsageError
 from nvfp4cli.checkpoint import open_checkpoint
-from nvfp4cli.convert import QuantizeOptions, fused_group_key, plan_dequantize, plan_quantize, run, select_weights
+from nvfp4cli.modules import fused_group_key
+from nvfp4cli.convert import QuantizeOptions, plan_dequantize, plan_quantize, run, select_weights
 
 torchao_nvfp4 = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
 
