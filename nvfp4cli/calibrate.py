@@ -1,0 +1,508 @@
+"""Activation calibration for W4A4 (SPEC section 9): each quantized Linear's input amax, measured
+on the float model one decoder layer (or encoder block) at a time.
+
+    samples = read_samples("calibration.txt", limit=512)
+    result = calibrate("model_dir", samples, seq_len=2048)
+    tensors = input_scale_tensors(result.amax, "compressed-tensors")
+
+The model is built from config.json with transformers, its parameters on the meta device (no
+memory). The modules before the layers (embeddings) run first and the arguments of every layer's
+call are caught; then each layer in turn gets only its own weights from the safetensors files, runs
+on the hidden states of all samples, and is emptied again; last the modules after the layers
+(final norm, pooler, lm_head) run on the final hidden states. So memory holds one layer's weights
+and the hidden states, never the model. Forward pre-hooks on every nn.Linear record max |input|.
+Nothing here prints; progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint
+from .errors import DataError, UsageError, one_line
+from .format import BLOCK_SIZE
+from .modules import fused_group_key, module_name
+
+Progress = Callable[[int, int], None]  # (layers done, layers in all)
+
+FP4_MAX, FP8_MAX = 6.0, 448.0
+# The weight rule's floor (SPEC section 2: pts >= 2**-120) applied to activations: an input that
+# is all zeros gets finite scales (2**120) instead of an infinite global scale.
+MIN_AMAX = 2688.0 * 2.0**-120
+
+
+# ---- calibration samples ---------------------------------------------------------------------
+
+
+def read_samples(path: str | Path, limit: int) -> list[str]:
+    """At most `limit` samples from a text file (one per non-empty line) or JSONL (a "text"
+    string per line; a .jsonl name, or every non-empty line a JSON object). Empty texts are
+    skipped in both."""
+    path = Path(path)
+    if limit < 1:
+        raise UsageError(f"the number of calibration samples must be at least 1, not {limit}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a text or JSONL file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: no calibration samples (the file is empty)")
+    if path.suffix == ".jsonl" or all(_json_object(line) is not None for _, line in numbered):
+        texts = (_jsonl_text(path, number, line) for number, line in numbered)
+    else:
+        texts = (line for _, line in numbered)
+    samples = []
+    for text in texts:
+        if text.strip():
+            samples.append(text)
+            if len(samples) == limit:
+                break
+    if not samples:
+        raise DataError(f"{path}: no calibration samples (every \"text\" is empty)")
+    return samples
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _jsonl_text(path: Path, number: int, line: str) -> str:
+    record = _json_object(line)
+    if record is None:
+        raise DataError(f"{path}:{number}: not a JSON object")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DataError(f"{path}:{number}: no \"text\" string field")
+    return text
+
+
+# ---- scales ----------------------------------------------------------------------------------
+
+
+def _fp32(value: float) -> torch.Tensor:
+    return torch.tensor(max(value, MIN_AMAX), dtype=torch.float32)
+
+
+def activation_global_scale(amax: float) -> torch.Tensor:
+    """compressed-tensors' input_global_scale, fp32 0-d: 2688 / amax as one IEEE fp32 division
+    (as compressed-tensors' generate_gparam computes it)."""
+    return torch.tensor(FP8_MAX * FP4_MAX, dtype=torch.float32) / _fp32(amax)
+
+
+def activation_input_scale(amax: float) -> torch.Tensor:
+    """ModelOpt's input_scale, fp32 0-d: amax / 2688."""
+    return _fp32(amax) / torch.tensor(FP8_MAX * FP4_MAX, dtype=torch.float32)
+
+
+def shared_amax(amax: dict[str, float]) -> dict[str, float]:
+    """amax with the members of each fused group (q/k/v, gate/up, MLA q_a/kv_a) set to the
+    group's largest: the engines run a fused group as one matmul with one input scale."""
+    largest: dict[str, float] = {}
+    for name, value in amax.items():
+        key = fused_group_key(name)
+        if key is not None:
+            largest[key] = max(largest.get(key, value), value)
+    return {name: largest.get(fused_group_key(name) or "", value) for name, value in amax.items()}
+
+
+def input_scale_tensors(amax_by_module: dict[str, float], fmt: str) -> dict[str, torch.Tensor]:
+    """The tensors to add to a W4A4 output, fused groups sharing their largest amax:
+    compressed-tensors `<module>.input_global_scale` fp32 [1] = 2688 / amax, ModelOpt
+    `<module>.input_scale` fp32 0-d = amax / 2688."""
+    shared = shared_amax(amax_by_module)
+    if fmt == COMPRESSED_TENSORS_FORMAT:
+        return {f"{name}.input_global_scale": activation_global_scale(value).reshape(1) for name, value in shared.items()}
+    if fmt == MODELOPT_FORMAT:
+        return {f"{name}.input_scale": activation_input_scale(value) for name, value in shared.items()}
+    raise UsageError(f"unknown output format {fmt!r}: expected {COMPRESSED_TENSORS_FORMAT} or {MODELOPT_FORMAT}")
+
+
+def input_activations_config() -> dict:
+    """compressed-tensors' `input_activations` of its NVFP4 preset scheme (W4A4): 4-bit floats in
+    blocks of 16 with dynamic local (block) scales and a static global scale."""
+    return {
+        "num_bits": 4,
+        "type": "float",
+        "symmetric": True,
+        "group_size": BLOCK_SIZE,
+        "strategy": "tensor_group",
+        "dynamic": "local",
+        "scale_dtype": "torch.float8_e4m3fn",
+        "observer": "static_minmax",
+    }
+
+
+# ---- calibration -----------------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """amax: max |input| of each Linear by its module name in the checkpoint (its weight's name
+    without ".weight"). unreached_experts: MoE expert modules no calibration token was routed
+    to; their amax is their layer's largest of the same projection."""
+
+    amax: dict[str, float]
+    samples: int
+    tokens: int
+    layer_seconds: dict[str, float]
+    unreached_experts: list[str] = field(default_factory=list)
+
+    def report(self) -> dict:
+        return {
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "seconds_per_layer": self.layer_seconds,
+            "unreached_experts": self.unreached_experts,
+        }
+
+
+def calibrate(model_dir: str | Path, samples: list[str], *, seq_len: int = 2048, device: str = "cpu", progress: Progress | None = None) -> Calibration:
+    """Each Linear's input amax over the samples, each tokenized alone (special tokens added,
+    truncated to seq_len) and run alone (no padding), in fp32 on `device`."""
+    transformers = _import_transformers()
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UsageError(f"{model_dir}: calibration needs a model directory (config.json, tokenizer, safetensors)")
+    if seq_len < 1:
+        raise UsageError(f"--seq-len must be at least 1, not {seq_len}")
+    device = _check_device(device)
+    config, tokenizer = _load_config_and_tokenizer(transformers, model_dir)
+    architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    model = _build_on_meta(transformers, config, architecture, model_dir)
+    layers_path, layers = _find_layers(model, config, architecture)
+    weights = _Weights(model_dir, model, architecture)
+    encodings = _tokenize(tokenizer, samples, seq_len, device)
+    if not encodings:
+        raise DataError(f"{model_dir}: the tokenizer gives no tokens for any calibration sample")
+    for module in model.modules():
+        for name, buffer in module._buffers.items():  # real tensors, built by __init__ on the CPU
+            if buffer is not None:
+                module._buffers[name] = buffer.to(device)
+
+    recorder = _AmaxRecorder(model, weights)
+    seconds: dict[str, float] = {}
+    with torch.no_grad(), recorder, weights.loaded_on_call(model, layers, device):
+        hidden, calls = _catch_layer_calls(model, layers, encodings)
+        for index, layer in enumerate(layers):
+            start = time.perf_counter()
+            with weights.loaded(layer, f"{layers_path}.{index}", device):
+                for sample, (args, kwargs) in enumerate(calls):
+                    output = layer(hidden[sample], *args[index], **kwargs[index])
+                    hidden[sample] = output[0] if isinstance(output, tuple) else output
+            seconds[f"{layers_path}.{index}"] = round(time.perf_counter() - start, 6)
+            if progress is not None:
+                progress(index + 1, len(layers))
+        recorder.after_layers()
+        _run_after_layers(model, layers, encodings, hidden)
+    amax = recorder.amax()
+    bad = next((name for name, value in amax.items() if not math.isfinite(value)), None)
+    if bad is not None:
+        raise DataError(f"{model_dir}: the input of {bad!r} is not finite ({amax[bad]}) on the calibration samples")
+    tokens = sum(int(encoding["input_ids"].numel()) for encoding in encodings)
+    return Calibration(amax, len(encodings), tokens, seconds)
+
+
+def _import_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise UsageError("calibration runs the model with transformers: pip install transformers") from None
+    return transformers
+
+
+def _check_device(device: str) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}: expected cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def _load_config_and_tokenizer(transformers, model_dir: Path):
+    # Nothing is downloaded: config, tokenizer and weights all come from model_dir.
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{model_dir}: cannot read config.json ({one_line(str(exc))})") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{model_dir}: cannot load the model's tokenizer ({one_line(str(exc))})") from None
+    if hasattr(config, "use_cache"):
+        config.use_cache = False  # each layer runs once per sample: no KV cache
+    return config, tokenizer
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Parameters registered in the block go to the meta device (no memory, and their random
+    init is skipped); buffers stay real: rotary frequencies and position ids are computed in
+    __init__ and are in no checkpoint."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, None if param is None else nn.Parameter(param.to("meta"), requires_grad=False))
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _build_on_meta(transformers, config, architecture: str, model_dir: Path) -> nn.Module:
+    model_class = getattr(transformers, architecture, None)
+    if not (isinstance(model_class, type) and issubclass(model_class, nn.Module)):
+        raise UsageError(f"{model_dir}: calibration does not support architecture {architecture} (not a transformers model class)")
+    with _parameters_on_meta():
+        model = model_class(config)
+    return model.eval()
+
+
+def _find_layers(model: nn.Module, config, architecture: str) -> tuple[str, nn.ModuleList]:
+    """The decoder layers (or encoder blocks): the ModuleList of num_hidden_layers modules."""
+    count = getattr(config, "num_hidden_layers", None)
+    found = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and len(module) == count]
+    if len(found) != 1:
+        raise UsageError(f"calibration does not support architecture {architecture}: {len(found)} lists of its {count} layers found, expected one")
+    return found[0]
+
+
+def _tokenize(tokenizer, samples: list[str], seq_len: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    encodings = []
+    for text in samples:
+        encoding = tokenizer(text, truncation=True, max_length=seq_len, return_tensors="pt")
+        if encoding["input_ids"].numel():
+            encodings.append({key: value.to(device) for key, value in encoding.items()})
+    return encodings
+
+
+class _Weights:
+    """Where each model parameter lives in the checkpoint, and loading and emptying modules."""
+
+    def __init__(self, model_dir: Path, model: nn.Module, architecture: str):
+        self.checkpoint = open_checkpoint(model_dir)
+        stored = set(self.checkpoint.tensor_names())
+        prefix = getattr(model, "base_model_prefix", "")
+        tied = getattr(model, "all_tied_weights_keys", None) or {}
+        self.names: dict[str, str] = {}
+        for name, _ in model.named_parameters(remove_duplicate=False):
+            source = name if name in stored else tied.get(name, name)
+            # A head class (LlamaForCausalLM) reading a base model's file or the other way round.
+            candidates = (source, source.removeprefix(f"{prefix}."), f"{prefix}.{source}")
+            stored_name = next((candidate for candidate in candidates if candidate in stored), None)
+            if stored_name is None:
+                raise UsageError(f"{model_dir}: calibration does not support architecture {architecture}: parameter {name!r} has no tensor in the checkpoint")
+            self.names[name] = stored_name
+
+    def load(self, params: dict[str, tuple[nn.Module, str]], device: torch.device) -> None:
+        """Read `params` (model name -> (module, attribute)) in fp32 onto device, each shard
+        opened once and closed again (safetensors maps the whole file: a handle kept open lets
+        resident memory grow to the shard's size)."""
+        by_file: dict[Path, list[str]] = {}
+        for name in params:
+            by_file.setdefault(self.checkpoint.file(self.names[name]), []).append(name)
+        for file, names in by_file.items():
+            with safe_open(file, framework="pt") as handle:
+                for name in names:
+                    module, attribute = params[name]
+                    tensor = handle.get_tensor(self.names[name]).to(device=device, dtype=torch.float32)
+                    module._parameters[attribute] = nn.Parameter(tensor, requires_grad=False)
+
+    @staticmethod
+    def empty(params: dict[str, tuple[nn.Module, str]]) -> None:
+        for module, attribute in params.values():
+            module._parameters[attribute] = nn.Parameter(module._parameters[attribute].to("meta"), requires_grad=False)
+
+    @contextlib.contextmanager
+    def loaded(self, module: nn.Module, prefix: str, device: torch.device) -> Iterator[None]:
+        params = _parameters_of(module, prefix, recurse=True)
+        self.load(params, device)
+        try:
+            yield
+        finally:
+            self.empty(params)
+
+    @contextlib.contextmanager
+    def loaded_on_call(self, model: nn.Module, layers: nn.ModuleList, device: torch.device) -> Iterator[None]:
+        """The modules outside the layers (embeddings, final norm, heads) load their weights when
+        first called and empty them at the end: the tail never holds the embedding table."""
+        in_layers = {id(module) for layer in layers for module in layer.modules()}
+        loaded: list[dict[str, tuple[nn.Module, str]]] = []
+
+        def load_on_call(prefix: str) -> Callable:
+            def hook(module: nn.Module, args: tuple) -> None:
+                params = {name: entry for name, entry in _parameters_of(module, prefix, recurse=False).items() if entry[0]._parameters[entry[1]].is_meta}
+                if params:
+                    self.load(params, device)
+                    loaded.append(params)
+
+            return hook
+
+        handles = [
+            module.register_forward_pre_hook(load_on_call(name))
+            for name, module in model.named_modules()
+            if id(module) not in in_layers and any(True for _ in module.parameters(recurse=False))
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            for params in loaded:
+                self.empty(params)
+
+
+def _parameters_of(module: nn.Module, prefix: str, recurse: bool) -> dict[str, tuple[nn.Module, str]]:
+    """model parameter name -> (owning module, attribute) for module's parameters."""
+    params = {}
+    for child_name, child in module.named_modules() if recurse else [("", module)]:
+        for attribute, param in child._parameters.items():
+            if param is not None:
+                params[".".join(part for part in (prefix, child_name, attribute) if part)] = (child, attribute)
+    return params
+
+
+class _AmaxRecorder:
+    """Forward pre-hooks on every nn.Linear that record max |input| (in fp32, exact). A Linear
+    outside the layers counts in the pass where it first runs: the pass after the layers
+    replays the embeddings on zeros, which must not count."""
+
+    def __init__(self, model: nn.Module, weights: _Weights):
+        self.model = model
+        self.stored_names = {name: weights.names[f"{name}.weight"] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+        self.values: dict[str, torch.Tensor] = {}
+        self.frozen: set[str] = set()
+        self.handles: list = []
+
+    def __enter__(self) -> _AmaxRecorder:
+        for name, module in self.model.named_modules():
+            if isinstance(module, nn.Linear):
+                self.handles.append(module.register_forward_pre_hook(self._hook(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _hook(self, name: str) -> Callable:
+        def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if name in self.frozen:
+                return
+            x = args[0] if args else kwargs["input"]
+            value = x.detach().abs().amax().float() if x.numel() else torch.zeros((), device=x.device)
+            previous = self.values.get(name)
+            self.values[name] = value if previous is None else torch.maximum(previous, value)
+
+        return record
+
+    def after_layers(self) -> None:
+        self.frozen = set(self.values)
+
+    def amax(self) -> dict[str, float]:
+        return {module_name(self.stored_names[name]): float(value) for name, value in self.values.items()}
+
+
+class _LayerStandIn(nn.Module):
+    """Takes a layer's place in the model's forward and hands its call to `call(index, args,
+    kwargs)`. Attributes fall through to the layer (Qwen2 picks a layer's mask by its
+    attention_type); the layer is not a submodule, so its weights stay out of other passes."""
+
+    def __init__(self, layer: nn.Module, index: int, call: Callable):
+        super().__init__()
+        self.__dict__["_layer"] = layer
+        self.index = index
+        self.call = call
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_layer"], name)
+
+    def forward(self, *args, **kwargs):
+        return self.call(self.index, args, kwargs)
+
+
+@contextlib.contextmanager
+def _layers_replaced(layers: nn.ModuleList, call: Callable) -> Iterator[None]:
+    originals = list(layers)
+    for index, layer in enumerate(originals):
+        layers[index] = _LayerStandIn(layer, index, call)
+    try:
+        yield
+    finally:
+        for index, layer in enumerate(originals):
+            layers[index] = layer
+
+
+class _AllLayersCaught(Exception):
+    """Raised by the last layer's stand-in: the model's forward stops before its tail."""
+
+
+def _catch_layer_calls(model: nn.Module, layers: nn.ModuleList, encodings: list[dict]) -> tuple[list[torch.Tensor], list[tuple[list, list]]]:
+    """Run the model's forward up to its layers for each sample: the first layer's input hidden
+    states, and the other arguments of every layer's call (attention mask, position embeddings
+    and ids), caught by stand-ins that pass the hidden states through. Catching every layer, not
+    only the first, keeps per-layer masks (sliding-window layers) right."""
+    hidden: list[torch.Tensor] = []
+    calls: list[tuple[list, list]] = []
+
+    def catch(index: int, args: tuple, kwargs: dict):
+        kwargs = dict(kwargs)
+        states = args[0] if args else kwargs.pop("hidden_states")
+        if index == 0:
+            hidden.append(states)
+            calls.append(([], []))
+        calls[-1][0].append(args[1:])
+        calls[-1][1].append(kwargs)
+        if index == len(layers) - 1:
+            raise _AllLayersCaught
+        return states
+
+    with _layers_replaced(layers, catch):
+        for encoding in encodings:
+            try:
+                model(**encoding)
+            except _AllLayersCaught:
+                continue
+            raise DataError(f"{type(model).__name__}: the model's forward did not call its layers")  # pragma: no cover
+    return hidden, calls
+
+
+def _run_after_layers(model: nn.Module, layers: nn.ModuleList, encodings: list[dict], hidden: list[torch.Tensor]) -> None:
+    """Run the modules after the layers (final norm, pooler, lm_head) on the final hidden states:
+    every stand-in returns them. The embedding lookup is skipped (zeros as inputs_embeds) where
+    the model takes inputs_embeds, so the embedding table is not loaded again."""
+    takes_embeds = "inputs_embeds" in inspect.signature(model.forward).parameters
+    for sample, encoding in enumerate(encodings):
+        with _layers_replaced(layers, lambda index, args, kwargs: hidden[sample]):
+            if takes_embeds:
+                inputs = {key: value for key, value in encoding.items() if key != "input_ids"}
+                inputs["inputs_embeds"] = torch.zeros_like(hidden[sample])
+            else:
+                inputs = encoding
+            model(**inputs)
+
