@@ -10,6 +10,7 @@ from .commands import dequantize as dequantize_command
 from .commands import diff as diff_command
 from .commands import inspect as inspect_command
 from .commands import quantize as quantize_command
+from .commands import verify as verify_command
 from .commands.common import OneLineErrors
 
 app = typer.Typer(
@@ -40,3 +41,4 @@ app.command("diff")(diff_command.diff)
 app.command("quantize")(quantize_command.quantize)
 app.command("dequantize")(dequantize_command.dequantize)
 app.command("inspect")(inspect_command.inspect)
+app.command("verify")(verify_command.verify)
