@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import QuantizedTensor, dequantize, philox_counters, quantize
+from .api import QuantizedTensor, dequantize, philox_counters, quantize, quantize_rowcol, rht
 from .errors import DataError, UsageError
 from .format import Mode
 
@@ -19,4 +19,6 @@ __all__ = [
     "dequantize",
     "philox_counters",
     "quantize",
+    "quantize_rowcol",
+    "rht",
 ]

@@ -1,11 +1,13 @@
-"""Public Python API: quantize a tensor to NVFP4 and back.
+"""Public Python API: quantize a tensor to NVFP4 and back, and the FP4 training primitives.
 
     q = nvfp4cli.quantize(x, mode="rs", seed=7, offset=0)
     x_hat = nvfp4cli.dequantize(q)
+    rowwise, columnwise = nvfp4cli.quantize_rowcol(x, "rs", 7, 0, col_hadamard=True)
+    y = nvfp4cli.rht(x)  # the 16-point random Hadamard transform (SPEC.md §8)
 
 Random bits are never reused when a caller quantizing several tensors (or steps) with one seed
-advances `offset` by `philox_counters(x)` after each call: RS uses one Philox counter per
-16-element block, counters offset .. offset + philox_counters(x) - 1.
+advances `offset` by `philox_counters(x)` after each call (twice that after quantize_rowcol): RS
+uses one Philox counter per 16-element block, counters offset .. offset + philox_counters(x) - 1.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode, dequantize_blocks, per_tensor_scale_from_amax, swizzle_scales
-from .kernels import get_backend, resolve_backend
+from .kernels import HADAMARD_SIGNS, get_backend, resolve_backend
 from .rng import SEED_LIMIT
 
 # Input dtypes, by the short names the CLI takes (bench --dtype, dequantize --dtype).
@@ -33,6 +35,7 @@ class QuantizedTensor:
     scales: torch.Tensor  # float8_e4m3fn [..., K/16]
     per_tensor_scale: torch.Tensor  # float32 0-d, pts = amax / 2688 (floored at 2^-120)
     mode: Mode
+    hadamard: bool = False  # the codes hold rht(x): dequantize gives rht(x), rht(..., inverse=True) x
 
     @property
     def shape(self) -> torch.Size:
@@ -65,11 +68,14 @@ def _check_tensor(x: torch.Tensor) -> None:
 
 
 def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
-    """DataError with the count and first index of x's NaN/Inf values, if amax (x's) is not finite."""
-    if torch.isfinite(amax):
+    """DataError with the count and first index of x's NaN/Inf values, if amax (x's, or of its
+    Hadamard transform) is not finite. Reads the one amax value; x again only when it is not."""
+    if math.isfinite(float(amax)):
         return
     bad = ~torch.isfinite(x)
     count = int(bad.sum())
+    if count == 0:  # x is finite: its Hadamard transform overflowed
+        raise DataError(f"the Hadamard transform of tensor of shape {tuple(x.shape)} overflows float32 (|x| up to {float(x.abs().max()):.4g})")
     first = int(bad.reshape(-1).to(torch.uint8).argmax())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), x.shape))
     raise DataError(f"{count} non-finite value(s) (NaN or Inf) in tensor of shape {tuple(x.shape)}, first at index {index}")
@@ -119,15 +125,41 @@ def parse_dtype(name: str) -> torch.dtype:
     return FLOAT_DTYPES[name]
 
 
-def parse_scale_rule(scale_rule: str, backend: str) -> str:
-    """scale_rule if it is one of SCALE_RULES and the (resolved) backend implements it; a clear error otherwise."""
+def parse_scale_rule(scale_rule: str, backend: str | None = None) -> str:
+    """scale_rule if it is one of SCALE_RULES (every backend implements all); a clear error otherwise."""
     if scale_rule not in SCALE_RULES:
         raise UsageError(f"unknown scale rule {scale_rule!r}; valid: {', '.join(SCALE_RULES)}")
-    # A backend lists the rules it implements in SCALE_RULES; one without the attribute has only max.
-    supported = getattr(get_backend(backend), "SCALE_RULES", ("max",))
-    if scale_rule not in supported:
-        raise UsageError(f"backend {backend!r} does not implement scale rule {scale_rule!r}; it has: {', '.join(supported)}")
     return scale_rule
+
+
+def _check_block_2d(x: torch.Tensor, what: str) -> None:
+    if x.dim() != 2 or x.shape[0] % BLOCK_SIZE:
+        raise DataError(f"{what} needs a 2-D tensor with both dims multiples of {BLOCK_SIZE}, got shape {tuple(x.shape)}")
+
+
+def _check_offset_range(offset, counters: int) -> None:
+    if isinstance(offset, int) and offset + counters > SEED_LIMIT:
+        raise UsageError(f"offset {offset} + {counters} blocks exceeds 2^63 Philox counters")
+
+
+def _check_signs(signs) -> tuple[int, ...]:
+    values = tuple(signs.tolist() if isinstance(signs, torch.Tensor) else signs)
+    if len(values) != BLOCK_SIZE or any(value not in (1, -1) for value in values):
+        raise UsageError(f"signs must be {BLOCK_SIZE} values, each 1 or -1, got {list(values)}")
+    return tuple(int(value) for value in values)
+
+
+def rht(x: torch.Tensor, inverse: bool = False, signs=None, backend: str = "auto") -> torch.Tensor:
+    """The 16-point random Hadamard transform along the last dim (SPEC.md §8), as float32.
+
+    Per 16-element block: v = fp32(x) * signs; the Sylvester butterfly in the fixed order h = 1, 2,
+    4, 8 (pairs (i, i + h) inside each 2h-group -> (a + b, a - b)); v * 0.25. signs defaults to
+    TransformerEngine's vector (kernels.HADAMARD_SIGNS); inverse=True undoes the transform, exact
+    up to fp32 rounding. Every backend gives the same bits.
+    """
+    _check_tensor(x)
+    kernels = get_backend(resolve_backend(backend, x.device))
+    return kernels.rht(x.contiguous(), signs=HADAMARD_SIGNS if signs is None else _check_signs(signs), inverse=bool(inverse))
 
 
 def quantize(
@@ -139,6 +171,8 @@ def quantize(
     backend: str = "auto",
     scale_rule: str = "max",
     check_finite: bool = True,
+    hadamard: bool = False,
+    block_2d: bool = False,
 ) -> QuantizedTensor:
     """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per SPEC.md.
 
@@ -150,34 +184,98 @@ def quantize(
     scale_rule: how each block's scale is chosen (docs/format.md "Scale rules"): "max" (block max
     -> 6, torchao's rule), "4over6" or "mse" (lowest squared RN error among candidate scales;
     the choice ignores the random bits, so RS stays unbiased given the scales).
+    hadamard: quantize rht(x) (SPEC.md §8), its per-tensor scale from rht(x)'s amax.
+    block_2d: each block's scale from the amax of its 16x16 tile (2-D x, both dims multiples of
+    16, scale rule max); the layout stays [M, K/16], so that a weight and its transpose quantize
+    to the same values with RN.
     check_finite: False skips the checks that read device values back to the host (NaN/Inf in x,
     the value of per_tensor_scale): the call then never waits for the GPU and can be captured in
-    a CUDA graph, and the caller answers for finite input.
+    a CUDA graph, and the caller answers for finite input. With True the kernels run first and
+    the amax they computed is read once at the end (x is read again only when it is not finite).
     """
     _check_tensor(x)
     mode = parse_mode(mode)
     name = resolve_backend(backend, x.device)
-    scale_rule = parse_scale_rule(scale_rule, name)
-    if mode is Mode.RS and seed is None:
-        raise UsageError("mode 'rs' needs a seed")
-    seed = None if seed is None else _check_counter("seed", seed, x.device)
-    offset = _check_counter("offset", offset, x.device)
-    if isinstance(offset, int) and offset + philox_counters(x) > SEED_LIMIT:
-        raise UsageError(f"offset {offset} + {philox_counters(x)} blocks exceeds 2^63 Philox counters")
+    scale_rule = parse_scale_rule(scale_rule)
+    if block_2d:
+        _check_block_2d(x, "block_2d")
+        if scale_rule != "max":
+            raise UsageError(f"block_2d takes scale rule 'max' only (SPEC.md §8), got {scale_rule!r}")
+    seed, offset = _check_seed_offset(mode, seed, offset, x.device)
+    _check_offset_range(offset, philox_counters(x))
     kernels = get_backend(name)
     x = x.contiguous()
+    amax = None
     if per_tensor_scale is None or check_finite:
-        amax = kernels.amax(x)
-        if check_finite:
-            raise_if_not_finite(x, amax)
+        amax = kernels.amax(x, hadamard=hadamard)
     if per_tensor_scale is None:
         pts = per_tensor_scale_from_amax(amax)
     else:
         pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=check_finite)
-    # max goes through the original five-argument call, so backends without scale rules keep working.
-    rule_argument = {} if scale_rule == "max" else {"scale_rule": scale_rule}
-    packed, scales = kernels.quantize(x, pts, mode, seed, offset, **rule_argument)
-    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode)
+    packed, scales = kernels.quantize(
+        x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+    )
+    if check_finite:  # after the launch: the GPU never waits for the host's check
+        raise_if_not_finite(x, amax)
+    return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, hadamard=hadamard)
+
+
+def _check_seed_offset(mode: Mode, seed, offset, device: torch.device):
+    if mode is Mode.RS and seed is None:
+        raise UsageError("mode 'rs' needs a seed")
+    seed = None if seed is None else _check_counter("seed", seed, device)
+    return seed, _check_counter("offset", offset, device)
+
+
+def quantize_rowcol(
+    x: torch.Tensor,
+    mode: Mode | str = "rn",
+    seed: int | torch.Tensor | None = None,
+    offset: int | torch.Tensor = 0,
+    *,
+    block_2d: bool = False,
+    col_hadamard: bool = False,
+    backend: str = "auto",
+    per_tensor_scale: torch.Tensor | None = None,
+    col_per_tensor_scale: torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> tuple[QuantizedTensor, QuantizedTensor]:
+    """(rowwise, columnwise) NVFP4 of a 2-D x [M, K] (both dims multiples of 16), for FP4 training.
+
+    rowwise == quantize(x, mode, seed, offset, block_2d=block_2d) and columnwise ==
+    quantize(x.T.contiguous(), mode, seed, offset + philox_counters(x), block_2d=block_2d,
+    hadamard=col_hadamard), byte for byte: the columnwise Philox stream continues where the
+    rowwise one ends, so advance offset by 2 * philox_counters(x) after the call. On the Triton
+    backend both come from one pass over x (and one amax pass for both per-tensor scales).
+    per_tensor_scale / col_per_tensor_scale: pts of each (default from amax(x), and from
+    amax(rht(x.T)) with col_hadamard). check_finite: as quantize.
+    """
+    _check_tensor(x)
+    _check_block_2d(x, "quantize_rowcol")
+    mode = parse_mode(mode)
+    kernels = get_backend(resolve_backend(backend, x.device))
+    seed, offset = _check_seed_offset(mode, seed, offset, x.device)
+    _check_offset_range(offset, 2 * philox_counters(x))
+    x = x.contiguous()
+    row_amax = col_amax = None
+    if per_tensor_scale is None or col_per_tensor_scale is None or check_finite:
+        row_amax, col_amax = kernels.amax_rowcol(x, col_hadamard=col_hadamard)
+    pts = [
+        per_tensor_scale_from_amax(amax) if given is None else _check_per_tensor_scale(given, x.device, check_value=check_finite)
+        for given, amax in ((per_tensor_scale, row_amax), (col_per_tensor_scale, col_amax))
+    ]
+    packed, scales, col_packed, col_scales = kernels.quantize_rowcol(
+        x, per_tensor_scale=pts[0], col_per_tensor_scale=pts[1], mode=mode, seed=seed, offset=offset,
+        block_2d=block_2d, col_hadamard=col_hadamard,
+    )
+    if check_finite:
+        raise_if_not_finite(x, row_amax)
+        if col_hadamard:
+            raise_if_not_finite(x, col_amax)
+    return (
+        QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts[0], mode=mode),
+        QuantizedTensor(packed=col_packed, scales=col_scales, per_tensor_scale=pts[1], mode=mode, hadamard=col_hadamard),
+    )
 
 
 def dequantize(q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

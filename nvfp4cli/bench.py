@@ -204,7 +204,7 @@ def _our_backend(name: str, device: torch.device) -> Contender:
         return per_tensor_scale_from_amax(kernels.amax(x))
 
     def quantize(x: torch.Tensor, pts: torch.Tensor, mode: Mode) -> Output:
-        packed, scales = kernels.quantize(x, pts, mode, RS_SEED, 0)
+        packed, scales = kernels.quantize(x, per_tensor_scale=pts, mode=mode, seed=RS_SEED, offset=0)
         return packed, scales, pts
 
     def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:

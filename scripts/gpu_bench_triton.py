@@ -84,7 +84,7 @@ def amax_then_quantize(x: torch.Tensor, mode: Mode):
     if x.device not in _divisor:
         _divisor[x.device] = torch.tensor(2688.0, device=x.device)
     pts = torch.clamp(triton_backend.amax(x) / _divisor[x.device], min=2.0**-120)
-    return triton_backend.quantize(x, pts, mode, SEED, OFFSET)
+    return triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
 
 
 def torchao_quantize():
@@ -149,10 +149,10 @@ def main_shape(report: Report, torchao) -> dict:
     r = {}
     r["amax"] = report.add("main", "triton amax", time_us(lambda: triton_backend.amax(x)), nbytes, copy_gbps)
     report.add("main", "torch x.abs().amax() (eager)", time_us(lambda: x.abs().amax()), nbytes, copy_gbps)
-    r["rn"] = report.add("main", "triton quantize RN (pts given)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0)), quantize_bytes(x), copy_gbps)
-    r["rs"] = report.add("main", "triton quantize RS (pts given)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)), quantize_bytes(x), copy_gbps)
-    report.add("main", "triton quantize RS, seed/offset tensors", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, seed_t, offset_t)), quantize_bytes(x), copy_gbps)
-    report.add("main", "triton quantize RN, swizzled scales", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True)), quantize_bytes(x), copy_gbps)
+    r["rn"] = report.add("main", "triton quantize RN (pts given)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)), quantize_bytes(x), copy_gbps)
+    r["rs"] = report.add("main", "triton quantize RS (pts given)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RS, seed/offset tensors", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=seed_t, offset=offset_t)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RN, swizzled scales", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, swizzle=True)), quantize_bytes(x), copy_gbps)
     floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
     for mode in (Mode.RN, Mode.RS):
         us = time_us(lambda: amax_then_quantize(x, mode))
@@ -164,8 +164,8 @@ def main_shape(report: Report, torchao) -> dict:
         r["torchao"] = report.add("main", "torch.compile(torchao nvfp4_quantize) (pts given)", ao_us, quantize_bytes(x), copy_gbps)
         report.add("main", "torchao nvfp4_quantize eager (pts given)", time_us(lambda: torchao(x, 16, pts)), quantize_bytes(x), copy_gbps)
     # The same two measurements again: their spread is the noise floor of this run.
-    report.add("main", "triton quantize RN (again)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0)), quantize_bytes(x), copy_gbps)
-    report.add("main", "triton quantize RS (again)", time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RN (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)), quantize_bytes(x), copy_gbps)
+    report.add("main", "triton quantize RS (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET)), quantize_bytes(x), copy_gbps)
     r["copy_us"], r["copy_gbps"], r["floor_us"] = copy_us, copy_gbps, floor_us
     return r
 
@@ -173,13 +173,13 @@ def main_shape(report: Report, torchao) -> dict:
 def tune(report: Report, copy_gbps: float) -> None:
     x = make_input(MAIN_SHAPE)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
-    want = {mode: triton_backend.quantize(x, pts, mode, SEED, OFFSET) for mode in Mode}
+    want = {mode: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET) for mode in Mode}
     for config in QUANTIZE_CONFIGS:
         for mode in Mode:
             with settings(triton_backend, QUANTIZE_CONFIGS={mode: config}):
-                packed, scales = triton_backend.quantize(x, pts, mode, SEED, OFFSET)
+                packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
                 same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
-                us = time_us(lambda: triton_backend.quantize(x, pts, mode, SEED, OFFSET))
+                us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
             name = f"quantize {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]}"
             report.add("tune", name, us, quantize_bytes(x), copy_gbps, same=same)
     report.add("tune", "torch x.amax() (a read-only reference)", time_us(lambda: x.amax()), x.numel() * x.element_size(), copy_gbps)
@@ -198,8 +198,8 @@ def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -
         copy_us = time_us(lambda: out.copy_(x))
         copy_gbps = 2 * x.numel() * x.element_size() / copy_us / 1e3
         pts = per_tensor_scale_from_amax(triton_backend.amax(x))
-        rn = time_us(lambda: triton_backend.quantize(x, pts, Mode.RN, None, 0))
-        rs = time_us(lambda: triton_backend.quantize(x, pts, Mode.RS, SEED, OFFSET))
+        rn = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0))
+        rs = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET))
         e2e = time_us(lambda: amax_then_quantize(x, Mode.RN))
         extra = {"shape": "x".join(map(str, shape)), "copy us": round(copy_us, 2), "RS us": round(rs, 2), "amax+RN us": round(e2e, 2)}
         ao = main_torchao_us if shape == MAIN_SHAPE else None
@@ -217,7 +217,7 @@ def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -
         copy_gbps = 2 * xd.numel() * xd.element_size() / copy_us / 1e3
         pts = per_tensor_scale_from_amax(triton_backend.amax(xd))
         for mode in Mode:
-            us = time_us(lambda: triton_backend.quantize(xd, pts, mode, SEED, OFFSET))
+            us = time_us(lambda: triton_backend.quantize(xd, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
             report.add("dtypes", f"quantize {mode.value.upper()} {str(dtype)[6:]} {MAIN_SHAPE[0]}x{MAIN_SHAPE[1]}", us, quantize_bytes(xd), copy_gbps, **{"copy us": round(copy_us, 2)})
 
 
@@ -232,10 +232,10 @@ def rules(report: Report) -> None:
         max_us = {}
         for rule in triton_backend.SCALE_RULES:
             for mode in Mode:
-                packed, scales = triton_backend.quantize(x, pts, mode, SEED, OFFSET, scale_rule=rule)
-                want_packed, want_scales = reference.quantize(x_cpu, pts_cpu, mode, SEED, OFFSET, scale_rule=rule)
+                packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, scale_rule=rule)
+                want_packed, want_scales = reference.quantize(x_cpu, per_tensor_scale=pts_cpu, mode=mode, seed=SEED, offset=OFFSET, scale_rule=rule)
                 same = torch.equal(packed.cpu(), want_packed) and torch.equal(scales.cpu().view(torch.uint8), want_scales.view(torch.uint8))
-                us = time_us(lambda: triton_backend.quantize(x, pts, mode, SEED, OFFSET, scale_rule=rule))
+                us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, scale_rule=rule))
                 max_us.setdefault(mode, us)
                 extra = {"rule": rule, "mode": mode.value, "dtype": str(dtype)[6:], "x max": round(us / max_us[mode], 2), "same as reference (CPU)": same}
                 report.add("rules", f"quantize {rule} {mode.value.upper()} {str(dtype)[6:]}", us, quantize_bytes(x), copy_gbps, **extra)

@@ -2,7 +2,6 @@
 float64 error checks, RS unbiasedness given the chosen scales, and the accuracy goals on MiniLM."""
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import nvfp4cli
-from nvfp4cli.checkpoint import METADATA_KEY
+from nvfp4cli.formats.base import METADATA_KEY
 from nvfp4cli.errors import UsageError
 from nvfp4cli.format import unpack_codes
 from nvfp4cli.kernels import reference
@@ -274,18 +273,6 @@ def test_rs_is_unbiased_given_the_chosen_scales(rule, wanted):
 def test_unknown_rule_is_a_usage_error():
     with pytest.raises(UsageError, match=r"unknown scale rule 'min'; valid: max, 4over6, mse"):
         nvfp4cli.quantize(torch.ones(1, 16), scale_rule="min")
-
-
-def test_backend_without_a_rule_refuses_it_and_still_runs_max(monkeypatch):
-    def five_argument_quantize(x, per_tensor_scale, mode, seed, offset):
-        return reference.quantize(x, per_tensor_scale, mode, seed, offset)
-
-    legacy = types.SimpleNamespace(amax=reference.amax, quantize=five_argument_quantize)
-    monkeypatch.setattr(nvfp4cli.api, "get_backend", lambda name: legacy)
-    x = torch.randn(2, 32)
-    assert torch.equal(nvfp4cli.quantize(x).packed, nvfp4cli.quantize(x, backend="reference").packed)
-    with pytest.raises(UsageError, match=r"backend 'reference' does not implement scale rule 'mse'; it has: max"):
-        nvfp4cli.quantize(x, scale_rule="mse", backend="reference")
 
 
 def test_cli_applies_records_and_inspects_the_rule(tmp_path):

@@ -1,12 +1,9 @@
-"""Backend registry. Every backend module has the same functional signature:
+"""Backend registry and the contract every backend implements (`Backend`, a typing.Protocol).
 
-    amax(x) -> float32 0-d tensor (NaN if x holds NaN)
-    quantize(x, per_tensor_scale, mode, seed, offset[, scale_rule=...]) -> (packed uint8 [..., K/2], scales e4m3 [..., K/16])
-
-x is contiguous bf16/fp16/fp32 with last dim a multiple of 16; arguments are already validated.
-A backend that implements block scale rules beyond "max" (docs/format.md "Scale rules") lists
-them in a module attribute SCALE_RULES and takes the optional keyword scale_rule; the API passes
-it only for rules other than "max", so a backend without SCALE_RULES offers max alone.
+x is contiguous bf16/fp16/fp32 with last dim a multiple of 16 and the arguments are already
+validated by nvfp4cli.api; every backend implements every scale rule of format.SCALE_RULES, the
+Hadamard transform and 2-D scaling, bit for bit like the reference backend (SPEC.md §2, §3, §8).
+tests/test_backend_conformance.py checks each registered backend against this Protocol.
 """
 
 from __future__ import annotations
@@ -15,13 +12,69 @@ import importlib
 import importlib.util
 import os
 from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from ..errors import UsageError
+from ..format import Mode
 
 BACKENDS = ("reference", "triton")
 _MODULES = {"reference": ".reference", "triton": ".triton_backend"}
+
+# TransformerEngine's fixed random-sign vector of its 16-point RHT (SPEC.md §8).
+HADAMARD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
+
+Counter = torch.Tensor | int | None  # a seed or offset: a Python int or a 0-d int64 tensor on x's device
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What nvfp4cli.api calls on a backend module. All outputs are on x's device."""
+
+    def amax(self, x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
+        """max |x| (of rht(x) with hadamard) as float32 0-d; NaN/Inf when x holds one."""
+        ...
+
+    def amax_rowcol(self, x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(amax(x), amax of the columnwise input: x.T, or rht(x.T) with col_hadamard), 2-D x."""
+        ...
+
+    def quantize(
+        self,
+        x: torch.Tensor,
+        *,
+        per_tensor_scale: torch.Tensor,
+        mode: Mode,
+        seed: Counter,
+        offset: Counter,
+        scale_rule: str = "max",
+        hadamard: bool = False,
+        block_2d: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed uint8 [..., K/2], row-major e4m3 scales [..., K/16]) of x, or of rht(x) with
+        hadamard; block_2d (2-D x, both dims multiples of 16, scale rule max) scales 16x16 tiles."""
+        ...
+
+    def quantize_rowcol(
+        self,
+        x: torch.Tensor,
+        *,
+        per_tensor_scale: torch.Tensor,
+        col_per_tensor_scale: torch.Tensor,
+        mode: Mode,
+        seed: Counter,
+        offset: Counter,
+        block_2d: bool = False,
+        col_hadamard: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(packed, scales) of quantize(x) and of quantize(x.T, offset + numel / 16,
+        hadamard=col_hadamard), both with block_2d, for a 2-D x with both dims multiples of 16."""
+        ...
+
+    def rht(self, x: torch.Tensor, *, signs: tuple[int, ...], inverse: bool = False) -> torch.Tensor:
+        """The 16-point random Hadamard transform along the last dim (SPEC.md §8), float32."""
+        ...
 
 
 def triton_usable(device: torch.device) -> bool:
@@ -42,8 +95,9 @@ def resolve_backend(name: str, device: torch.device) -> str:
     return name
 
 
-def get_backend(name: str) -> ModuleType:
+def get_backend(name: str) -> Backend:
     """The backend module registered under name (imported on first use)."""
     if name not in _MODULES:
         raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    return importlib.import_module(_MODULES[name], __name__)
+    module: ModuleType = importlib.import_module(_MODULES[name], __name__)
+    return module  # type: ignore[return-value]  # a module satisfies the Protocol structurally

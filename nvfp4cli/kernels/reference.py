@@ -1,5 +1,6 @@
-"""Reference backend: SPEC.md §2-§3 in plain, vectorized PyTorch (CPU and CUDA), plus the block
-scale rules of docs/format.md "Scale rules" (max, 4over6, mse).
+"""Reference backend: SPEC.md §2-§3 and §8 in plain, vectorized PyTorch (CPU and CUDA), plus the
+block scale rules of docs/format.md "Scale rules" (max, 4over6, mse): the Backend Protocol of
+kernels/__init__.py, the contract every other backend matches bit for bit.
 
 Tensors are processed in row chunks, so extra memory beyond the input and the outputs stays
 bounded (a few tens of MB) whatever the tensor size.
@@ -12,6 +13,7 @@ import torch
 from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes
 from ..format import SCALE_RULES as SCALE_RULES  # re-exported: this backend implements every rule
 from ..rng import block_random_bytes
+from . import HADAMARD_SIGNS
 
 # About a million elements a chunk: temporaries stay in cache-sized pieces (faster on CPU than
 # whole-tensor passes) and extra memory stays far below 256 MB whatever the tensor size.
@@ -32,11 +34,43 @@ MSE_SCALE_STEPS = (0, 1, 2, 3, 4, 5, 6, -1)
 _RN_MIDPOINTS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
 
 
-def amax(x: torch.Tensor) -> torch.Tensor:
-    """max |x| as a float32 0-d tensor (NaN if x holds NaN), chunked to bound memory."""
+def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
+    """max |x| (of rht(x) with hadamard) as a float32 0-d tensor (NaN if x holds NaN), chunked
+    to bound memory; 0 for an empty x."""
     flat = x.reshape(-1)
-    parts = [_abs_max(flat[i : i + CHUNK_ELEMENTS]) for i in range(0, flat.numel(), CHUNK_ELEMENTS)]
+    chunk = CHUNK_ELEMENTS  # a multiple of 16: RHT blocks never straddle chunks
+    parts = [_abs_max(_maybe_rht(flat[i : i + chunk], hadamard)) for i in range(0, flat.numel(), chunk)]
+    if not parts:
+        return torch.zeros((), dtype=torch.float32, device=x.device)
     return torch.stack(parts).amax().to(torch.float32)
+
+
+def amax_rowcol(x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(amax(x), amax of the columnwise input x.T, or of rht(x.T) with col_hadamard)."""
+    rows = amax(x)
+    return rows, amax(x.T.contiguous(), hadamard=True) if col_hadamard else rows
+
+
+def _maybe_rht(x: torch.Tensor, hadamard: bool) -> torch.Tensor:
+    return rht(x, signs=HADAMARD_SIGNS) if hadamard else x
+
+
+def rht(x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
+    """SPEC.md §8: per 16-element block along the last dim, v = fp32(x) * signs, the Sylvester
+    butterfly (h = 1, 2, 4, 8: pairs (i, i + h) inside each 2h-group -> (a + b, a - b)), v * 0.25.
+    inverse undoes it (butterfly, * 0.25, then * signs; H H = 16 I): exact up to fp32 rounding."""
+    sign = torch.tensor(signs, dtype=torch.float32, device=x.device)
+    v = x.to(torch.float32).reshape(-1, BLOCK_SIZE)
+    if not inverse:
+        v = v * sign
+    for h in (1, 2, 4, 8):
+        pairs = v.reshape(-1, BLOCK_SIZE // (2 * h), 2, h)
+        a, b = pairs[:, :, 0], pairs[:, :, 1]
+        v = torch.stack((a + b, a - b), dim=2).reshape(-1, BLOCK_SIZE)
+    v = v * 0.25  # a power of two: exact but for subnormal results, on every backend alike
+    if inverse:
+        v = v * sign
+    return v.reshape(x.shape)
 
 
 def _abs_max(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -60,14 +94,17 @@ def _e4m3_step(scales: torch.Tensor, steps: int) -> torch.Tensor:
     return codes.clamp(E4M3_MIN_NORMAL_BYTE, E4M3_MAX_BYTE).to(torch.uint8).view(torch.float8_e4m3fn)
 
 
-def block_scales(blocks: torch.Tensor, per_tensor_scale: torch.Tensor, scale_rule: str = "max") -> torch.Tensor:
+def block_scales(
+    blocks: torch.Tensor, per_tensor_scale: torch.Tensor, scale_rule: str = "max", block_amax: torch.Tensor | None = None
+) -> torch.Tensor:
     """E4M3 scale of each block [N, 16] under scale_rule (docs/format.md "Scale rules").
 
     max: fp8(clamp((block_amax / 6) / pts, 2^-6, 448)), RNE (torchao's rule). 4over6 and mse
     pick, per block, the candidate scale with the lowest squared RN error; ties go to the
-    earlier candidate, max->6 first.
+    earlier candidate, max->6 first. block_amax [N] replaces the blocks' own (2-D scaling).
     """
-    block_amax = _abs_max(blocks, dim=-1)
+    if block_amax is None:
+        block_amax = _abs_max(blocks, dim=-1)
     max_to_six = _e4m3_scales(block_amax, E2M1_MAX, per_tensor_scale)
     if scale_rule == "max":
         return max_to_six
@@ -132,11 +169,18 @@ def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
     return codes + 2 * (ge2.to(torch.uint8) + ge4)
 
 
+def _tile_amax(blocks: torch.Tensor, block_cols: int) -> torch.Tensor:
+    """Each block's 16x16-tile amax (16 rows x one block column), for blocks [16 r * block_cols, 16]."""
+    tiles = _abs_max(blocks, dim=-1).reshape(-1, BLOCK_SIZE, block_cols).amax(dim=1, keepdim=True)
+    return tiles.expand(-1, BLOCK_SIZE, block_cols).reshape(-1)
+
+
 def _quantize_rows(
-    x2d: torch.Tensor, per_tensor_scale: torch.Tensor, mode: Mode, seed, offset, first_block: int, scale_rule: str
+    x2d: torch.Tensor, per_tensor_scale: torch.Tensor, mode: Mode, seed, offset, first_block: int, scale_rule: str, block_2d: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
-    scales = block_scales(blocks, per_tensor_scale, scale_rule)
+    tile_amax = _tile_amax(blocks, x2d.shape[1] // BLOCK_SIZE) if block_2d else None
+    scales = block_scales(blocks, per_tensor_scale, scale_rule, tile_amax)
     ratio = (1.0 / per_tensor_scale) / scales.to(torch.float32)
     v = (blocks * ratio.unsqueeze(-1)).clamp_(-E2M1_MAX, E2M1_MAX)
     negative = torch.signbit(v)  # the sign bit, so -0.0 gives code 8 too
@@ -151,15 +195,20 @@ def _quantize_rows(
 
 def quantize(
     x: torch.Tensor,
+    *,
     per_tensor_scale: torch.Tensor,
     mode: Mode,
     seed: torch.Tensor | int | None,
     offset: torch.Tensor | int,
     scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and row-major E4M3 scales [..., K/16] of a contiguous x.
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
+    hadamard quantizes rht(x) (SPEC.md §8); block_2d (2-D x, rows a multiple of 16) gives each
+    block the scale of its 16x16 tile's amax.
     """
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
@@ -167,11 +216,35 @@ def quantize(
     packed = torch.empty(rows, k // 2, dtype=torch.uint8, device=x.device)
     scales = torch.empty(rows, k // BLOCK_SIZE, dtype=torch.float8_e4m3fn, device=x.device)
     rows_per_chunk = max(1, CHUNK_ELEMENTS // k)
+    if block_2d:  # whole 16-row tiles a chunk
+        rows_per_chunk = -(-rows_per_chunk // BLOCK_SIZE) * BLOCK_SIZE
     pts = per_tensor_scale.to(torch.float32)
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
         first_block = start * (k // BLOCK_SIZE)
         packed[start:stop], scales[start:stop] = _quantize_rows(
-            x2d[start:stop], pts, mode, seed, offset, first_block, scale_rule
+            _maybe_rht(x2d[start:stop], hadamard), pts, mode, seed, offset, first_block, scale_rule, block_2d
         )
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
+
+
+def quantize_rowcol(
+    x: torch.Tensor,
+    *,
+    per_tensor_scale: torch.Tensor,
+    col_per_tensor_scale: torch.Tensor,
+    mode: Mode,
+    seed: torch.Tensor | int | None,
+    offset: torch.Tensor | int,
+    block_2d: bool = False,
+    col_hadamard: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """quantize(x) and quantize(x.T) (SPEC.md §8): the columnwise Philox stream starts where the
+    rowwise one ends, at offset + numel(x) / 16, so no random bit is used twice."""
+    rows = quantize(x, per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, block_2d=block_2d)
+    col_offset = offset + x.numel() // BLOCK_SIZE
+    cols = quantize(
+        x.T.contiguous(), per_tensor_scale=col_per_tensor_scale, mode=mode, seed=seed, offset=col_offset,
+        hadamard=col_hadamard, block_2d=block_2d,
+    )
+    return (*rows, *cols)

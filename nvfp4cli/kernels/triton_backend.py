@@ -29,6 +29,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
+from . import HADAMARD_SIGNS
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
 # docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
@@ -38,6 +39,11 @@ AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
+
+# (rows, cols, warps) of the tile kernels, by (columnwise output, stochastic), and of the tile amax.
+TILE_CONFIGS = {(False, False): (16, 128, 4), (False, True): (16, 128, 4), (True, False): (32, 64, 4), (True, True): (32, 64, 4)}
+TILE_AMAX_CONFIG = (32, 64, 4)
+RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 # This backend implements every rule (its SCALE_RULES); the kernel's SCALE_RULE is the rule's index.
@@ -446,6 +452,191 @@ def _quantize_kernel(
 
 
 # ----------------------------------------------------------------------------------------------
+# tile kernels for the training primitives (SPEC.md §8): RHT, 2-D scaling, rowwise + columnwise
+# ----------------------------------------------------------------------------------------------
+# These take a [ROWS, COLS] tile of a 2-D view of x as a plain 2-D tensor and leave the layouts to
+# Triton: 16x16 tiles (2-D scaling) and the transposed tile's blocks (columnwise) need values
+# that sit in other threads, which the per-thread-block kernel above cannot reach.
+
+
+@triton.jit
+def _load_floats(x_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
+    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (SPEC §6)."""
+    if INPUT_KIND == 2:
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    else:
+        bits = tl.load(x_ptr + offsets, mask=mask, other=0)
+        if INPUT_KIND == 0:
+            x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+        else:
+            x = bits.to(tl.float16, bitcast=True).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _rht_rows(v, N: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr):
+    """SPEC.md §8 on each row of v [N, 16]: signs, then the butterfly h = 1, 2, 4, 8 in that order
+    (the order fixes the fp32 roundings), then * 0.25; INVERSE: butterfly, * 0.25, then signs.
+    The row is viewed as [2, 2, 2, 2] over index bits (b3, b2, b1, b0); each stage splits the axis
+    of its bit, which a permute first moves last, and joins (a + b, a - b) back in its place."""
+    lane = tl.arange(0, 16)[None, :]
+    negate = ((SIGN_MASK >> lane) & 1) != 0
+    if not INVERSE:
+        v = tl.where(negate, -v, v)
+    w = tl.reshape(v, [N, 2, 2, 2, 2])  # (b3, b2, b1, b0)
+    a, b = tl.split(w)  # h = 1: bit 0
+    w = tl.join(a + b, a - b)  # (b3, b2, b1, b0)
+    a, b = tl.split(tl.permute(w, (0, 1, 2, 4, 3)))  # h = 2: bit 1
+    w = tl.join(a + b, a - b)  # (b3, b2, b0, b1)
+    a, b = tl.split(tl.permute(w, (0, 1, 3, 4, 2)))  # h = 4: bit 2
+    w = tl.join(a + b, a - b)  # (b3, b0, b1, b2)
+    a, b = tl.split(tl.permute(w, (0, 2, 3, 4, 1)))  # h = 8: bit 3
+    w = tl.join(a + b, a - b)  # (b0, b1, b2, b3)
+    v = tl.reshape(tl.permute(w, (0, 4, 3, 2, 1)), [N, 16]) * 0.25
+    if INVERSE:
+        v = tl.where(negate, -v, v)
+    return v
+
+
+@triton.jit
+def _tile_max(block_amax, N: tl.constexpr, B: tl.constexpr):
+    """block_amax [N, B] -> the max over each group of 16 consecutive rows, broadcast back."""
+    tiles = tl.max(tl.reshape(block_amax, [N // 16, 16, B]), axis=1)
+    return tl.reshape(tl.broadcast_to(tiles[:, None, :], [N // 16, 16, B]), [N, B])
+
+
+@triton.jit
+def _quantize_blocks(v, block_amax, block_index, pts, inv_pts, seed, offset, STOCHASTIC: tl.constexpr, N: tl.constexpr, B: tl.constexpr):
+    """Blocks v [N, B, 16] (float32) with their scale's amax [N, B] and flat block indices ->
+    (packed codes [N, B, 8] uint8, E4M3 scale bytes [N, B]), SPEC.md §2-§3 in plain arithmetic."""
+    scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_amax, 6.0), pts))
+    scale_byte = ((scale_bits >> 20) - (120 << 3)).to(tl.uint8)
+    ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
+    w = v * ratio[:, :, None]
+    a = tl.minimum(tl.abs(w), 6.0)
+    if STOCHASTIC:  # one Philox call a block; element j takes byte j % 4 of word j // 4
+        r0, r1, r2, r3 = tl.randint4x(seed, offset + block_index)
+        lane = tl.arange(0, 16)[None, None, :]
+        low = tl.where(lane < 4, r0[:, :, None], r1[:, :, None])
+        high = tl.where(lane < 12, r2[:, :, None], r3[:, :, None])
+        byte = (tl.where(lane < 8, low, high) >> ((lane % 4) * 8).to(tl.uint32)) & 0xFF
+        u = (byte.to(tl.float32) + 0.5) * 0.00390625  # (byte + 0.5) / 256, exact
+        ge2 = a >= 2.0
+        ge4 = a >= 4.0
+        q = a * tl.where(ge2, tl.where(ge4, 0.5, 1.0), 2.0)  # steps from the range's start: exact
+        lo = tl.floor(q)
+        code = lo.to(tl.int32) + ((q - lo) > u).to(tl.int32) + 2 * (ge2.to(tl.int32) + ge4.to(tl.int32))
+    else:
+        code = _e2m1_rn(a)
+    code = code | ((w.to(tl.int32, bitcast=True) >> 28) & 8)  # the sign bit of v, -0.0 too
+    even, odd = tl.split(tl.reshape(code, [N, B, 8, 2]))
+    return (even | (odd << 4)).to(tl.uint8), scale_byte
+
+
+@triton.jit
+def _store_blocks(packed_ptr, scales_ptr, packed, scale_byte, block_index, mask):
+    tl.store(packed_ptr + block_index[:, :, None] * 8 + tl.arange(0, 8)[None, None, :], packed, mask=mask[:, :, None])
+    tl.store(scales_ptr + block_index, scale_byte, mask=mask)
+
+
+@triton.jit
+def _load_tile2d(x_ptr, M, K, INPUT_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Program p's [ROWS, COLS] tile of x [M, K] (tiles row-major), its row and column indices."""
+    tiles_a_row = tl.cdiv(K, COLS)
+    rows = (tl.program_id(0) // tiles_a_row) * ROWS + tl.arange(0, ROWS)
+    cols = (tl.program_id(0) % tiles_a_row) * COLS + tl.arange(0, COLS)
+    mask = (rows < M)[:, None] & (cols < K)[None, :]
+    x = _load_floats(x_ptr, rows.to(tl.int64)[:, None] * K + cols[None, :], mask, INPUT_KIND)
+    return x, rows, cols
+
+
+@triton.jit
+def _columns_of(x, ROWS: tl.constexpr, COLS: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
+    """The tile's column blocks [COLS, ROWS / 16, 16] (blocks of x.T), RHT'd with HADAMARD."""
+    c = tl.reshape(tl.trans(x), [COLS * (ROWS // 16), 16])
+    if HADAMARD:
+        c = _rht_rows(c, COLS * (ROWS // 16), SIGN_MASK, False)
+    return tl.reshape(c, [COLS, ROWS // 16, 16])
+
+
+@triton.jit
+def _row_blocks(x, ROWS: tl.constexpr, COLS: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
+    """The tile's row blocks [ROWS, COLS / 16, 16], RHT'd with HADAMARD."""
+    v = tl.reshape(x, [ROWS * (COLS // 16), 16])
+    if HADAMARD:
+        v = _rht_rows(v, ROWS * (COLS // 16), SIGN_MASK, False)
+    return tl.reshape(v, [ROWS, COLS // 16, 16])
+
+
+@triton.jit
+def _abs_max_bits(v):
+    """max |v| over a tile as float32 bits (an int32 max: exact, and NaN sorts above Inf)."""
+    return tl.max(tl.reshape(tl.abs(v).to(tl.int32, bitcast=True), [v.numel]), axis=0)
+
+
+@triton.jit
+def _tile_amax_kernel(
+    x_ptr, partial_ptr, col_partial_ptr, M, K,
+    INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
+    ROWS: tl.constexpr, COLS: tl.constexpr,
+):
+    """Per program: max |.| bits of its tile's row blocks (RHT'd with HADAMARD) and, with
+    COL_HADAMARD, of its RHT'd column blocks: both per-tensor scales of quantize_rowcol, one read."""
+    x, rows, cols = _load_tile2d(x_ptr, M, K, INPUT_KIND, ROWS, COLS)
+    tl.store(partial_ptr + tl.program_id(0), _abs_max_bits(_row_blocks(x, ROWS, COLS, HADAMARD, SIGN_MASK)))
+    if COL_HADAMARD:
+        tl.store(col_partial_ptr + tl.program_id(0), _abs_max_bits(_columns_of(x, ROWS, COLS, True, SIGN_MASK)))
+
+
+@triton.jit(do_not_specialize=["seed", "offset", "n_blocks"])
+def _tile_quantize_kernel(
+    x_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr, M, K, n_blocks,
+    INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
+    HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
+    SIGN_MASK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+):
+    """Rowwise NVFP4 of one [ROWS, COLS] tile of x [M, K] (of rht(x) with HADAMARD; 16x16-tile
+    scales with BLOCK_2D) and, with COLUMNS, the columnwise NVFP4 of the same loaded tile: the
+    blocks of x.T, whose Philox counters start at offset + n_blocks (SPEC.md §8)."""
+    T: tl.constexpr = COLS // 16
+    G: tl.constexpr = ROWS // 16
+    x, rows, cols = _load_tile2d(x_ptr, M, K, INPUT_KIND, ROWS, COLS)
+    if STOCHASTIC:
+        seed = _scalar(seed, SEED_IN_MEMORY)
+        offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
+    pts = tl.load(pts_ptr)
+    v = _row_blocks(x, ROWS, COLS, HADAMARD, SIGN_MASK)
+    block_amax = tl.max(tl.abs(v), axis=2)
+    if BLOCK_2D:
+        block_amax = _tile_max(block_amax, ROWS, T)
+    block_cols = tl.program_id(0) % tl.cdiv(K, COLS) * T + tl.arange(0, T)
+    index = rows.to(tl.int64)[:, None] * (K // 16) + block_cols[None, :]
+    packed, scale_byte = _quantize_blocks(v, block_amax, index, pts, tl.div_rn(1.0, pts), seed, offset, STOCHASTIC, ROWS, T)
+    _store_blocks(packed_ptr, scales_ptr, packed, scale_byte, index, (rows < M)[:, None] & (block_cols < K // 16)[None, :])
+    if COLUMNS:
+        col_pts = tl.load(col_pts_ptr)
+        c = _columns_of(x, ROWS, COLS, COL_HADAMARD, SIGN_MASK)
+        col_amax = tl.max(tl.abs(c), axis=2)
+        if BLOCK_2D:
+            col_amax = _tile_max(col_amax, COLS, G)
+        group = tl.program_id(0) // tl.cdiv(K, COLS) * G + tl.arange(0, G)  # the tile's row groups
+        col_index = cols.to(tl.int64)[:, None] * (M // 16) + group[None, :]
+        packed, scale_byte = _quantize_blocks(
+            c, col_amax, col_index, col_pts, tl.div_rn(1.0, col_pts), seed, offset + n_blocks, STOCHASTIC, COLS, G
+        )
+        _store_blocks(col_packed_ptr, col_scales_ptr, packed, scale_byte, col_index, (cols < K)[:, None] & (group < M // 16)[None, :])
+
+
+@triton.jit
+def _rht_kernel(x_ptr, out_ptr, n_blocks, INPUT_KIND: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr, BLOCKS: tl.constexpr):
+    blocks = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    offsets = blocks[:, None] * 16 + tl.arange(0, 16)[None, :]
+    mask = (blocks < n_blocks)[:, None]
+    v = _rht_rows(_load_floats(x_ptr, offsets, mask, INPUT_KIND), BLOCKS, SIGN_MASK, INVERSE)
+    tl.store(out_ptr + offsets, v, mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
 # the backend interface (kernels/__init__.py)
 # ----------------------------------------------------------------------------------------------
 
@@ -463,19 +654,82 @@ def _words(x: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.int32)
 
 
-def amax(x: torch.Tensor) -> torch.Tensor:
-    """max |x| of a contiguous x as a float32 0-d tensor (NaN if x holds NaN)."""
-    words = _words(x)
-    n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
-    partials = torch.empty(n_partials, dtype=torch.int32, device=x.device)
-    result = torch.empty((), dtype=torch.float32, device=x.device)
-    _amax_partial_kernel[(n_partials,)](
-        words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES, num_warps=AMAX_WARPS
-    )
+def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
+    result = torch.empty((), dtype=torch.float32, device=partials.device)
     _amax_finish_kernel[(1,)](
-        partials, result, n_partials, INPUT_KIND=_INPUT_KIND[x.dtype], ELEMENTS=AMAX_FINISH_ELEMENTS, num_warps=4
+        partials, result, partials.numel(), INPUT_KIND=input_kind, ELEMENTS=AMAX_FINISH_ELEMENTS, num_warps=4
     )
     return result
+
+
+def _as_2d(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """x's elements as the tile kernels read them (int16 bits for 16-bit input, SPEC §6), M, K."""
+    k = x.shape[-1]
+    flat = x.reshape(-1)
+    return (flat if x.dtype == torch.float32 else flat.view(torch.int16)), flat.numel() // k, k
+
+
+def _sign_mask(signs) -> int:
+    """Bit j set where signs[j] is -1 (the tile kernels' constexpr)."""
+    return sum(1 << j for j, sign in enumerate(signs) if sign < 0)
+
+
+def _tile_grid(m: int, k: int, rows: int, cols: int) -> tuple[int]:
+    return (triton.cdiv(m, rows) * triton.cdiv(k, cols),)
+
+
+def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
+    """max |x| (of rht(x) with hadamard) of a contiguous x as a float32 0-d tensor (NaN if x
+    holds NaN; 0 if empty)."""
+    if hadamard:
+        return _tile_amax(x, hadamard=True, col_hadamard=False)[0]
+    words = _words(x)
+    n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
+    partials = torch.zeros(max(n_partials, 1), dtype=torch.int32, device=x.device)
+    if n_partials:
+        _amax_partial_kernel[(n_partials,)](
+            words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES, num_warps=AMAX_WARPS
+        )
+    return _finish_amax(partials, _INPUT_KIND[x.dtype])
+
+
+def _tile_amax(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One read of x: amax of its (RHT'd with hadamard) row blocks and, with col_hadamard, of its
+    RHT'd column blocks."""
+    data, m, k = _as_2d(x)
+    rows, cols, warps = TILE_AMAX_CONFIG
+    grid = _tile_grid(m, k, rows, cols)
+    partials = torch.zeros(2, max(grid[0], 1), dtype=torch.int32, device=x.device)
+    if x.numel():
+        _tile_amax_kernel[grid](
+            data, partials[0], partials[1], m, k, INPUT_KIND=_INPUT_KIND[x.dtype], HADAMARD=hadamard,
+            COL_HADAMARD=col_hadamard, SIGN_MASK=_sign_mask(HADAMARD_SIGNS), ROWS=rows, COLS=cols, num_warps=warps,
+        )
+    # The partials hold float32 bits (the tile kernel widens every input): finish as float32.
+    row_amax = _finish_amax(partials[0], _INPUT_KIND[torch.float32])
+    return row_amax, _finish_amax(partials[1], _INPUT_KIND[torch.float32]) if col_hadamard else None
+
+
+def amax_rowcol(x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(amax(x), amax of the columnwise input x.T, or of rht(x.T) with col_hadamard): one pass."""
+    if not col_hadamard:
+        row_amax = amax(x)
+        return row_amax, row_amax
+    row_amax, col_amax = _tile_amax(x, hadamard=False, col_hadamard=True)
+    return row_amax, col_amax
+
+
+def rht(x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
+    """The 16-point RHT along the last dim (SPEC.md §8) as float32, x's shape."""
+    data, _, _ = _as_2d(x)
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    n_blocks = x.numel() // BLOCK_SIZE
+    if n_blocks:
+        _rht_kernel[(triton.cdiv(n_blocks, RHT_BLOCKS),)](
+            data, out, n_blocks, INPUT_KIND=_INPUT_KIND[x.dtype], SIGN_MASK=_sign_mask(signs), INVERSE=inverse,
+            BLOCKS=RHT_BLOCKS, num_warps=4,
+        )
+    return out
 
 
 def _swizzled_size(rows: int, cols: int) -> int:
@@ -483,21 +737,60 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return padded_rows * padded_cols
 
 
+def _launch_tile_quantize(
+    x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset,
+    hadamard: bool, block_2d: bool, col_hadamard: bool, columns: bool,
+) -> tuple[torch.Tensor, ...]:
+    data, m, k = _as_2d(x)
+    stochastic = Mode(mode) is Mode.RS
+    n_blocks = x.numel() // BLOCK_SIZE
+    outputs = [torch.empty(n_blocks * 8, dtype=torch.uint8, device=x.device), torch.empty(n_blocks, dtype=torch.uint8, device=x.device)]
+    if columns:
+        outputs += [torch.empty_like(outputs[0]), torch.empty_like(outputs[1])]
+    rows, cols, warps = TILE_CONFIGS[(columns, stochastic)]
+    pts = pts.to(device=x.device, dtype=torch.float32).reshape(())
+    col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
+    if n_blocks:
+        _tile_quantize_kernel[_tile_grid(m, k, rows, cols)](
+            data, pts, col_pts, 0 if seed is None else seed, offset, outputs[0], outputs[1],
+            *(outputs[2:] if columns else outputs), m, k, n_blocks,
+            INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=stochastic, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
+            OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), HADAMARD=hadamard, BLOCK_2D=block_2d, COLUMNS=columns,
+            COL_HADAMARD=col_hadamard, SIGN_MASK=_sign_mask(HADAMARD_SIGNS), ROWS=rows, COLS=cols, num_warps=warps,
+        )
+    return tuple(outputs)
+
+
 def quantize(
     x: torch.Tensor,
+    *,
     per_tensor_scale: torch.Tensor,
     mode: Mode,
     seed: torch.Tensor | int | None,
     offset: torch.Tensor | int,
-    swizzle: bool = False,
     scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
+    swizzle: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and E4M3 scales of a contiguous x: row-major [..., K/16], or
     with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims).
 
-    scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all."""
-    stochastic = Mode(mode) is Mode.RS
+    scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
+    hadamard quantizes rht(x), fused; block_2d (2-D x, rows a multiple of 16, rule max) scales
+    each block by its 16x16 tile's amax. Both run the tile kernel and give row-major scales."""
     k = x.shape[-1]
+    if hadamard and scale_rule != "max":
+        # The rules' search lives in the per-thread-block kernel: quantize rht(x) there (by definition the same).
+        return quantize(
+            rht(x), per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, swizzle=swizzle
+        )
+    if hadamard or block_2d:
+        if swizzle:
+            raise ValueError("swizzled scales are not implemented with hadamard or block_2d")
+        packed, scales = _launch_tile_quantize(x, per_tensor_scale, None, mode, seed, offset, hadamard, block_2d, False, False)
+        return packed.reshape(*x.shape[:-1], k // 2), scales.view(torch.float8_e4m3fn).reshape(*x.shape[:-1], k // BLOCK_SIZE)
+    stochastic = Mode(mode) is Mode.RS
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = k // BLOCK_SIZE
     packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
@@ -542,6 +835,31 @@ def quantize(
     return packed, scales if swizzle else scales.reshape(*x.shape[:-1], scale_cols)
 
 
+def quantize_rowcol(
+    x: torch.Tensor,
+    *,
+    per_tensor_scale: torch.Tensor,
+    col_per_tensor_scale: torch.Tensor,
+    mode: Mode,
+    seed: torch.Tensor | int | None,
+    offset: torch.Tensor | int,
+    block_2d: bool = False,
+    col_hadamard: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """quantize(x) and quantize(x.T, offset + numel / 16, hadamard=col_hadamard), both with
+    block_2d, from one read of each tile of x [M, K] (M and K multiples of 16)."""
+    m, k = x.shape
+    packed, scales, col_packed, col_scales = _launch_tile_quantize(
+        x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, False, block_2d, col_hadamard, True
+    )
+    return (
+        packed.reshape(m, k // 2),
+        scales.view(torch.float8_e4m3fn).reshape(m, k // BLOCK_SIZE),
+        col_packed.reshape(k, m // 2),
+        col_scales.view(torch.float8_e4m3fn).reshape(k, m // BLOCK_SIZE),
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # torch.library ops: opaque to torch.compile, safe inside CUDA graphs
 # ----------------------------------------------------------------------------------------------
@@ -557,15 +875,49 @@ def _check_op_input(x: torch.Tensor) -> None:
 
 
 @torch.library.custom_op("nvfp4::amax", mutates_args=())
-def amax_op(x: torch.Tensor) -> torch.Tensor:
-    """max |x| of a bf16/fp16/fp32 tensor as float32 0-d (NaN if x holds NaN)."""
+def amax_op(x: torch.Tensor, hadamard: bool = False) -> torch.Tensor:
+    """max |x| (of rht(x) with hadamard) of a bf16/fp16/fp32 tensor as float32 0-d (NaN if x holds NaN)."""
     _check_op_input(x)
-    return amax(x.contiguous())
+    return amax(x.contiguous(), hadamard=hadamard)
 
 
 @amax_op.register_fake
-def _(x: torch.Tensor) -> torch.Tensor:
+def _(x: torch.Tensor, hadamard: bool = False) -> torch.Tensor:
     return x.new_empty((), dtype=torch.float32)
+
+
+def _check_rowcol_input(x: torch.Tensor) -> None:
+    _check_op_input(x)
+    if x.dim() != 2 or x.shape[0] % BLOCK_SIZE:
+        raise ValueError(f"nvfp4 rowcol ops take a 2-D tensor whose dims are multiples of {BLOCK_SIZE}, got shape {tuple(x.shape)}")
+
+
+@torch.library.custom_op("nvfp4::amax_rowcol", mutates_args=())
+def amax_rowcol_op(x: torch.Tensor, col_hadamard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(amax(x), amax(rht(x.T)) with col_hadamard else amax(x)) as float32 0-d tensors, one read of x."""
+    _check_rowcol_input(x)
+    row_amax, col_amax = amax_rowcol(x.contiguous(), col_hadamard=col_hadamard)
+    return row_amax, col_amax if col_hadamard else col_amax.clone()  # an op's outputs may not alias
+
+
+@amax_rowcol_op.register_fake
+def _(x, col_hadamard=False):
+    return x.new_empty((), dtype=torch.float32), x.new_empty((), dtype=torch.float32)
+
+
+@torch.library.custom_op("nvfp4::rht", mutates_args=())
+def rht_op(x: torch.Tensor, inverse: bool = False, signs: list[int] | None = None) -> torch.Tensor:
+    """The 16-point RHT of SPEC.md §8 along the last dim, float32 (signs: 16 values +-1, default TransformerEngine's)."""
+    _check_op_input(x)
+    signs = HADAMARD_SIGNS if signs is None else tuple(signs)
+    if len(signs) != BLOCK_SIZE or any(sign not in (1, -1) for sign in signs):
+        raise ValueError(f"nvfp4::rht: signs must be {BLOCK_SIZE} values, each 1 or -1, got {list(signs)}")
+    return rht(x.contiguous(), signs=signs, inverse=inverse)
+
+
+@rht_op.register_fake
+def _(x, inverse=False, signs=None):
+    return x.new_empty(x.shape, dtype=torch.float32)
 
 
 @torch.library.custom_op("nvfp4::quantize", mutates_args=())
@@ -577,8 +929,11 @@ def quantize_op(
     offset: torch.Tensor | None,
     swizzle: bool = False,
     scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """NVFP4 (packed uint8 [..., K/2], e4m3 scales [..., K/16] or flat swizzled) of x.
+    """NVFP4 (packed uint8 [..., K/2], e4m3 scales [..., K/16] or flat swizzled) of x (of rht(x)
+    with hadamard; 16x16-tile scales with block_2d).
 
     seed and offset: 0-d int64 tensors on x's device (read in the kernel, so a CUDA graph replays
     with their current values); seed is needed when stochastic, offset None means 0.
@@ -588,12 +943,17 @@ def quantize_op(
         raise ValueError("nvfp4::quantize with stochastic=True needs a seed tensor")
     if scale_rule not in SCALE_RULES:
         raise ValueError(f"nvfp4::quantize: scale_rule must be one of {', '.join(SCALE_RULES)}, got {scale_rule!r}")
+    if block_2d:
+        _check_rowcol_input(x)
     mode = Mode.RS if stochastic else Mode.RN
-    return quantize(x.contiguous(), per_tensor_scale, mode, seed, 0 if offset is None else offset, swizzle, scale_rule)
+    return quantize(
+        x.contiguous(), per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=0 if offset is None else offset,
+        swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
+    )
 
 
 @quantize_op.register_fake
-def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False, scale_rule="max"):
+def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False, scale_rule="max", hadamard=False, block_2d=False):
     k = x.shape[-1]
     packed = x.new_empty((*x.shape[:-1], k // 2), dtype=torch.uint8)
     if swizzle:
@@ -602,3 +962,37 @@ def _(x, per_tensor_scale, stochastic, seed, offset, swizzle=False, scale_rule="
     else:
         scales = x.new_empty((*x.shape[:-1], k // BLOCK_SIZE), dtype=torch.float8_e4m3fn)
     return packed, scales
+
+
+@torch.library.custom_op("nvfp4::quantize_rowcol", mutates_args=())
+def quantize_rowcol_op(
+    x: torch.Tensor,
+    per_tensor_scale: torch.Tensor,
+    col_per_tensor_scale: torch.Tensor,
+    stochastic: bool,
+    seed: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    block_2d: bool = False,
+    col_hadamard: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(packed, scales) of x and of x.T (RHT'd with col_hadamard; Philox counters from offset +
+    numel / 16), from one pass over x [M, K]. seed, offset: 0-d int64 device tensors, as quantize."""
+    _check_rowcol_input(x)
+    if stochastic and seed is None:
+        raise ValueError("nvfp4::quantize_rowcol with stochastic=True needs a seed tensor")
+    return quantize_rowcol(
+        x.contiguous(), per_tensor_scale=per_tensor_scale, col_per_tensor_scale=col_per_tensor_scale,
+        mode=Mode.RS if stochastic else Mode.RN, seed=seed, offset=0 if offset is None else offset,
+        block_2d=block_2d, col_hadamard=col_hadamard,
+    )
+
+
+@quantize_rowcol_op.register_fake
+def _(x, per_tensor_scale, col_per_tensor_scale, stochastic, seed, offset, block_2d=False, col_hadamard=False):
+    m, k = x.shape
+    return (
+        x.new_empty((m, k // 2), dtype=torch.uint8),
+        x.new_empty((m, k // BLOCK_SIZE), dtype=torch.float8_e4m3fn),
+        x.new_empty((k, m // 2), dtype=torch.uint8),
+        x.new_empty((k, m // BLOCK_SIZE), dtype=torch.float8_e4m3fn),
+    )

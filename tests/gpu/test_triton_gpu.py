@@ -45,7 +45,7 @@ def assert_same(got, want):
 
 
 def reference_on_cpu(x, pts, mode, seed, offset, scale_rule="max"):
-    return reference.quantize(x.cpu(), pts.cpu(), mode, seed, offset, scale_rule=scale_rule)
+    return reference.quantize(x.cpu(), per_tensor_scale=pts.cpu(), mode=mode, seed=seed, offset=offset, scale_rule=scale_rule)
 
 
 def random_input(shape, dtype, seed):
@@ -64,7 +64,7 @@ def test_random_tensors_match_reference(shape, dtype, mode):
     assert torch.equal(amax, reference.amax(x))
     pts = per_tensor_scale_from_amax(amax)
     for seed, offset in SEEDS_OFFSETS if mode is Mode.RS else [(None, 0)]:
-        assert_same(triton_backend.quantize(x, pts, mode, seed, offset), reference_on_cpu(x, pts, mode, seed, offset))
+        assert_same(triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset), reference_on_cpu(x, pts, mode, seed, offset))
 
 
 @pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
@@ -75,7 +75,7 @@ def test_adversarial_values_match_reference(dtype, mode):
         amax = triton_backend.amax(x)
         assert torch.equal(amax, reference.amax(x)), name
         pts = per_tensor_scale_from_amax(amax) if pts is None else pts.float().cuda()
-        assert_same(triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5), reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5))
+        assert_same(triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=2**40 + 3, offset=2**33 + 5), reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5))
 
 
 @pytest.mark.parametrize("tiles", [2, 3, 5])
@@ -88,7 +88,7 @@ def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode, tiles
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     x = random_input((1031, 16), dtype, seed=tiles)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
-    assert_same(triton_backend.quantize(x, pts, mode, 5, 2**33), reference_on_cpu(x, pts, mode, 5, 2**33))
+    assert_same(triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=5, offset=2**33), reference_on_cpu(x, pts, mode, 5, 2**33))
 
 
 @pytest.mark.parametrize("seed,offset", SEEDS_OFFSETS)
@@ -96,7 +96,7 @@ def test_rs_on_each_elements_own_threshold_matches_reference(seed, offset):
     # The compiled kernel rounds a + 1 up with add.rp, the interpreter with a plain-Triton twin.
     x = own_threshold_blocks(seed, offset, rows=40, blocks_a_row=50).cuda()
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
-    assert_same(triton_backend.quantize(x, pts, Mode.RS, seed, offset), reference_on_cpu(x, pts, Mode.RS, seed, offset))
+    assert_same(triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=seed, offset=offset), reference_on_cpu(x, pts, Mode.RS, seed, offset))
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -106,7 +106,7 @@ def test_rs_on_each_elements_own_threshold_matches_reference(seed, offset):
 def test_rules_on_random_tensors_match_reference(shape, dtype, mode, rule):
     x = random_input(shape, dtype, seed=len(shape) * 1000 + shape[-1] + 7)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
-    got = triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5, scale_rule=rule)
+    got = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=2**40 + 3, offset=2**33 + 5, scale_rule=rule)
     assert_same(got, reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5, rule))
 
 
@@ -120,7 +120,7 @@ def test_rules_on_adversarial_values_match_reference(dtype, mode, rule):
     for name, x, pts in cases:
         x = x.cuda()
         pts = per_tensor_scale_from_amax(triton_backend.amax(x)) if pts is None else pts.float().cuda()
-        got = triton_backend.quantize(x, pts, mode, 2**40 + 3, 2**33 + 5, scale_rule=rule)
+        got = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=2**40 + 3, offset=2**33 + 5, scale_rule=rule)
         assert_same(got, reference_on_cpu(x, pts, mode, 2**40 + 3, 2**33 + 5, rule))
 
 
@@ -129,7 +129,7 @@ def test_rules_with_swizzled_scales_and_through_the_api(rule):
     x = random_input((256, 4096), torch.bfloat16, seed=11)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
     _, row_major = reference_on_cpu(x, pts, Mode.RN, None, 0, rule)
-    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True, scale_rule=rule)
+    _, swizzled = triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, swizzle=True, scale_rule=rule)
     assert torch.equal(swizzled.cpu().view(torch.uint8), swizzle_scales(row_major).view(torch.uint8))
     got = nvfp4cli.quantize(x, mode="rs", seed=3, offset=2**33, scale_rule=rule)
     want = nvfp4cli.quantize(x.cpu(), mode="rs", seed=3, offset=2**33, scale_rule=rule)
@@ -142,7 +142,7 @@ def test_rn_matches_torchao(dtype):
     x = random_input((512, 2048), dtype, seed=5)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
     scales, packed = nvfp4_tensor.nvfp4_quantize(x.cpu(), 16, pts.cpu())
-    assert_same(triton_backend.quantize(x, pts, Mode.RN, None, 0), (packed.view(torch.uint8), scales))
+    assert_same(triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0), (packed.view(torch.uint8), scales))
 
 
 def test_more_than_2_31_elements():
@@ -152,7 +152,7 @@ def test_more_than_2_31_elements():
     amax = triton_backend.amax(x)
     assert torch.equal(amax, reference.amax(x))
     pts = per_tensor_scale_from_amax(amax)
-    packed, scales = triton_backend.quantize(x, pts, Mode.RS, 9, 2**40)
+    packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=9, offset=2**40)
     tail = slice(rows - 64, rows)
     first_tail_block = (rows - 64) * (k // 16)
     assert_same((packed[tail], scales[tail]), reference_on_cpu(x[tail], pts, Mode.RS, 9, 2**40 + first_tail_block))
@@ -163,7 +163,7 @@ def test_swizzled_scales_equal_the_format_reference(shape):
     x = random_input(shape, torch.bfloat16, seed=7)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
     _, row_major = reference_on_cpu(x, pts, Mode.RN, None, 0)
-    _, swizzled = triton_backend.quantize(x, pts, Mode.RN, None, 0, swizzle=True)
+    _, swizzled = triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, swizzle=True)
     assert torch.equal(swizzled.cpu().view(torch.uint8), swizzle_scales(row_major).view(torch.uint8))
 
 
@@ -187,7 +187,7 @@ def test_cuda_graph_replays_with_a_new_offset():
     for new_offset in (5, 2**32 + 1, 2**62):
         offset.fill_(new_offset)
         graph.replay()
-        assert_same((packed, scales), triton_backend.quantize(x, pts, Mode.RS, 2**40 + 1, new_offset))
+        assert_same((packed, scales), triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=2**40 + 1, offset=new_offset))
 
 
 def test_torch_compile_fullgraph_around_the_ops():
