@@ -38,9 +38,11 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from nvfp4cli.checkpoint import INDEX_SUFFIX, open_checkpoint
+from nvfp4cli.io import INDEX_SUFFIX, open_checkpoint
 from nvfp4cli.compare import compare_checkpoints
-from nvfp4cli.convert import QuantizeOptions, inspect_checkpoint, plan_dequantize, plan_quantize, run
+from nvfp4cli.execute import run
+from nvfp4cli.inspection import inspect_checkpoint
+from nvfp4cli.plan import QuantizeOptions, plan_dequantize, plan_quantize
 from nvfp4cli.errors import DataError, UsageError
 
 SAFETENSORS_DTYPES = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"]

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+from . import formats
 from .api import QuantizedTensor
-from .checkpoint import LogicalWeight, open_checkpoint
+from .formats import LogicalWeight
+from .io import Checkpoint, open_checkpoint
 from .errors import UsageError
 from .metrics import ErrorStats, code_agreement, scale_agreement
 
@@ -124,23 +126,22 @@ class Comparison:
         }
 
 
-def _load(weight: LogicalWeight) -> tuple[torch.Tensor, QuantizedTensor | None]:
-    # Float tensors stay in their stored dtype (ErrorStats widens chunk by chunk); NVFP4 decodes to float32.
-    if not weight.quantized and weight.checkpoint.dtype(weight.name).is_floating_point:
-        return weight.load_both(weight.checkpoint.dtype(weight.name))
-    return weight.load_both(torch.float32)
+def _load(weight: LogicalWeight, checkpoint: Checkpoint) -> tuple[torch.Tensor, QuantizedTensor | None]:
+    # Float tensors stay in their stored dtype (ErrorStats widens chunk by chunk); the rest decode to float32.
+    dtype = checkpoint.info(weight.name).torch_dtype if not weight.quantized else None
+    return formats.load_both(weight, checkpoint, dtype if dtype is not None and dtype.is_floating_point else torch.float32)
 
 
-def compare_weights(a: LogicalWeight, b: LogicalWeight) -> TensorComparison:
+def compare_weights(name: str, a: tuple[LogicalWeight, Checkpoint], b: tuple[LogicalWeight, Checkpoint]) -> TensorComparison:
     """Metrics of b against a (same shape), plus code and scale agreement when both are NVFP4.
     Each side's stored tensors are read once."""
-    (values_a, qa), (values_b, qb) = _load(a), _load(b)
+    (values_a, qa), (values_b, qb) = _load(*a), _load(*b)
     stats = ErrorStats.of(values_a, values_b)
     codes = scales = None
     if qa is not None and qb is not None:
         codes = code_agreement(qa.packed, qb.packed)
         scales = scale_agreement(qa.scales, qb.scales)
-    return TensorComparison(a.name, list(a.shape), a.format, b.format, stats, codes, scales)
+    return TensorComparison(name, list(a[0].shape), a[0].format, b[0].format, stats, codes, scales)
 
 
 def _selected(names: Sequence[str], include: Sequence[str]) -> list[str]:
@@ -157,8 +158,8 @@ def compare_checkpoints(
 
     on_tensor(done, total, name) is called before each comparison, for progress.
     """
-    weights_a = open_checkpoint(path_a).logical_weights()
-    weights_b = open_checkpoint(path_b).logical_weights()
+    checkpoint_a, checkpoint_b = open_checkpoint(path_a), open_checkpoint(path_b)
+    weights_a, weights_b = formats.logical_weights(checkpoint_a), formats.logical_weights(checkpoint_b)
     names_a, names_b = _selected(list(weights_a), include), _selected(list(weights_b), include)
     common = [n for n in names_a if n in weights_b]
     mismatches = [
@@ -168,7 +169,7 @@ def compare_checkpoints(
     tensors = []
     for done, name in enumerate(matched):
         on_tensor(done, len(matched), name)
-        tensors.append(compare_weights(weights_a[name], weights_b[name]))
+        tensors.append(compare_weights(name, (weights_a[name], checkpoint_a), (weights_b[name], checkpoint_b)))
     return Comparison(
         a=str(path_a),
         b=str(path_b),

@@ -5,8 +5,9 @@ checkpoint into the same tensors as one process.
     torchrun --nproc-per-node 4 -m nvfp4cli quantize model/    # the same under torchrun
     nvfp4 dequantize model-nvfp4/ -o model-bf16/ --workers 4   # dequantize: the same way
 
-Every rank plans the whole conversion from the headers (cheap and deterministic) and takes its
-share of the units: largest first to the least loaded rank, by input bytes, so that a fused group
+Under torchrun every rank plans the whole conversion from the headers (cheap and deterministic;
+ranks that plan differently are refused); --workers processes get the parent's plan, which is pure
+data. Each rank takes its share of the units: largest first to the least loaded rank, by input bytes, so that a fused group
 (one unit) stays on one rank. A rank writes its units into shard files of its own, numbered over
 all ranks (model-00003-of-00008.safetensors), in a staging directory that rank 0 makes beside the
 output; once every rank is done, rank 0 writes the index, config and side files and renames the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import heapq
 import json
 import os
 import pickle
@@ -48,19 +48,11 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .checkpoint import INDEX_SUFFIX, Checkpoint, TensorSpec, check_output_path, open_checkpoint, shard_file_names, split_into_shards, staged_output, write_index
-from .convert import (
-    DEFAULT_MAX_SHARD_BYTES,
-    Plan,
-    Progress,
-    Unit,
-    file_metadata,
-    open_writers,
-    run_report,
-    write_metadata_files,
-    write_units,
-)
 from .errors import DataError, UsageError, message, one_line, sigterm_unwinds
+from .execute import DEFAULT_MAX_SHARD_BYTES, Layout, Progress, check_output, finish, plan_layout, run_report, write_share
+from .io import open_checkpoint
+from .plan import Plan, Unit
+from .staging import staged_output
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Store keys, under a prefix per torchrun restart so that a restarted run sees no stale error.
@@ -130,62 +122,11 @@ def _done_counts(store: dist.Store) -> tuple[int, int]:
 # ---- who writes what ---------------------------------------------------------------------------
 
 
-def assign_units(units: list[Unit], world_size: int) -> list[list[int]]:
-    """Unit indices per rank, balanced by input bytes: each unit, largest first, goes to the
-    least loaded rank (ties to the lower rank); each rank's list is in plan order. The same on
-    every rank, since it depends on the plan alone."""
-    loads = [(0, rank) for rank in range(world_size)]
-    shares: list[list[int]] = [[] for _ in range(world_size)]
-    for index in sorted(range(len(units)), key=lambda i: (-units[i].bytes_in, i)):
-        load, rank = heapq.heappop(loads)
-        shares[rank].append(index)
-        heapq.heappush(loads, (load + units[index].bytes_in, rank))
-    return [sorted(share) for share in shares]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Each rank's units and the shard files it writes (file names numbered over all ranks)."""
-
-    shares: list[list[int]]
-    shards: list[list[list[TensorSpec]]]
-    names: list[list[str]]
-
-    @property
-    def files(self) -> list[str]:
-        return [name for rank_names in self.names for name in rank_names]
-
-    def digest(self, plan: Plan) -> str:
-        """What the run writes, hashed: ranks that plan differently cannot write one output."""
-        shards = [[[spec.name, str(spec.dtype), list(spec.shape)] for spec in shard] for rank_shards in self.shards for shard in rank_shards]
-        payload = json.dumps([plan.record, [unit.inputs for unit in plan.units], self.shares, shards, self.files], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-    def ranks(self, plan: Plan) -> list[dict]:
-        """Per rank: input tensors, input bytes and the files it writes."""
-        rows = []
-        for rank, share in enumerate(self.shares):
-            units = [plan.units[index] for index in share]
-            tensors_in, bytes_in = sum(len(unit.inputs) for unit in units), sum(unit.bytes_in for unit in units)
-            rows.append({"rank": rank, "tensors_in": tensors_in, "bytes_in": bytes_in, "files": self.names[rank]})
-        return rows
-
-
-def plan_layout(plan: Plan, world_size: int, max_shard_bytes: int) -> Layout:
-    """Split the plan over world_size ranks; each rank cuts its units into shards of at most
-    max_shard_bytes as a single process does (so one rank gives the single-process files)."""
-    shares = assign_units(plan.units, world_size)
-    shards = [
-        split_into_shards([list(plan.units[index].outputs) for index in share], max_shard_bytes) if share or rank == 0 else []
-        for rank, share in enumerate(shares)
-    ]
-    names = iter(shard_file_names(sum(len(rank_shards) for rank_shards in shards)))
-    return Layout(shares, shards, [[next(names) for _ in rank_shards] for rank_shards in shards])
-
-
-def describe(plan: Plan, world_size: int, max_shard_bytes: int) -> dict:
-    """The split over ranks, for --dry-run and the report."""
-    return {"workers": world_size, "ranks": plan_layout(plan, world_size, max_shard_bytes).ranks(plan)}
+def layout_digest(plan: Plan, layout: Layout) -> str:
+    """What the run writes, hashed: ranks that plan differently cannot write one output."""
+    shards = [[[spec.name, spec.dtype, list(spec.shape)] for spec in shard] for rank_shards in layout.shards for shard in rank_shards]
+    payload = json.dumps([plan.record, [unit.inputs for unit in plan.units], layout.shares, shards, layout.files], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 # ---- the process group -------------------------------------------------------------------------
@@ -296,7 +237,7 @@ def run(plan: Plan, output: Path, group: Group, *, force: bool = False, max_shar
         group.step(partial(_prepare, plan, output, force, layout, group, staged))
         staging = Path(group.store.get(STAGING_KEY).decode())
         group.step(partial(_write_share, plan, layout, group, staging, progress))
-        copied = group.step(partial(_finish, plan, layout, staging) if group.rank == 0 else list)
+        copied = group.step(partial(finish, plan, layout, staging) if group.rank == 0 else list)
         commit = staged.pop_all()
     group.step(commit.close)  # rank 0 renames the staging directory into place
     if group.rank != 0:
@@ -305,29 +246,27 @@ def run(plan: Plan, output: Path, group: Group, *, force: bool = False, max_shar
 
 
 def _check_directory_input(plan: Plan) -> None:
-    if plan.checkpoint.directory is None:
+    if plan.directory is None:
         raise UsageError(
-            f"{plan.checkpoint.path}: a single .safetensors file is written by one process; to convert it with several, put it in a directory as model.safetensors"
+            f"{plan.input_path}: a single .safetensors file is written by one process; to convert it with several, put it in a directory as model.safetensors"
         )
 
 
 def _prepare(plan: Plan, output: Path, force: bool, layout: Layout, group: Group, staged: contextlib.ExitStack) -> None:
     _check_directory_input(plan)
     if group.rank == 0:
-        check_output_path(output, plan.checkpoint.path, force)
-        staging = staged.enter_context(staged_output(output, is_dir=True))
-        group.store.set(LAYOUT_KEY, layout.digest(plan))
+        check_output(plan, output, force)
+        staging = staged.enter_context(staged_output(output, is_dir=True, force=force))
+        group.store.set(LAYOUT_KEY, layout_digest(plan, layout))
         group.store.set(STAGING_KEY, str(staging))
 
 
 def _write_share(plan: Plan, layout: Layout, group: Group, staging: Path, progress: Progress | None) -> None:
-    if group.store.get(LAYOUT_KEY).decode() != layout.digest(plan):
+    if group.store.get(LAYOUT_KEY).decode() != layout_digest(plan, layout):
         raise UsageError(f"rank {group.rank} planned another conversion than rank 0: give every rank the same input, options and nvfp4cli version")
     if not staging.is_dir():
         raise DataError(f"rank {group.rank} cannot see {staging}, made by rank 0: the output must be on a filesystem all nodes share")
-    units = [plan.units[index] for index in layout.shares[group.rank]]
-    writers = open_writers(layout.shards[group.rank], [staging / name for name in layout.names[group.rank]], file_metadata(plan))
-    write_units(units, writers, partial(_unit_written, group, progress))
+    write_share(plan, open_checkpoint(plan.input_path), layout, group.rank, staging, partial(_unit_written, group, progress))
     group.store.add(FINISHED_KEY, 1)
     # Wait here rather than in the collective, which would time out behind a slow rank.
     while group.store.add(FINISHED_KEY, 0) < group.world_size and not group.store.check([ERROR_KEY]):
@@ -337,7 +276,7 @@ def _write_share(plan: Plan, layout: Layout, group: Group, staging: Path, progre
 
 
 def _unit_written(group: Group, progress: Progress | None, unit: Unit) -> None:
-    tensors_done = group.store.add(TENSORS_DONE_KEY, len(unit.inputs))
+    tensors_done = group.store.add(TENSORS_DONE_KEY, unit.tensors_in)
     bytes_done = group.store.add(BYTES_DONE_KEY, unit.bytes_in)
     if progress is not None:
         progress(tensors_done, bytes_done)
@@ -345,19 +284,11 @@ def _unit_written(group: Group, progress: Progress | None, unit: Unit) -> None:
         raise _PeerFailed
 
 
-def _finish(plan: Plan, layout: Layout, staging: Path) -> list[str]:
-    shards = [shard for rank_shards in layout.shards for shard in rank_shards]
-    if len(shards) > 1:
-        write_index(staging / ("model" + INDEX_SUFFIX), shards, layout.files)
-    return write_metadata_files(plan, staging)
-
-
 # ---- --workers: local processes ----------------------------------------------------------------
 
 
 def launch(
     plan: Plan,
-    replan: Callable[[Checkpoint], Plan],
     output: Path,
     workers: int,
     *,
@@ -368,13 +299,12 @@ def launch(
 ) -> dict:
     """Convert with `workers` local processes, as torchrun would on one node: this process
     hosts the rendezvous store, shows progress, and returns rank 0's report or raises the first
-    failure (a worker that dies without one, e.g. killed, is that failure). Each worker makes
-    its plan as replan(its own open checkpoint of plan's input), which must give plan: a
-    picklable callable, e.g. partial(convert.plan_quantize, options=options)."""
+    failure (a worker that dies without one, e.g. killed, is that failure). The plan, pure data,
+    goes to each worker pickled."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     _check_directory_input(plan)
-    check_output_path(output, plan.checkpoint.path, force)
+    check_output(plan, output, force)
     if torch.device(device).type == "cuda" and workers > torch.cuda.device_count():
         raise UsageError(f"--workers {workers} --device cuda needs one GPU per worker; {torch.cuda.device_count()} here")
     start = time.perf_counter()
@@ -383,7 +313,7 @@ def launch(
     processes: list[subprocess.Popen] = []
     try:
         for rank in range(workers):
-            processes.append(_start_worker((rank, workers, server.port, plan.checkpoint.path, replan, device, output, force, max_shard_bytes)))
+            processes.append(_start_worker((rank, workers, server.port, plan, device, output, force, max_shard_bytes)))
         _supervise(processes, store, progress)
     finally:
         _stop(processes)
@@ -461,7 +391,7 @@ def _remove_staging(store: dist.Store) -> None:
 
 
 def _worker(
-    rank: int, world_size: int, port: int, input_path: Path, replan: Callable[[Checkpoint], Plan], device: str, output: Path, force: bool, max_shard_bytes: int
+    rank: int, world_size: int, port: int, plan: Plan, device: str, output: Path, force: bool, max_shard_bytes: int
 ) -> None:
     """One --workers process: join the group through the parent's store and convert its share."""
     if torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -469,8 +399,6 @@ def _worker(
     server = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     try:
         with connect(device, store=server, rank=rank, world_size=world_size, local_rank=rank) as group:
-            with group.guard():
-                plan = replan(open_checkpoint(input_path))
             report = run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes)
     except (DataError, UsageError) as exc:  # reported by the parent, from the store
         _publish(_run_store(server), rank, world_size, exc)

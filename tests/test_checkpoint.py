@@ -11,15 +11,10 @@ from safetensors.torch import load_file, save, save_file
 
 import nvfp4cli
 from nvfp4cli import DataError, UsageError
-from nvfp4cli.checkpoint import (
-    SafetensorsWriter,
-    TensorSpec,
-    check_output_path,
-    open_checkpoint,
-    parse_size,
-    split_into_shards,
-    staged_output,
-)
+from nvfp4cli import formats
+from nvfp4cli.commands.common import parse_size
+from nvfp4cli.io import SafetensorsWriter, TensorSpec, open_checkpoint, split_into_shards
+from nvfp4cli.staging import check_output_path, staged_output
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_ckpts" / "tiny-llama"
 ALL_DTYPES = [
@@ -42,7 +37,7 @@ def random_tensors(seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_streamed(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], order_seed: int) -> None:
-    specs = [TensorSpec(name, t.dtype, tuple(t.shape)) for name, t in tensors.items()]
+    specs = [TensorSpec.of(name, t.dtype, tuple(t.shape)) for name, t in tensors.items()]
     writer = SafetensorsWriter(path, specs, metadata)
     names = list(tensors)
     random.Random(order_seed).shuffle(names)
@@ -75,7 +70,7 @@ def test_streamed_file_with_several_metadata_keys_is_reproducible_and_readable(t
 
 
 def test_writer_refuses_wrong_tensor_and_missing_tensor(tmp_path):
-    specs = [TensorSpec("a", torch.float32, (2, 2)), TensorSpec("b", torch.uint8, (4,))]
+    specs = [TensorSpec.of("a", torch.float32, (2, 2)), TensorSpec.of("b", torch.uint8, (4,))]
     writer = SafetensorsWriter(tmp_path / "x.safetensors", specs, {})
     with pytest.raises(ValueError, match="'a'"):
         writer.write("a", torch.zeros(2, 3))
@@ -101,11 +96,11 @@ def test_sharded_checkpoint_reads_as_the_library_does(target):
     assert checkpoint.directory == SAMPLE
     assert len(checkpoint.files) == 2
     for name, tensor in expected.items():
-        assert checkpoint.shape(name) == tuple(tensor.shape) and checkpoint.dtype(name) == tensor.dtype
-        assert torch.equal(checkpoint.get_tensor(name), tensor)
-    weights = checkpoint.logical_weights()
-    assert all(weight.format == "float" and weight.load_quantized() is None for weight in weights.values())
-    assert torch.equal(weights["lm_head.weight"].load_float(torch.bfloat16), expected["lm_head.weight"])
+        assert checkpoint.info(name).shape == tuple(tensor.shape) and checkpoint.info(name).torch_dtype == tensor.dtype
+        assert torch.equal(checkpoint.read(name), tensor)
+    weights = formats.logical_weights(checkpoint)
+    assert all(weight.format == "plain" and formats.load_quantized(weight, checkpoint) is None for weight in weights.values())
+    assert torch.equal(formats.load_float(weights["lm_head.weight"], checkpoint, torch.bfloat16), expected["lm_head.weight"])
 
 
 def test_single_file_checkpoint(tmp_path):
@@ -115,7 +110,7 @@ def test_single_file_checkpoint(tmp_path):
     assert checkpoint.directory is None and checkpoint.config is None
     assert checkpoint.metadata == {"format": "pt", "note": "x"}
     assert sorted(checkpoint.tensor_names()) == ["a.bias", "b.weight"]
-    assert open_checkpoint(tmp_path).files == [tmp_path / "m.safetensors"]  # a directory with one file
+    assert [file.path for file in open_checkpoint(tmp_path).files] == [tmp_path / "m.safetensors"]  # a directory with one file
 
 
 def nvfp4_triples(x: torch.Tensor):
@@ -138,21 +133,21 @@ def test_nvfp4_triples_read_back_as_logical_weights(tmp_path):
     q, compressed, modelopt = nvfp4_triples(x)
     save_file(compressed | {"layer.bias": torch.zeros(8)}, tmp_path / "ct.safetensors")
     save_file(modelopt, tmp_path / "mo.safetensors")
-    ct_weights = open_checkpoint(tmp_path / "ct.safetensors").logical_weights()
-    mo_weights = open_checkpoint(tmp_path / "mo.safetensors").logical_weights()
+    ct, mo = open_checkpoint(tmp_path / "ct.safetensors"), open_checkpoint(tmp_path / "mo.safetensors")
+    ct_weights, mo_weights = formats.logical_weights(ct), formats.logical_weights(mo)
     assert sorted(ct_weights) == ["layer.bias", "layer.weight"] and list(mo_weights) == ["layer.weight"]
-    for weight, fmt in ((ct_weights["layer.weight"], "compressed-tensors"), (mo_weights["layer.weight"], "modelopt")):
+    for weight, checkpoint, fmt in ((ct_weights["layer.weight"], ct, "compressed-tensors"), (mo_weights["layer.weight"], mo, "modelopt")):
         assert weight.format == fmt and weight.shape == (8, 64)
-        loaded = weight.load_quantized()
+        loaded = formats.load_quantized(weight, checkpoint)
         assert torch.equal(loaded.packed, q.packed) and torch.equal(loaded.scales.view(torch.uint8), q.scales.view(torch.uint8))
     # ModelOpt stores pts itself; compressed-tensors stores 1/pts and divides by it.
-    assert torch.equal(mo_weights["layer.weight"].load_quantized().per_tensor_scale, q.per_tensor_scale)
+    assert torch.equal(formats.load_quantized(mo_weights["layer.weight"], mo).per_tensor_scale, q.per_tensor_scale)
     # compressed-tensors first forms scale / global_scale in float32, then multiplies.
     ct_scales = q.scales.float() / q.global_scale.reshape(1)
     mo_expected = float64_dequantize(q.packed, q.scales, float(q.per_tensor_scale)).float()
     ct_expected = float64_dequantize(q.packed, ct_scales, 1.0).float()
-    assert torch.equal(mo_weights["layer.weight"].load_float(), mo_expected)
-    assert torch.equal(ct_weights["layer.weight"].load_float(), ct_expected)
+    assert torch.equal(formats.load_float(mo_weights["layer.weight"], mo), mo_expected)
+    assert torch.equal(formats.load_float(ct_weights["layer.weight"], ct), ct_expected)
     assert torch.allclose(ct_expected, mo_expected, rtol=2**-22, atol=0)
 
 
@@ -205,18 +200,18 @@ def test_directory_with_several_files_and_no_index_is_ambiguous(tmp_path):
     with pytest.raises(DataError, match="no .safetensors file"):
         open_checkpoint(tmp_path / "empty")
     with pytest.raises(DataError, match="no tensor named 'nope'"):
-        open_checkpoint(tmp_path / "a.safetensors").get_tensor("nope")
+        open_checkpoint(tmp_path / "a.safetensors").read("nope")
 
 
 def test_incomplete_nvfp4_triple_is_reported(tmp_path):
     save_file({"layer.weight_packed": torch.zeros(2, 8, dtype=torch.uint8), "layer.weight_scale": torch.zeros(2, 1).to(torch.float8_e4m3fn)}, tmp_path / "m.safetensors")
     with pytest.raises(DataError, match="'layer.weight_packed' has no 'layer.weight_global_scale'"):
-        open_checkpoint(tmp_path / "m.safetensors").logical_weights()
+        formats.logical_weights(open_checkpoint(tmp_path / "m.safetensors"))
 
 
 def test_split_into_shards_keeps_order_units_and_limit():
     g = random.Random(5)
-    units = [[TensorSpec(f"u{u}.{i}", torch.uint8, (g.randint(0, 300),)) for i in range(g.randint(1, 3))] for u in range(60)]
+    units = [[TensorSpec.of(f"u{u}.{i}", torch.uint8, (g.randint(0, 300),)) for i in range(g.randint(1, 3))] for u in range(60)]
     limit = 500
     shards = split_into_shards(units, limit)
     assert [spec for shard in shards for spec in shard] == [spec for unit in units for spec in unit]
@@ -260,11 +255,11 @@ def test_staged_output_renames_on_success_and_cleans_up_on_error(tmp_path, is_di
         fill(staging, "first")
     assert read() == "first"
     with pytest.raises(KeyboardInterrupt):  # a failed replacement leaves the old output whole
-        with staged_output(output, is_dir) as staging:
+        with staged_output(output, is_dir, force=True) as staging:
             fill(staging, "second")
             raise KeyboardInterrupt
     assert read() == "first" and list(tmp_path.iterdir()) == [output]
-    with staged_output(output, is_dir) as staging:
+    with staged_output(output, is_dir, force=True) as staging:
         fill(staging, "third")
     assert read() == "third" and list(tmp_path.iterdir()) == [output]
 

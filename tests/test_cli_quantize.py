@@ -109,7 +109,7 @@ def test_dry_run_writes_nothing_and_honours_globs(model):
 def test_table_output_summarises_the_run(model, tmp_path):
     result = nvfp4("quantize", model, "-o", tmp_path / "out")
     assert result.exit_code == 0
-    for label in ("tensors quantized", "bytes in", "bytes out", "ratio", "throughput", "model.embed_tokens.weight"):
+    for label in ("tensors quantized", "bytes in", "bytes out", "compression (NVFP4 at bf16)", "throughput", "model.embed_tokens.weight"):
         assert label in result.stdout
 
 
@@ -122,7 +122,7 @@ def test_table_output_summarises_the_run(model, tmp_path):
         (["quantize", "{model}", "-o", "{model}", "--force"], 2, "would overwrite or write into the input"),
         (["quantize", "{tmp}/nan.safetensors"], 1, "tensor 'fc.weight'"),
         (["quantize", "{model}", "--mode", "rq"], 2, "'rq' is not one of"),
-        (["dequantize", "{model}", "-o", "{tmp}/deq"], 1, "no NVFP4 weights to dequantize"),
+        (["dequantize", "{model}", "-o", "{tmp}/deq"], 1, "no quantized weights to dequantize"),
         (["inspect", "{tmp}/missing"], 1, "no such file or directory"),
     ],
 )
@@ -143,7 +143,7 @@ def test_dequantize_and_inspect(model, tmp_path):
     assert inspected.exit_code == 0
     report = json.loads(inspected.stdout)
     assert report["totals"]["quantized"] == 14 and report["totals"]["ratio"] > 2
-    assert {row["format"] for row in report["tensors"]} == {"float", "modelopt"}
+    assert {row["format"] for row in report["tensors"]} == {"plain", "modelopt"}
     table = nvfp4("inspect", tmp_path / "q")
     assert table.exit_code == 0 and "compression ratio" in table.stdout and "model.layers.1.mlp.up_proj.weight" in table.stdout
     result = nvfp4("dequantize", tmp_path / "q", "-o", tmp_path / "f", "--dtype", "fp16", "--json")

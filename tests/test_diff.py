@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import nvfp4cli
-from nvfp4cli.checkpoint import Checkpoint
+from nvfp4cli.io import Checkpoint
 from nvfp4cli.cli import app
 
 torchao_nvfp4 = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
@@ -119,7 +119,7 @@ def test_float_vs_compressed_tensors_against_float64(tmp_path, weights, float_fi
         expected = numpy_metrics(a, decoded[name])
         row = rows[name]
         assert row["shape"] == [rows_, cols] and row["identical"] is False
-        assert (row["format_a"], row["format_b"]) == ("float", "compressed-tensors")
+        assert (row["format_a"], row["format_b"]) == ("plain", "compressed-tensors")
         assert row["code_agreement"] is None and row["scale_agreement"] is None
         for metric, value in expected.items():
             # the checkpoint's own dequantization is float32; the oracle decodes in float64
@@ -172,8 +172,8 @@ def test_code_agreement_of_rn_vs_rs(tmp_path, weights):
 
 def test_each_stored_tensor_is_read_once(tmp_path, weights, monkeypatch):
     reads = []
-    original = Checkpoint.get_tensor
-    monkeypatch.setattr(Checkpoint, "get_tensor", lambda self, name: reads.append(name) or original(self, name))
+    original = Checkpoint.read
+    monkeypatch.setattr(Checkpoint, "read", lambda self, name: reads.append(name) or original(self, name))
     ct = save_nvfp4(tmp_path / "ct.safetensors", weights)
     modelopt = save_nvfp4(tmp_path / "modelopt.safetensors", weights, layout=modelopt_layout)
     code, report = diff_json(ct, modelopt)

@@ -9,7 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded at tes
 import pytest
 import torch
 
-from nvfp4cli.checkpoint import open_checkpoint
+from nvfp4cli import formats
+from nvfp4cli.io import open_checkpoint
 
 from cli_runner import nvfp4
 
@@ -71,8 +72,9 @@ def test_sentence_transformers_dequantized_embeddings_and_weights(quantized_mini
     cosine = torch.nn.functional.cosine_similarity(model.encode(SENTENCES, convert_to_tensor=True), reference_embeddings)
     assert cosine.min() >= MIN_COSINE, cosine
     loaded = model[0].auto_model.state_dict()
-    weights = open_checkpoint(quantized_minilm).logical_weights()
+    checkpoint = open_checkpoint(quantized_minilm)
+    weights = formats.logical_weights(checkpoint)
     quantized = [name for name, weight in weights.items() if weight.quantized]
     assert len(quantized) == 6 * 6 + 1  # q, k, v, attention out, intermediate, output per layer; pooler
     for name in quantized:
-        assert torch.equal(loaded[name].to(torch.bfloat16), weights[name].load_float(torch.bfloat16)), name
+        assert torch.equal(loaded[name].to(torch.bfloat16), formats.load_float(weights[name], checkpoint, torch.bfloat16)), name

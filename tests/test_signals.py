@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nvfp4cli.checkpoint import HOST
+from nvfp4cli.staging import HOST
 
 from cli_runner import nvfp4
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from tabulate import tabulate
 from typer.core import TyperGroup
 
+from .. import distributed
 from ..errors import DataError, Terminated, UsageError, message, one_line, sigterm_unwinds
 
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on errors.")  # every command has it
@@ -33,6 +39,11 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
             raise
         typer.echo("nvfp4: interrupted", err=True)
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader went away (`nvfp4 inspect X | head -1`): not an error. Point stdout at
+        # /dev/null so that the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except Terminated as exc:
         if debug:
             raise
@@ -89,3 +100,113 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str], title:
     if title:
         typer.echo(title)
     typer.echo(tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4g"))
+
+
+# ---- options and output shared by the commands that write checkpoints ----------------------------
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of the table (and no progress bar).")
+FORCE_OPTION = typer.Option(False, "--force", help="Replace an existing output.")
+MAX_SHARD_SIZE_OPTION = typer.Option("5GB", "--max-shard-size", help="Largest output shard of a directory output (5GB, 500MB, 2GiB).")
+WORKERS_HELP = "Convert with N local processes on torch.distributed (gloo; NCCL and one GPU each with --device cuda): same tensors. Under torchrun, leave it out."
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def choices(name: str, values: Sequence[str]) -> type[Enum]:
+    """A str Enum of values for a Typer option: the one way commands spell a closed choice."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as "5GB" (decimal, as Hugging Face counts shards), "500MiB" or "1000"."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in SIZE_UNITS or float(match.group(1)) * SIZE_UNITS[unit] < 1:
+        raise UsageError(f"invalid size {text!r}; use e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+def megabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+@contextlib.contextmanager
+def progress_bar(operation: str, total_bytes: int, total_tensors: int, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback (tensors done, bytes done) drawing a rich bar on a terminal; None when
+    quiet or not a terminal."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[tensors]}/{task.fields[total_tensors]} tensors"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(operation, total=total_bytes, tensors=0, total_tensors=total_tensors)
+        yield lambda tensors, done: bar.update(task, completed=done, tensors=tensors)
+
+
+def print_report(report: dict, title: str) -> None:
+    """The summary table of a conversion or a dry run, then what was kept in high precision."""
+    operation = report["operation"]
+    rows = [
+        ["input", report["input"]],
+        *([["output", report["output"]]] if "output" in report else []),
+        *[[key, report[key]] for key in ("format", "mode", "scale_rule", "seed", "dtype", "workers") if key in report],
+        [f"tensors {operation}d", report[f"tensors_{operation}d"]],
+        ["tensors copied", report["tensors_copied"]],
+        ["bytes in", megabytes(report["bytes_in"])],
+        ["bytes out", megabytes(report["bytes_out"])],
+    ]
+    if report.get("ratio"):
+        rows.append(["compression (NVFP4 at bf16)", f"{report['ratio']:.2f}x"])
+    if "seconds" in report:
+        rows += [["time", f"{report['seconds']:.2f} s"], ["throughput", f"{report['mb_per_s']:,.1f} MB/s" if report["mb_per_s"] else "-"]]
+    print_table(rows, headers=("", ""), title=title)
+    if report.get("ranks"):
+        typer.echo("")
+        rank_rows = [[row["rank"], row["tensors_in"], megabytes(row["bytes_in"]), len(row["files"])] for row in report["ranks"]]
+        print_table(rank_rows, headers=("rank", "tensors in", "bytes in", "files"))
+    if report.get("skipped"):
+        typer.echo("")
+        print_table([[item["name"], item["reason"]] for item in report["skipped"]], headers=("weight kept in high precision", "reason"))
+
+
+def show_report(report: dict, json_output: bool, title: str) -> None:
+    """JSON for machines, or the summary tables for people."""
+    if json_output:
+        print_json(report)
+    else:
+        print_report(report, title)
+
+
+def note_skipped_files(skipped_files: list[dict[str, str]]) -> None:
+    """One line on stderr for each weight file beside the checkpoint that is neither converted nor copied."""
+    for item in skipped_files:
+        typer.echo(f"nvfp4: note: {item['file']}: {item['reason']}", err=True)
+
+
+def join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> distributed.Group | None:
+    """Under torchrun, join its process group until the command ends; None otherwise."""
+    if not distributed.launched_by_torchrun():
+        return None
+    if workers is not None:
+        raise UsageError("--workers starts its own processes: leave it out under torchrun")
+    group = stack.enter_context(distributed.connect(device))
+    stack.enter_context(_quiet_unless_rank0(group.rank))
+    return group
+
+
+@contextlib.contextmanager
+def _quiet_unless_rank0(rank: int) -> Iterator[None]:
+    """A failure that every rank raises is reported once, by rank 0; the others exit quietly."""
+    try:
+        yield
+    except distributed.RankFailure as exc:
+        if rank == 0:
+            raise
+        raise typer.Exit(exc.exit_code) from None

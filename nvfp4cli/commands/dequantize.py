@@ -1,21 +1,19 @@
-"""`nvfp4 dequantize`: an NVFP4 checkpoint (compressed-tensors or ModelOpt) back to float."""
+"""`nvfp4 dequantize`: a quantized checkpoint (NVFP4 in either format) back to float."""
 
 from __future__ import annotations
 
 import contextlib
-from enum import Enum
-from functools import partial
 from pathlib import Path
 
 import typer
 
-from .. import convert
+from .. import runner
 from ..api import FLOAT_DTYPES
-from ..checkpoint import open_checkpoint, parse_size
-from .common import DEBUG_OPTION, cli_errors
-from .quantize import FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, join_torchrun, run_with_progress, show_report
+from ..io import open_checkpoint
+from ..plan import plan_dequantize
+from .common import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, choices, cli_errors, join_torchrun, note_skipped_files, parse_size, progress_bar, show_report
 
-FloatDtype = Enum("FloatDtype", {name: name for name in FLOAT_DTYPES}, type=str)
+FloatDtype = choices("FloatDtype", list(FLOAT_DTYPES))
 
 
 def dequantize(
@@ -34,10 +32,13 @@ def dequantize(
     with cli_errors(debug), contextlib.ExitStack() as stack:
         group = join_torchrun(stack, workers, "cpu")
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
-        replan = partial(convert.plan_dequantize, dtype=dtype.value)  # --workers processes plan with it too
         with group.guard() if group is not None else contextlib.nullcontext():
             max_shard_bytes = parse_size(max_shard_size)
-            plan = replan(open_checkpoint(input_path))
-        report = run_with_progress(plan, output, force, max_shard_bytes, json_output or not reporter, group=group, workers=workers, replan=replan)
+            checkpoint = open_checkpoint(input_path)
+            plan = plan_dequantize(checkpoint, FLOAT_DTYPES[dtype.value])
+        if reporter:
+            note_skipped_files(plan.skipped_files)
+        with progress_bar("dequantize", plan.bytes_in, plan.tensors_in, json_output or not reporter) as progress:
+            report = runner.run(plan, output, checkpoint=checkpoint, group=group, workers=workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
         if reporter:
             show_report(report, json_output, f"dequantized to {output}")

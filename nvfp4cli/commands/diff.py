@@ -14,16 +14,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .. import compare as core
+from ..compare import SORT_KEYS, Comparison, TensorComparison, compare_checkpoints
 from ..errors import UsageError
-from .common import DEBUG_OPTION, cli_errors, print_json, print_table
+from .common import DEBUG_OPTION, JSON_OPTION, cli_errors, print_json, print_table
 
 TROUBLE_EXIT = 2
 GATE_FAILED_EXIT = 1
 FULL_HEADERS = ("name", "shape", "SQNR dB", "max abs err", "mean abs err", "rel fro err", "cosine", "codes", "scales")
 
 
-def _sqnr_text(t: core.TensorComparison) -> str:
+def _sqnr_text(t: TensorComparison) -> str:
     # Formatted here: a column mixing numbers and "identical" is printed raw by tabulate.
     if t.stats.identical:
         return "identical"
@@ -31,7 +31,7 @@ def _sqnr_text(t: core.TensorComparison) -> str:
     return "undefined" if sqnr is None else f"{sqnr:.2f}"
 
 
-def _row(t: core.TensorComparison, sqnr_only: bool) -> list[object]:
+def _row(t: TensorComparison, sqnr_only: bool) -> list[object]:
     fields = t.to_dict()
     head = [t.name, "x".join(map(str, t.shape)), _sqnr_text(t)]
     if sqnr_only:
@@ -43,7 +43,7 @@ def _decibels(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.2f}"
 
 
-def _gate_failures(comparison: core.Comparison, failing: list[core.TensorComparison], min_sqnr: float) -> list[str]:
+def _gate_failures(comparison: Comparison, failing: list[TensorComparison], min_sqnr: float) -> list[str]:
     """Why the --min-sqnr gate fails, one phrase a reason (none: it passes)."""
     reasons = []
     if failing:
@@ -58,7 +58,7 @@ def _gate_failures(comparison: core.Comparison, failing: list[core.TensorCompari
 
 
 def _print_report(
-    comparison: core.Comparison, shown: list[core.TensorComparison], failing: list[core.TensorComparison], sqnr_only: bool
+    comparison: Comparison, shown: list[TensorComparison], failing: list[TensorComparison], sqnr_only: bool
 ) -> None:
     headers = FULL_HEADERS[:3] if sqnr_only else FULL_HEADERS
     print_table([_row(t, sqnr_only) for t in shown], headers, title=f"A: {comparison.a}\nB: {comparison.b}")
@@ -89,7 +89,7 @@ def diff(
     a: Path = typer.Argument(..., metavar="A", help="Reference checkpoint: .safetensors file, *.safetensors.index.json or model directory."),
     b: Path = typer.Argument(..., metavar="B", help="Checkpoint compared against A (float or NVFP4, either format)."),
     sqnr: bool = typer.Option(False, "--sqnr", help="Narrow the table to SQNR."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
+    json_out: bool = JSON_OPTION,
     min_sqnr: float = typer.Option(
         None, "--min-sqnr", metavar="DB", help="A gate: exit 1 if a tensor's SQNR is below DB, a shape differs, or nothing is compared."
     ),
@@ -105,11 +105,11 @@ def diff(
                 raise UsageError(f"--top must be at least 1, got {top}")
             if min_sqnr is not None and math.isnan(min_sqnr):
                 raise UsageError("--min-sqnr must be a number of dB, got nan")  # no SQNR is below nan: the gate would never fire
-            if sort not in core.SORT_KEYS:
-                raise UsageError(f"unknown --sort {sort!r}; valid: {', '.join(core.SORT_KEYS)}")
+            if sort not in SORT_KEYS:
+                raise UsageError(f"unknown --sort {sort!r}; valid: {', '.join(SORT_KEYS)}")
             with _progress(quiet=json_out) as bar:
                 task = bar.add_task("compare", total=None, name="")
-                comparison = core.compare_checkpoints(
+                comparison = compare_checkpoints(
                     a, b, include, on_tensor=lambda done, total, name: bar.update(task, completed=done, total=total, name=name)
                 )
         except (ValueError, OSError) as exc:

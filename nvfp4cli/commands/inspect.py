@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoint import open_checkpoint
-from ..convert import inspect_checkpoint
-from .common import DEBUG_OPTION, cli_errors, print_json, print_table
-from .quantize import JSON_OPTION
+from ..inspection import inspect_checkpoint
+from ..io import open_checkpoint
+from .common import DEBUG_OPTION, JSON_OPTION, cli_errors, print_json, print_table
 
 TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale (1/pts)", "bytes")
 

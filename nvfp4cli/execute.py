@@ -1,0 +1,271 @@
+"""Carry out a plan: make each unit's tensors and stream them into shard files.
+
+    report = run(plan, Path("model_dir-nvfp4"), force=False)
+
+One path for any number of processes: the units are split over ranks (Layout), each rank writes
+its own shard files with write_share, and rank 0 finishes the output (index, config, side files)
+with finish. A single process is rank 0 of one; distributed.py runs the same functions on many.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import formats
+from .api import quantize, raise_if_not_finite
+from .errors import DataError, UsageError
+from .format import Mode, per_tensor_scale_from_amax
+from .formats.base import METADATA_KEY
+from .io import (
+    CONFIG_NAME,
+    INDEX_SUFFIX,
+    SAFETENSORS_SUFFIX,
+    Checkpoint,
+    SafetensorsWriter,
+    TensorSpec,
+    is_weight_file,
+    open_checkpoint,
+    open_writers,
+    shard_file_names,
+    split_into_shards,
+    write_index,
+    write_json,
+)
+from .kernels import get_backend
+from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
+from .rng import tensor_seed
+from .staging import check_output_path, staged_output
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+Progress = Callable[[int, int], None]  # (input tensors done, input bytes done)
+
+
+# ---- one unit ----------------------------------------------------------------------------------
+
+
+def _weight_error(checkpoint: Checkpoint, plan: Plan, name: str, exc: DataError) -> DataError:
+    return DataError(f"{checkpoint.file(plan.weights[name].tensors[0])}: tensor {name!r}: {exc}")
+
+
+def _group_per_tensor_scale(plan: Plan, checkpoint: Checkpoint, tensors: dict[str, torch.Tensor], backend: str) -> torch.Tensor:
+    amaxes = []
+    for name, x in tensors.items():
+        amax = get_backend(backend).amax(x.contiguous())
+        try:
+            raise_if_not_finite(x, amax)
+        except DataError as exc:  # the same words as for a weight quantized alone
+            raise _weight_error(checkpoint, plan, name, exc) from None
+        amaxes.append(amax)
+    return per_tensor_scale_from_amax(torch.stack(amaxes).amax())
+
+
+def _input_values(plan: Plan, checkpoint: Checkpoint, name: str, device: torch.device) -> torch.Tensor:
+    """A weight to quantize: a plain float tensor as stored; a quantized input decoded exactly, in float32."""
+    weight = plan.weights[name]
+    if weight.quantized:
+        return formats.load_float(weight, checkpoint, torch.float32).to(device)
+    return checkpoint.read(name).to(device)
+
+
+def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
+    options: QuantizeOptions = plan.options
+    output = formats.output_format(options.fmt)
+    device = torch.device(options.device)
+    tensors = {name: _input_values(plan, checkpoint, name, device) for name in unit.inputs}
+    shared_pts = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend) if len(unit.inputs) > 1 else None
+    outputs: dict[str, torch.Tensor] = {}
+    for name in unit.inputs:
+        x = tensors.pop(name)  # free each input as soon as it is quantized
+        seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
+        try:
+            q = quantize(x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=options.backend, scale_rule=options.scale_rule)
+        except DataError as exc:
+            raise _weight_error(checkpoint, plan, name, exc) from None
+        outputs.update({key: value.cpu() for key, value in output.encode(name, q).items()})
+    return outputs
+
+
+def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
+    """The output tensors of one unit, by name (raw bytes for a copied tensor of a dtype torch lacks)."""
+    if unit.action == COPY:
+        return {name: checkpoint.read(name) for name in unit.inputs}
+    if unit.action == DEQUANTIZE:
+        return {name: formats.load_float(plan.weights[name], checkpoint, plan.options.dtype) for name in unit.inputs}
+    return _quantize_unit(plan, checkpoint, unit)
+
+
+# ---- who writes what ---------------------------------------------------------------------------
+
+
+def assign_units(units: list[Unit], world_size: int) -> list[list[int]]:
+    """Unit indices per rank, balanced by input bytes: each unit, largest first, goes to the
+    least loaded rank (ties to the lower rank); each rank's list is in plan order. The same on
+    every rank, since it depends on the plan alone."""
+    loads = [(0, rank) for rank in range(world_size)]
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    for index in sorted(range(len(units)), key=lambda i: (-units[i].bytes_in, i)):
+        load, rank = heapq.heappop(loads)
+        shares[rank].append(index)
+        heapq.heappush(loads, (load + units[index].bytes_in, rank))
+    return [sorted(share) for share in shares]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Each rank's units and the shard files it writes (file names numbered over all ranks)."""
+
+    shares: list[list[int]]
+    shards: list[list[list[TensorSpec]]]
+    names: list[list[str]]
+
+    @property
+    def files(self) -> list[str]:
+        return [name for rank_names in self.names for name in rank_names]
+
+    def ranks(self, plan: Plan) -> list[dict]:
+        """Per rank: input tensors, input bytes and the files it writes."""
+        rows = []
+        for rank, share in enumerate(self.shares):
+            units = [plan.units[index] for index in share]
+            tensors_in, bytes_in = sum(unit.tensors_in for unit in units), sum(unit.bytes_in for unit in units)
+            rows.append({"rank": rank, "tensors_in": tensors_in, "bytes_in": bytes_in, "files": self.names[rank]})
+        return rows
+
+
+def plan_layout(plan: Plan, world_size: int, max_shard_bytes: int) -> Layout:
+    """Split the plan over world_size ranks; each rank cuts its units into shards of at most
+    max_shard_bytes as a single process does (so one rank gives the single-process files)."""
+    shares = assign_units(plan.units, world_size)
+    shards = [
+        split_into_shards([list(plan.units[index].outputs) for index in share], max_shard_bytes) if share or rank == 0 else []
+        for rank, share in enumerate(shares)
+    ]
+    names = iter(shard_file_names(sum(len(rank_shards) for rank_shards in shards)))
+    return Layout(shares, shards, [[next(names) for _ in rank_shards] for rank_shards in shards])
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+
+def file_metadata(plan: Plan) -> dict[str, str]:
+    """The safetensors metadata of every output file: the input's own (author, license, ...) and
+    this run's record as sorted JSON."""
+    return {**plan.metadata, "format": "pt", METADATA_KEY: json.dumps(plan.record, sort_keys=True)}
+
+
+def write_units(plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None]) -> None:
+    """Make each unit, write its tensors and call unit_written (which may raise to stop); close
+    every file when all is written, or abort them all on any error."""
+    try:
+        for unit in units:
+            for name, tensor in execute(plan, checkpoint, unit).items():
+                writers[name].write(name, tensor)
+            unit_written(unit)
+        for writer in dict.fromkeys(writers.values()):
+            writer.close()
+    except BaseException:
+        for writer in dict.fromkeys(writers.values()):
+            writer.abort()
+        raise
+
+
+def write_share(plan: Plan, checkpoint: Checkpoint, layout: Layout, rank: int, directory: Path, unit_written: Callable[[Unit], None]) -> None:
+    """Rank `rank`'s units into its shard files in directory."""
+    units = [plan.units[index] for index in layout.shares[rank]]
+    writers = open_writers(layout.shards[rank], [directory / name for name in layout.names[rank]], file_metadata(plan))
+    write_units(plan, checkpoint, units, writers, unit_written)
+
+
+def _copy_side_files(source: Path, target: Path, skipped: set[str]) -> list[str]:
+    """Everything beside the checkpoint but weight files, at any depth (a tokenizer, configs,
+    a README), so no high-precision weights ride along."""
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return [name for name in names if is_weight_file(Path(directory) / name)]
+
+    copied = []
+    for entry in sorted(source.iterdir()):
+        if entry.name in skipped or is_weight_file(entry):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target / entry.name, ignore=ignore)
+        else:
+            shutil.copyfile(entry, target / entry.name)
+        copied.append(entry.name)
+    return copied
+
+
+def finish(plan: Plan, layout: Layout, staging: Path) -> list[str]:
+    """Rank 0's last step for a directory output: the index, config.json, the plan's extra JSON
+    files and the input's side files (tokenizer ...); returns the side files copied."""
+    shards = [shard for rank_shards in layout.shards for shard in rank_shards]
+    if len(shards) > 1:
+        write_index(staging / ("model" + INDEX_SUFFIX), shards, layout.files)
+    skipped = {CONFIG_NAME, *plan.dropped_files, *plan.extra_files}
+    copied = _copy_side_files(plan.directory, staging, skipped) if plan.directory is not None else []
+    if plan.config is not None:
+        write_json(staging / CONFIG_NAME, plan.config)
+    for name, payload in plan.extra_files.items():
+        write_json(staging / name, payload)
+    return copied
+
+
+def check_output(plan: Plan, output: Path, force: bool) -> None:
+    """A file output for a file input, a directory (not named *.safetensors) for a directory."""
+    if plan.directory is None and not output.name.endswith(SAFETENSORS_SUFFIX):
+        raise UsageError(f"output {output} must end with {SAFETENSORS_SUFFIX} for a single-file input")
+    if plan.directory is not None and output.name.endswith(SAFETENSORS_SUFFIX):
+        raise UsageError(f"output {output} names a file, but the input is a model directory: the output is a directory")
+    check_output_path(output, plan.input_path, force)
+
+
+def run(plan: Plan, output: Path, *, checkpoint: Checkpoint | None = None, force: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> dict:
+    """Write the plan's output at `output` in this process (rank 0 of 1).
+
+    Written under a temporary sibling and renamed when complete: after any error nothing is
+    left at `output`, and an existing output is replaced (only with force) at the very end.
+    """
+    check_output(plan, output, force)
+    checkpoint = checkpoint if checkpoint is not None else open_checkpoint(plan.input_path)
+    start = time.perf_counter()
+    tensors_done = bytes_done = 0
+
+    def unit_written(unit: Unit) -> None:
+        nonlocal tensors_done, bytes_done
+        tensors_done += unit.tensors_in
+        bytes_done += unit.bytes_in
+        if progress is not None:
+            progress(tensors_done, bytes_done)
+
+    is_dir = plan.directory is not None
+    with staged_output(output, is_dir, force) as staging:
+        if is_dir:
+            layout = plan_layout(plan, 1, max_shard_bytes)
+            write_share(plan, checkpoint, layout, 0, staging, unit_written)
+            copied, files = finish(plan, layout, staging), layout.files
+        else:  # one file: every unit into the staging file itself
+            specs = [spec for unit in plan.units for spec in unit.outputs]
+            writers = open_writers([specs], [staging], file_metadata(plan))
+            write_units(plan, checkpoint, plan.units, writers, unit_written)
+            copied, files = [], [output.name]
+    return run_report(plan, output, sorted(files), copied, time.perf_counter() - start)
+
+
+def run_report(plan: Plan, output: Path, files: list[str], copied: list[str], seconds: float) -> dict:
+    """What a finished run wrote and how fast: the plan's summary, the files, the time."""
+    return {
+        **plan.summary(),
+        "output": str(output),
+        "files": files,
+        "copied_files": copied,
+        "seconds": seconds,
+        "mb_per_s": plan.bytes_in / 1e6 / seconds if seconds > 0 else None,
+    }

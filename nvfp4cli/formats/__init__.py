@@ -1,0 +1,98 @@
+"""On-disk weight formats, one module a format, each owning everything about its layout.
+
+Every format module has:
+
+    NAME                       the format's name (reports, --format)
+    find(checkpoint)           the logical weights it recognises among the stored tensors
+    read(weight, checkpoint)   the stored parts of one weight, checked (a StoredWeight)
+    decode(parts, dtype)       the weight's values, decoded exactly in float32, then cast
+
+and the NVFP4 output formats (compressed-tensors, modelopt) also:
+
+    specs(name, shape)         the stored tensors of an NVFP4 weight `name` of logical shape
+    encode(name, q)            those tensors from a QuantizedTensor
+    per_tensor_scale(stored)   pts from the stored tensor scale (the conventions differ)
+    configs(ignore, ...)       config.json's quantization_config and extra JSON files
+
+Reader and writer use the same module, so a format's names and conventions live in one place.
+Adding a format: a module here and one line in INPUT_FORMATS (and OUTPUT_FORMATS if written).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+
+from ..api import QuantizedTensor
+from ..errors import DataError, UsageError
+from ..io import Checkpoint
+from . import compressed_tensors, modelopt, plain
+from .base import LogicalWeight, StoredWeight
+
+# Tried in this order; a stored tensor belongs to the first format that claims it, and every
+# tensor no other format claims is a plain tensor.
+INPUT_FORMATS: tuple[ModuleType, ...] = (compressed_tensors, modelopt)
+OUTPUT_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (compressed_tensors, modelopt)}
+ALL_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (*INPUT_FORMATS, plain)}
+
+__all__ = ["LogicalWeight", "StoredWeight", "logical_weights", "handler", "output_format", "load_float", "load_quantized", "load_both"]
+
+
+def handler(weight: LogicalWeight) -> ModuleType:
+    """The module of a weight's format."""
+    return ALL_FORMATS[weight.format]
+
+
+def output_format(name: str) -> ModuleType:
+    """The NVFP4 output format called name; UsageError for another name."""
+    if name not in OUTPUT_FORMATS:
+        raise UsageError(f"unknown format {name!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[name]
+
+
+def logical_weights(checkpoint: Checkpoint) -> dict[str, LogicalWeight]:
+    """Every logical tensor by name, in stored order: each format's weights as one entry (an
+    NVFP4 triple is one "X.weight"), every other stored tensor as itself."""
+    weights: dict[str, LogicalWeight] = {}
+    claimed: dict[str, LogicalWeight] = {}
+    for module in INPUT_FORMATS:
+        for weight in module.find(checkpoint):
+            taken = [name for name in weight.tensors if name in claimed] or ([weight.name] if weight.name in weights else [])
+            if taken:
+                other = claimed.get(taken[0]) or weights[weight.name]
+                raise DataError(f"{checkpoint.path}: {weight.name!r} is stored as more than one weight ({weight.format} and {other.format})")
+            weights[weight.name] = weight
+            claimed.update({name: weight for name in weight.tensors})
+    for name in checkpoint.tensor_names():
+        if name in claimed:
+            continue
+        if name in weights:
+            raise DataError(f"{checkpoint.path}: {name!r} is stored both as a plain tensor and as a {weights[name].format} weight")
+        weights[name] = plain.weight(checkpoint, name)
+    order = {name: position for position, name in enumerate(checkpoint.tensor_names())}
+    return dict(sorted(weights.items(), key=lambda item: order[item[1].tensors[0]]))
+
+
+def load_float(weight: LogicalWeight, checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The weight's values in dtype, decoded the way its own format does it."""
+    module = handler(weight)
+    return module.decode(module.read(weight, checkpoint), dtype)
+
+
+def load_quantized(weight: LogicalWeight, checkpoint: Checkpoint) -> QuantizedTensor | None:
+    """The NVFP4 tensor of an NVFP4 weight (its per_tensor_scale is pts); None for another format."""
+    return load_both(weight, checkpoint, torch.float32)[1] if weight.nvfp4 else None
+
+
+def load_both(weight: LogicalWeight, checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, QuantizedTensor | None]:
+    """(load_float(dtype), load_quantized()) from one read of the stored tensors."""
+    module = handler(weight)
+    parts = module.read(weight, checkpoint)
+    return module.decode(parts, dtype), module.quantized(parts, checkpoint) if weight.nvfp4 else None
+
+
+def load_per_tensor_scale(weight: LogicalWeight, checkpoint: Checkpoint) -> torch.Tensor:
+    """pts (float32 0-d) of an NVFP4 weight, reading only its tensor scale."""
+    module = handler(weight)
+    return module.per_tensor_scale(module.read_tensor_scale(weight, checkpoint))

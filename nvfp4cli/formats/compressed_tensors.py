@@ -1,0 +1,84 @@
+"""compressed-tensors NVFP4, format "nvfp4-pack-quantized" (SPEC.md §4): loads in vLLM and
+transformers. `X.weight_packed`, `X.weight_scale`, `X.weight_global_scale` = 1 / pts."""
+
+from __future__ import annotations
+
+import torch
+
+from ..api import QuantizedTensor
+from ..format import BLOCK_SIZE, dequantize_blocks
+from ..io import Checkpoint, TensorSpec
+from ..modules import module_name
+from . import nvfp4
+from .base import LogicalWeight, StoredWeight, recorded_mode
+
+NAME = "compressed-tensors"
+FORMAT_NAME = "nvfp4-pack-quantized"
+read = nvfp4.read
+
+
+def _names(name: str) -> tuple[str, str, str]:
+    module = module_name(name)
+    return f"{module}.weight_packed", f"{module}.weight_scale", f"{module}.weight_global_scale"
+
+
+def find(checkpoint: Checkpoint) -> list[LogicalWeight]:
+    return [
+        nvfp4.triple(checkpoint, NAME, name.removesuffix("_packed"), _names(name.removesuffix("_packed")))
+        for name in checkpoint.tensor_names()
+        if name.endswith(".weight_packed")
+    ]
+
+
+def per_tensor_scale(stored: torch.Tensor) -> torch.Tensor:
+    """This ecosystem stores the reciprocal of pts."""
+    return 1.0 / stored
+
+
+def read_tensor_scale(weight: LogicalWeight, checkpoint: Checkpoint) -> torch.Tensor:
+    return nvfp4.tensor_scale(weight, checkpoint)
+
+
+def quantized(stored: StoredWeight, checkpoint: Checkpoint) -> QuantizedTensor:
+    parts = stored.parts
+    return QuantizedTensor(parts["packed"], parts["scales"], per_tensor_scale(parts["tensor_scale"]), recorded_mode(checkpoint))
+
+
+def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
+    """e2m1 * (scale / global_scale), in that order, as compressed-tensors dequantizes."""
+    parts = stored.parts
+    effective_scales = parts["scales"].to(torch.float32) / parts["tensor_scale"]
+    return dequantize_blocks(parts["packed"], effective_scales, torch.ones(()), dtype)
+
+
+def specs(name: str, shape: tuple[int, ...]) -> tuple[TensorSpec, ...]:
+    return nvfp4.specs(_names(name), shape, (1,))
+
+
+def encode(name: str, q: QuantizedTensor) -> dict[str, torch.Tensor]:
+    return nvfp4.encode(specs(name, tuple(q.shape)), q, q.global_scale)
+
+
+def configs(ignore: list[str]) -> tuple[dict, dict[str, dict]]:
+    """config.json's quantization_config for weight-only NVFP4, as compressed-tensors writes it;
+    no extra files."""
+    weights = {
+        "num_bits": 4,
+        "type": "float",
+        "symmetric": True,
+        "group_size": BLOCK_SIZE,
+        "strategy": "tensor_group",
+        "dynamic": False,
+        "scale_dtype": "torch.float8_e4m3fn",
+    }
+    group = {"targets": ["Linear"], "weights": weights, "input_activations": None, "output_activations": None, "format": FORMAT_NAME}
+    config = {
+        "config_groups": {"group_0": group},
+        "quant_method": "compressed-tensors",
+        "kv_cache_scheme": None,
+        "format": FORMAT_NAME,
+        "quantization_status": "compressed",
+        "ignore": ignore,
+    }
+    return config, {}
+
