@@ -29,7 +29,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .checkpoint import COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT, open_checkpoint
+from .formats.compressed_tensors import NAME as COMPRESSED_TENSORS_FORMAT
+from .formats.modelopt import NAME as MODELOPT_FORMAT
+from .io import open_checkpoint
 from .errors import DataError, UsageError, one_line
 from .format import BLOCK_SIZE
 from .modules import fused_group_key, module_name

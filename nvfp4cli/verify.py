@@ -12,7 +12,6 @@ codes), config.json and hf_quant_config.json. describe() builds one from a path.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -21,16 +20,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import COMPRESSED_TENSORS_FORMAT, DTYPE_NAMES, MODELOPT_FORMAT, open_checkpoint
 from .errors import DataError
 from .format import BLOCK_SIZE
+from .formats import compressed_tensors, modelopt
+from .io import CONFIG_NAME, Checkpoint, open_checkpoint, read_json
 from .modules import default_skip_reason, fused_group_key
 
 TARGETS = ("vllm", "transformers", "trtllm")
 CHECKS = ("format", "tensors", "fused", "config", "target")
-CT_FORMAT_NAME = "nvfp4-pack-quantized"
+COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT = compressed_tensors.NAME, modelopt.NAME
+CT_FORMAT_NAME = compressed_tensors.FORMAT_NAME
+HF_QUANT_CONFIG_NAME = modelopt.HF_QUANT_CONFIG_NAME
 MODELOPT_ALGOS = {"W4A16_NVFP4": False, "NVFP4": True}  # quant_algo -> activations quantized (W4A4)
-HF_QUANT_CONFIG_NAME = "hf_quant_config.json"
 VLLM_MODELOPT_REQUIRED = ("group_size", "kv_cache_quant_algo", "exclude_modules")  # vLLM raises without them
 
 # Stored names of an NVFP4 module M, per format: M.<suffix>.
@@ -92,41 +93,40 @@ class Module:
 # ---- reading a checkpoint ---------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Unreadable(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(payload, dict):
-        raise Unreadable(f"{path}: expected a JSON object")
-    return payload
-
-
-def describe(path: str | Path) -> CheckpointView:
-    """A CheckpointView of a .safetensors file, an index or a model directory (headers only)."""
-    try:
-        checkpoint = open_checkpoint(path)
-    except DataError as exc:
-        raise Unreadable(str(exc)) from None
-    tensors = {name: (DTYPE_NAMES[checkpoint.dtype(name)], checkpoint.shape(name)) for name in checkpoint.tensor_names()}
+def view_of(checkpoint: Checkpoint) -> CheckpointView:
+    """The CheckpointView of an open checkpoint (headers only; the JSON files are read here)."""
 
     def read(name: str) -> torch.Tensor:
         try:
-            return checkpoint.get_tensor(name)
+            return checkpoint.read(name)
+        except DataError as exc:
+            raise Unreadable(str(exc)) from None
+
+    def side_file(name: str) -> dict | None:
+        path = checkpoint.directory / name
+        try:
+            return read_json(path) if path.is_file() else None
         except DataError as exc:
             raise Unreadable(str(exc)) from None
 
     directory = checkpoint.directory
     return CheckpointView(
-        path=str(path),
-        tensors=tensors,
+        path=str(checkpoint.path),
+        tensors={name: (spec.dtype, spec.shape) for name, spec in checkpoint.specs.items()},
         read=read,
-        config=_read_json(directory / "config.json") if directory is not None else None,
-        hf_quant_config=_read_json(directory / HF_QUANT_CONFIG_NAME) if directory is not None else None,
+        config=side_file(CONFIG_NAME) if directory is not None else None,
+        hf_quant_config=side_file(HF_QUANT_CONFIG_NAME) if directory is not None else None,
         has_directory=directory is not None,
     )
+
+
+def describe(path: str | Path) -> CheckpointView:
+    """A CheckpointView of a .safetensors file, an index or a model directory; Unreadable
+    (exit 2) when it cannot be opened."""
+    try:
+        return view_of(open_checkpoint(path))
+    except DataError as exc:
+        raise Unreadable(str(exc)) from None
 
 
 # ---- which tensors form which NVFP4 weights --------------------------------------------------

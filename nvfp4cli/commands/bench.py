@@ -10,7 +10,7 @@ from rich.console import Console
 
 from .. import bench as core
 from ..api import parse_dtype, parse_mode
-from ..checkpoint import check_output_directory, staged_output
+from ..staging import check_output_directory, staged_output
 from ..errors import UsageError
 from ..format import Mode
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
