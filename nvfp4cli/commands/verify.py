@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from ..verify import TARGETS, describe, verify as verify_checkpoint
-from .common import DEBUG_OPTION, cli_errors, print_json, print_table
-from .quantize import JSON_OPTION
+from .common import DEBUG_OPTION, JSON_OPTION, choices, cli_errors, print_json, print_table
 
-Target = Enum("Target", {name: name for name in TARGETS}, type=str)
+Target = choices("Target", TARGETS)
 
 
 def verify(
