@@ -49,6 +49,9 @@ TORCH_DTYPES = {
     "BOOL": torch.bool,
 }
 DTYPE_NAMES = {dtype: name for name, dtype in TORCH_DTYPES.items()}
+# Every dtype the safetensors format defines, with its width in bits: those torch lacks (or this
+# tool does not decode) are copied as raw bytes; a name not here makes the file unreadable.
+DTYPE_BITS = {name: dtype.itemsize * 8 for name, dtype in TORCH_DTYPES.items()} | {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "C64": 64}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ class SafetensorsFile:
         if len(prefix) < 8:
             raise self._bad("shorter than its 8-byte header length")
         (length,) = struct.unpack("<Q", prefix)
-        if length > min(HEADER_LIMIT, size - 8):
+        if length > HEADER_LIMIT:
+            raise self._bad(f"header length {length} exceeds the {HEADER_LIMIT >> 20} MiB limit")
+        if length > size - 8:
             raise self._bad(f"header length {length} exceeds the file")
         try:
             header = json.loads(handle.read(length))
@@ -122,22 +127,36 @@ class SafetensorsFile:
             raise self._bad("__metadata__ is not a map of strings")
         self.metadata = metadata
         data_start, data_size = 8 + length, size - 8 - length
+        position = 0  # as the safetensors library checks: tensors tile the data, no gap, no overlap
         for name, entry in sorted(header.items(), key=lambda item: _data_start(item[1])):
-            self.specs[name] = self._spec(name, entry, data_size)
-            self._offsets[name] = data_start + entry["data_offsets"][0]
+            spec = self.specs[name] = self._spec(name, entry, data_size)
+            begin = entry["data_offsets"][0]
+            if begin != position:
+                raise self._bad(f"tensor {name!r} starts at byte {begin} of the data, not {position}: tensors overlap or leave a gap")
+            position = begin + spec.nbytes
+            self._offsets[name] = data_start + begin
+        if position != data_size:
+            raise self._bad(f"{data_size - position} bytes after the last tensor belong to no tensor")
 
     def _spec(self, name: str, entry: object, data_size: int) -> TensorSpec:
         try:
             dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-            valid = isinstance(dtype, str) and all(isinstance(n, int) and n >= 0 for n in (*shape, begin, end))
         except (TypeError, KeyError, ValueError):
-            valid = False
-        if not valid or not begin <= end <= data_size:
-            raise self._bad(f"tensor {name!r} has a malformed entry or lies outside the file")
-        known = TORCH_DTYPES.get(dtype)
-        if known is not None and math.prod(shape) * known.itemsize != end - begin:
+            raise self._bad(f"tensor {name!r} has a malformed entry (dtype, shape and data_offsets [begin, end] expected)") from None
+        if not all(type(n) is int and n >= 0 for n in shape):
+            raise self._bad(f"tensor {name!r} has an invalid shape {list(shape)}")
+        if not all(type(n) is int for n in (begin, end)) or not 0 <= begin <= end <= data_size:
+            raise self._bad(f"tensor {name!r} has data_offsets {[begin, end]} outside the {data_size} bytes of data")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+            raise self._bad(f"tensor {name!r} has an unknown dtype {dtype!r}")
+        bits = math.prod(shape) * DTYPE_BITS[dtype]
+        if bits % 8 or bits // 8 != end - begin:
             raise self._bad(f"tensor {name!r} of shape {list(shape)} {dtype} does not fit its {end - begin} bytes")
         return TensorSpec(name, dtype, shape, end - begin)
+
+    def offset(self, name: str) -> int:
+        """Where a tensor's bytes start in the file."""
+        return self._offsets[name]
 
     def read_bytes(self, name: str) -> torch.Tensor:
         """The stored bytes of a tensor as a flat uint8 tensor (for any dtype)."""
@@ -251,6 +270,15 @@ class Checkpoint:
         """A stored tensor's bytes, flat uint8, whatever its dtype."""
         self.info(name)
         return self._file_of[name].read_bytes(name)
+
+    def shared_storage(self) -> list[list[str]]:
+        """Groups of names that one stored tensor goes by (the same bytes of the same file)."""
+        by_place: dict[tuple[Path, int, int], list[str]] = {}
+        for file in self.files:
+            for name, spec in file.specs.items():
+                if spec.nbytes:
+                    by_place.setdefault((file.path, file.offset(name), spec.nbytes), []).append(name)
+        return [names for names in by_place.values() if len(names) > 1]
 
     def close(self) -> None:
         for file in self.files:
