@@ -41,6 +41,7 @@ from .io import (
 )
 from .kernels import get_backend
 from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
+from .relayout import REPACKAGE, produce as relayout_unit
 from .rng import tensor_seed
 from .staging import check_output_path, staged_output
 
@@ -98,7 +99,9 @@ def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.T
     if unit.action == COPY:
         return {name: checkpoint.read(name) for name in unit.inputs}
     if unit.action == DEQUANTIZE:
-        return {name: formats.load_float(plan.weights[name], checkpoint, plan.options.dtype) for name in unit.inputs}
+        return {spec.name: formats.load_float(plan.weights[name], checkpoint, spec.torch_dtype) for name, spec in zip(unit.inputs, unit.outputs)}
+    if unit.action == REPACKAGE:
+        return relayout_unit(plan, checkpoint, unit)
     return _quantize_unit(plan, checkpoint, unit)
 
 

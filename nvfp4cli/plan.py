@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +167,9 @@ def _ineligible_reason(weight: LogicalWeight, spec: TensorSpec) -> str:
     return ""
 
 
-def _policy_reason(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> str:
+def _policy_reason(name: str, include: tuple[str, ...], exclude: tuple[str, ...], kept: dict[str, str]) -> str:
+    if name in kept:
+        return kept[name]
     for pattern in exclude:
         if fnmatch.fnmatchcase(name, pattern):
             return f"excluded by --exclude {pattern!r}"
@@ -196,10 +199,11 @@ def select_weights(
     candidates = [name for name, weight in weights.items() if name.endswith(".weight") and len(weight.shape) >= 2]
     _unmatched_patterns(candidates, "--include", include)
     _unmatched_patterns(candidates, "--exclude", exclude)
+    kept = always_kept(checkpoint, candidates)
     reasons = {}
     for name in candidates:
         weight = weights[name]
-        reasons[name] = _ineligible_reason(weight, checkpoint.info(weight.tensors[0])) or _policy_reason(name, include, exclude)
+        reasons[name] = _ineligible_reason(weight, checkpoint.info(weight.tensors[0])) or _policy_reason(name, include, exclude, kept)
     groups: dict[str, list[str]] = {}
     for name in candidates:
         if fused_group_key(name) is not None:
@@ -210,6 +214,50 @@ def select_weights(
             why = f"fused with {kept[0]} in {key}, which is kept ({reasons[kept[0]]}): engines need the group whole"
             reasons.update({name: why for name in members if not reasons[name]})
     return [Selection(name, not reasons[name], reasons[name], None if reasons[name] else fused_group_key(name)) for name in candidates]
+
+
+def _config_flag(config: dict, key: str) -> bool:
+    """A config flag, also where a multimodal config nests it in text_config."""
+    return bool(config.get(key, (config.get("text_config") or {}).get(key, False)))
+
+
+def not_converted_patterns(config: dict | None) -> list[str]:
+    """Module patterns an input's quantization_config lists as left unquantized."""
+    quantization = (config or {}).get("quantization_config") or {}
+    patterns: list[str] = []
+    for key in ("modules_to_not_convert", "ignored_layers", "ignore", "exclude_modules"):
+        value = quantization.get(key) or []
+        patterns.extend(item for item in value if isinstance(item, str))
+    return patterns
+
+
+def _matches_module(module: str, pattern: str) -> bool:
+    """A compressed-tensors "re:" regex, or a glob naming the module or one of its parents."""
+    if pattern.startswith("re:"):
+        return re.match(pattern[3:], module) is not None
+    return fnmatch.fnmatchcase(module, pattern) or fnmatch.fnmatchcase(module, pattern + ".*")
+
+
+def always_kept(checkpoint: Checkpoint, names: list[str]) -> dict[str, str]:
+    """Weights no option quantizes, with the reason: those the input's quantization_config lists
+    as not converted (they stay as they are), and tied weights (an embedding that is also the
+    output head: quantizing one name leaves the other missing at load time)."""
+    config = checkpoint.config or {}
+    patterns = not_converted_patterns(config)
+    kept = {}
+    for name in names:
+        pattern = next((p for p in patterns if _matches_module(module_name(name), p)), None)
+        if pattern is not None:
+            kept[name] = f"listed as not converted ({pattern!r}) by the input's quantization_config"
+    if _config_flag(config, "tie_word_embeddings"):
+        for name in names:
+            if default_skip_reason(name) in ("embedding", "lm_head"):
+                kept.setdefault(name, "tied to the other end of the model (tie_word_embeddings): kept in high precision")
+    for group in checkpoint.shared_storage():
+        for name in group:
+            if name in names:
+                kept.setdefault(name, f"shares its storage with {next(other for other in group if other != name)!r}: kept in high precision")
+    return kept
 
 
 def _ignored_modules(selections: list[Selection]) -> list[str]:
@@ -231,6 +279,11 @@ def _stored_bytes(checkpoint: Checkpoint, weight: LogicalWeight) -> int:
 def _copy(checkpoint: Checkpoint, weight: LogicalWeight) -> list[Unit]:
     specs = tuple(checkpoint.info(name) for name in weight.tensors)
     return [Unit(COPY, (name,), (spec,), spec.nbytes, 1) for name, spec in zip(weight.tensors, specs)]
+
+
+def _dequantize(checkpoint: Checkpoint, weight: LogicalWeight, dtype: torch.dtype) -> Unit:
+    spec = TensorSpec.of(weight.name, dtype, weight.shape)
+    return Unit(DEQUANTIZE, (weight.name,), (spec,), _stored_bytes(checkpoint, weight), len(weight.tensors))
 
 
 def check_quantize_options(options: QuantizeOptions) -> QuantizeOptions:
@@ -265,6 +318,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     already = next((weight for weight in weights.values() if weight.nvfp4), None)
     if already is not None:
         raise DataError(f"{checkpoint.path}: already NVFP4 ({already.format}: {already.tensors[0]}); use `nvfp4 convert` to re-lay it out, or dequantize it first")
+    formats.check_decodable(checkpoint, weights)
     selections = select_weights(checkpoint, options.include, options.exclude, weights)
     chosen = {selection.name: selection for selection in selections if selection.quantize}
     members: dict[str, list[str]] = {}
@@ -273,7 +327,8 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     units: list[Unit] = []
     for name, weight in weights.items():
         if name not in chosen:
-            units.extend(_copy(checkpoint, weight))
+            # A quantized input weight left out is decoded to bf16: its old layout leaves with its config.
+            units.extend(_copy(checkpoint, weight) if not weight.quantized else [_dequantize(checkpoint, weight, torch.bfloat16)])
             continue
         names = tuple(members.pop(chosen[name].group or name, ()))
         if names:  # a fused group becomes one unit where its first member appears
@@ -302,12 +357,9 @@ def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16)
     """Quantized weights (any format) back to float `dtype`; every other tensor is copied as is."""
     weights = formats.logical_weights(checkpoint)
     units = []
-    for name, weight in weights.items():
-        if not weight.quantized:
-            units.extend(_copy(checkpoint, weight))
-            continue
-        spec = TensorSpec.of(name, dtype, weight.shape)
-        units.append(Unit(DEQUANTIZE, (name,), (spec,), _stored_bytes(checkpoint, weight), len(weight.tensors)))
+    formats.check_decodable(checkpoint, weights)
+    for weight in weights.values():
+        units.extend(_copy(checkpoint, weight) if not weight.quantized else [_dequantize(checkpoint, weight, dtype)])
     if not any(unit.converted for unit in units):
         raise DataError(f"{checkpoint.path}: no quantized weights to dequantize")
     config = None

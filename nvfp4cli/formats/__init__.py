@@ -27,16 +27,35 @@ import torch
 from ..api import QuantizedTensor
 from ..errors import DataError, UsageError
 from ..io import Checkpoint
-from . import compressed_tensors, modelopt, plain
+from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
 from .base import LogicalWeight, StoredWeight
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
 # tensor no other format claims is a plain tensor.
-INPUT_FORMATS: tuple[ModuleType, ...] = (compressed_tensors, modelopt)
+INPUT_FORMATS: tuple[ModuleType, ...] = (compressed_tensors, modelopt, fp8_block, ct_fp8, mxfp4)
 OUTPUT_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (compressed_tensors, modelopt)}
 ALL_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (*INPUT_FORMATS, plain)}
 
 __all__ = ["LogicalWeight", "StoredWeight", "logical_weights", "handler", "output_format", "load_float", "load_quantized", "load_both"]
+
+
+# quantization_config quant_methods whose weights the input formats above decode.
+DECODED_METHODS = ("fp8", "mxfp4", "compressed-tensors", "modelopt")
+DECODED_COMPRESSED_TENSORS_FORMATS = ("float-quantized", compressed_tensors.FORMAT_NAME, "dense")
+
+
+def check_decodable(checkpoint: Checkpoint, weights: dict[str, LogicalWeight]) -> None:
+    """Refuse a quantized input this tool cannot decode, with one line, rather than copy its
+    quantized tensors under a new config (which would make a broken model)."""
+    quantization = (checkpoint.config or {}).get("quantization_config") or {}
+    method = quantization.get("quant_method")
+    if method is not None and method not in DECODED_METHODS:
+        raise DataError(f"{checkpoint.path}: quantization_config quant_method {method!r} is not a format nvfp4 decodes ({', '.join(DECODED_METHODS)})")
+    if method == "compressed-tensors" and quantization.get("format", "dense") not in DECODED_COMPRESSED_TENSORS_FORMATS:
+        raise DataError(f"{checkpoint.path}: compressed-tensors format {quantization.get('format')!r} is not one nvfp4 decodes ({', '.join(DECODED_COMPRESSED_TENSORS_FORMATS)})")
+    for name, weight in weights.items():
+        if weight.format == plain.NAME and name.endswith(".weight") and checkpoint.info(name).dtype.startswith("F8_"):
+            raise DataError(f"{checkpoint.path}: FP8 weight {name!r} has no scale nvfp4 knows (weight_scale_inv, weight_scale): cannot decode it")
 
 
 def handler(weight: LogicalWeight) -> ModuleType:
