@@ -154,10 +154,6 @@ class SafetensorsFile:
             raise self._bad(f"tensor {name!r} of shape {list(shape)} {dtype} does not fit its {end - begin} bytes")
         return TensorSpec(name, dtype, shape, end - begin)
 
-    def offset(self, name: str) -> int:
-        """Where a tensor's bytes start in the file."""
-        return self._offsets[name]
-
     def read_bytes(self, name: str) -> torch.Tensor:
         """The stored bytes of a tensor as a flat uint8 tensor (for any dtype)."""
         spec = self.specs[name]
@@ -270,15 +266,6 @@ class Checkpoint:
         """A stored tensor's bytes, flat uint8, whatever its dtype."""
         self.info(name)
         return self._file_of[name].read_bytes(name)
-
-    def shared_storage(self) -> list[list[str]]:
-        """Groups of names that one stored tensor goes by (the same bytes of the same file)."""
-        by_place: dict[tuple[Path, int, int], list[str]] = {}
-        for file in self.files:
-            for name, spec in file.specs.items():
-                if spec.nbytes:
-                    by_place.setdefault((file.path, file.offset(name), spec.nbytes), []).append(name)
-        return [names for names in by_place.values() if len(names) > 1]
 
     def close(self) -> None:
         for file in self.files:

@@ -241,7 +241,9 @@ def _matches_module(module: str, pattern: str) -> bool:
 def always_kept(checkpoint: Checkpoint, names: list[str]) -> dict[str, str]:
     """Weights no option quantizes, with the reason: those the input's quantization_config lists
     as not converted (they stay as they are), and tied weights (an embedding that is also the
-    output head: quantizing one name leaves the other missing at load time)."""
+    output head: quantizing one name leaves the other missing at load time). A safetensors file
+    cannot store one tensor under two names (readers refuse overlapping data), so tie_word_embeddings
+    is the one way a checkpoint ties weights."""
     config = checkpoint.config or {}
     patterns = not_converted_patterns(config)
     kept = {}
@@ -253,10 +255,6 @@ def always_kept(checkpoint: Checkpoint, names: list[str]) -> dict[str, str]:
         for name in names:
             if default_skip_reason(name) in ("embedding", "lm_head"):
                 kept.setdefault(name, "tied to the other end of the model (tie_word_embeddings): kept in high precision")
-    for group in checkpoint.shared_storage():
-        for name in group:
-            if name in names:
-                kept.setdefault(name, f"shares its storage with {next(other for other in group if other != name)!r}: kept in high precision")
     return kept
 
 
