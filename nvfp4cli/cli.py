@@ -6,6 +6,7 @@ import typer
 
 from . import __version__
 from .commands import bench as bench_command
+from .commands import convert as convert_command
 from .commands import dequantize as dequantize_command
 from .commands import diff as diff_command
 from .commands import inspect as inspect_command
@@ -42,3 +43,4 @@ app.command("quantize")(quantize_command.quantize)
 app.command("dequantize")(dequantize_command.dequantize)
 app.command("inspect")(inspect_command.inspect)
 app.command("verify")(verify_command.verify)
+app.command("convert")(convert_command.convert)

@@ -1,0 +1,275 @@
+"""Re-lay out an NVFP4 checkpoint without going back to float (`nvfp4 convert`), and repair what
+verify flags that can be repaired (`--fix`).
+
+    conversion = plan_convert(checkpoint, ConvertOptions(fmt="modelopt", fix=True))
+    report = execute.run(conversion.plan, Path("out"), checkpoint=checkpoint)
+    repairs = measure_repairs(conversion, checkpoint, open_checkpoint("out"))
+
+FP4 codes and E4M3 block scales are copied byte for byte; the names, the tensor-scale convention
+(compressed-tensors stores 1/pts, ModelOpt pts) and the config come from the output format's
+handler (formats/). A format's stored scale is copied as is when the format does not change.
+
+--fix, for members of one fused matmul with different global scales: the group gets one tensor
+scale pts_new >= the largest pts of its members, so every rescaled block scale s8 * pts_old /
+pts_new shrinks and none can overflow E4M3. With the FP4 codes kept, all values of a block scale
+by one factor, so the E4M3 value nearest to s8 * pts_old / pts_new (ties to even) is the block
+scale of least error against the unrepaired values; a generic ratio costs about 32 dB SQNR on
+average (3 mantissa bits), a power-of-two ratio nothing. So pts_new is chosen among the members'
+own pts times the smallest power of two that reaches the largest (each candidate leaves one
+member exact) by the best worst-member SQNR, computed exactly from the codes. measure_repairs
+then reports the SQNR of every repaired tensor as written. --fix also stores NVFP4 MoE routers,
+shared-expert gates and embeddings in float (dequantized), which no engine's NVFP4 path loads.
+A NaN or missing part cannot be repaired: plan_convert refuses and nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from . import __version__, formats
+from .api import QuantizedTensor
+from .errors import DataError
+from .format import BLOCK_SIZE, E4M3_MAX, e2m1_values, unpack_codes
+from .formats.base import StoredWeight, record, recorded_mode
+from .formats.modelopt import HF_QUANT_CONFIG_NAME
+from .io import Checkpoint, TensorSpec
+from .metrics import sqnr_db
+from .modules import default_skip_reason, fused_group_key, module_name
+from .plan import COPY, DEQUANTIZE, Plan, Unit
+from .verify import check_fused, check_tensors, find_modules, view_of
+
+REPACKAGE = "repackage"  # the plan operation and unit action: same codes, new names and conventions
+# What --fix stores in float: weights no engine's NVFP4 path loads (verify's "target" findings).
+FLOAT_ONLY = ("MoE router", "shared expert gate", "embedding")
+# Positive finite E4M3 values by byte (0x00..0x7E): ascending, so the byte is the table index.
+E4M3_TABLE = torch.arange(0, 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float64)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    fmt: str = formats.compressed_tensors.NAME
+    fix: bool = False
+    dtype: torch.dtype = torch.bfloat16  # of the weights --fix stores in float
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A fused group whose members get one tensor scale (chosen when the codes are read)."""
+
+    group: str
+    members: tuple[str, ...]
+
+
+@dataclass
+class Conversion:
+    """The plan execute.run writes, and what --fix changes in it."""
+
+    plan: Plan
+    repairs: list[Repair] = field(default_factory=list)
+    dequantized: list[str] = field(default_factory=list)
+
+
+def e4m3_nearest(values: torch.Tensor) -> torch.Tensor:
+    """The E4M3 value nearest to each float64 value in [0, 448], ties to the even byte (RNE),
+    in one rounding (a cast through float32 would round twice)."""
+    if not bool(((values >= 0) & (values <= E4M3_MAX)).all()):
+        raise ValueError("block scales to round must lie in [0, 448]")
+    upper = torch.searchsorted(E4M3_TABLE, values).clamp(max=len(E4M3_TABLE) - 1)
+    lower = (upper - 1).clamp(min=0)
+    below, above = values - E4M3_TABLE[lower], E4M3_TABLE[upper] - values
+    take_lower = (below < above) | ((below == above) & (lower % 2 == 0))
+    return torch.where(take_lower, lower, upper).to(torch.uint8).view(torch.float8_e4m3fn)
+
+
+def rescale_block_scales(scales: torch.Tensor, ratio: float) -> torch.Tensor:
+    """E4M3 block scales for a tensor scale changed by 1/ratio (ratio = pts_old / pts_new <= 1):
+    nearest E4M3 of s8 * ratio, the product taken in float64 (exact to 2^-53)."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio {ratio} is not in (0, 1]: the shared scale must be at least the group's largest pts")
+    if ratio == 1:
+        return scales
+    return e4m3_nearest(scales.to(torch.float64) * ratio).reshape(scales.shape)
+
+
+def block_energy(packed: torch.Tensor) -> torch.Tensor:
+    """Sum of e2m1(code)^2 over each 16-element block, float64 [..., K/16]: a block's weight in
+    the squared error of its scale."""
+    values = e2m1_values()[unpack_codes(packed).long()].to(torch.float64)
+    return values.square().unflatten(-1, (-1, BLOCK_SIZE)).sum(-1)
+
+
+def rescale_sqnr_db(scales: torch.Tensor, energy: torch.Tensor, ratio: float) -> float:
+    """SQNR (dB) of a weight whose block scales go from s8 to rescale_block_scales(s8, ratio),
+    its codes kept, against the weight before; inf when nothing changes."""
+    exact = scales.to(torch.float64) * ratio
+    noise = float((energy * (exact - rescale_block_scales(scales, ratio).to(torch.float64)).square()).sum())
+    signal = float((energy * exact.square()).sum())
+    return math.inf if noise == 0 else -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+
+
+def shared_scale_candidates(stored: dict[str, float], fmt: str) -> list[float]:
+    """Stored tensor scales the group may share: each member's pts times the smallest power of
+    two that reaches the largest pts (exact in float32, so that member keeps its block scales)."""
+    pts = {name: pts_of(value, fmt) for name, value in stored.items()}
+    largest = max(pts.values())
+    candidates = []
+    for name, value in stored.items():
+        k = 0
+        while pts[name] * 2.0**k < largest:
+            k += 1
+        candidates.append(value * 2.0**-k if fmt == formats.compressed_tensors.NAME else value * 2.0**k)
+    return list(dict.fromkeys(candidates))
+
+
+def pts_of(stored: float, fmt: str) -> float:
+    """pts in float64 from a stored tensor scale (compressed-tensors stores 1/pts)."""
+    return 1.0 / stored if fmt == formats.compressed_tensors.NAME else stored
+
+
+def pts_ratio(stored_old: float, stored_new: float, fmt: str) -> float:
+    """pts_old / pts_new in float64 from the stored tensor scales, in one division."""
+    return stored_new / stored_old if fmt == formats.compressed_tensors.NAME else stored_old / stored_new
+
+
+# ---- planning ---------------------------------------------------------------------------------
+
+
+def _refuse(checkpoint: Checkpoint, problems: list) -> None:
+    if problems:
+        first = problems[0]
+        raise DataError(f"{checkpoint.path}: cannot convert: {len(problems)} problem(s) no repair fixes, first {first.tensor}: {first.message} (`nvfp4 verify` lists them all)")
+
+
+def _stored_scale(checkpoint: Checkpoint, weight: formats.LogicalWeight) -> float:
+    return float(checkpoint.read(weight.tensors[2]).reshape(-1)[0])
+
+
+def _plan_repairs(checkpoint: Checkpoint, weights: dict[str, formats.LogicalWeight]) -> dict[str, Repair]:
+    """Fused groups whose NVFP4 members have different stored scales: the repair, by member."""
+    groups: dict[str, list[str]] = {}
+    for name, weight in weights.items():
+        if weight.nvfp4 and fused_group_key(name) is not None:
+            groups.setdefault(fused_group_key(name), []).append(name)
+    repairs = {}
+    for key, members in groups.items():
+        if len({_stored_scale(checkpoint, weights[name]) for name in members}) > 1:
+            repairs.update({name: Repair(key, tuple(members)) for name in members})
+    return repairs
+
+
+def _float_modules(weights: dict[str, formats.LogicalWeight], dequantized: set[str]) -> list[str]:
+    """The ignore / exclude list of the output: every 2-D+ weight stored in float, and lm_head
+    when it is not NVFP4 (even when tied to the embedding and absent from the file)."""
+    ignore = [module_name(name) for name, weight in weights.items() if name.endswith(".weight") and len(weight.shape) >= 2 and (not weight.nvfp4 or name in dequantized)]
+    if not any(module_name(name).rpartition(".")[2] == "lm_head" for name, weight in weights.items() if weight.nvfp4 and name not in dequantized):
+        ignore.append("lm_head")
+    return list(dict.fromkeys(ignore))
+
+
+def _stored_bytes(checkpoint: Checkpoint, weight: formats.LogicalWeight) -> int:
+    return sum(checkpoint.info(name).nbytes for name in weight.tensors)
+
+
+def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
+    """What every tensor becomes, from the headers and the tensor scales. DataError (nothing
+    written) for what cannot be converted or repaired."""
+    out = formats.output_format(options.fmt)
+    view = view_of(checkpoint)
+    in_fmt, modules = find_modules(view)
+    if in_fmt is None:
+        raise DataError(f"{checkpoint.path}: no NVFP4 weights to convert")
+    floats = [name for name, (dtype, shape) in view.tensors.items() if name.endswith(".weight") and len(shape) >= 2 and name.removesuffix(".weight") not in modules]
+    problems = list(check_tensors(view, in_fmt, modules))
+    if options.fix:  # a fused group partly in float needs quantizing, not re-laying out
+        problems += [finding for finding in check_fused(view, modules, floats) if finding.tensor in floats]
+    _refuse(checkpoint, problems)
+    input_scales = [module.parts["input"] for module in modules.values() if "input" in module.parts]
+    if input_scales:
+        raise DataError(f"{checkpoint.path}: activation scales ({input_scales[0]}): convert re-lays out weight-only NVFP4 (W4A16) checkpoints")
+    weights = formats.logical_weights(checkpoint)
+    repairs = _plan_repairs(checkpoint, weights) if options.fix else {}
+    dequantized = {name for name, weight in weights.items() if options.fix and weight.nvfp4 and default_skip_reason(name) in FLOAT_ONLY}
+    units: list[Unit] = []
+    done: set[str] = set()
+    for name, weight in weights.items():
+        if name in done:
+            continue
+        if not weight.nvfp4:
+            units += [Unit(COPY, (stored,), (checkpoint.info(stored),), checkpoint.info(stored).nbytes, 1) for stored in weight.tensors]
+        elif name in dequantized:
+            units.append(Unit(DEQUANTIZE, (name,), (TensorSpec.of(name, options.dtype, weight.shape),), _stored_bytes(checkpoint, weight), 3))
+        else:
+            members = repairs[name].members if name in repairs else (name,)
+            specs = tuple(spec for member in members for spec in out.specs(member, weights[member].shape))
+            units.append(Unit(REPACKAGE, members, specs, sum(_stored_bytes(checkpoint, weights[m]) for m in members), 3 * len(members)))
+            done.update(members)
+    quantization_config, extra_files = out.configs(_float_modules(weights, dequantized))
+    previous = {key: value for key, value in (record(checkpoint) or {}).items() if key in ("mode", "seed", "scale_rule")}
+    run_record = {"producer": f"nvfp4cli {__version__}", **previous, "format": options.fmt, "converted_from": in_fmt, "fix": options.fix, "quantization_config": quantization_config}
+    config = None if checkpoint.config is None else {**checkpoint.config, "quantization_config": quantization_config}
+    used = {name: weights[name] for unit in units if unit.action != COPY for name in unit.inputs}
+    metadata = {key: value for key, value in checkpoint.metadata.items() if key != formats.base.METADATA_KEY}
+    plan = Plan(
+        REPACKAGE, checkpoint.path, checkpoint.directory, used, units, options, run_record,
+        config=config, extra_files=extra_files, dropped_files=(HF_QUANT_CONFIG_NAME,), skipped_files=checkpoint.skipped_files, metadata=metadata,
+    )  # fmt: skip
+    return Conversion(plan, sorted({repair.group: repair for repair in repairs.values()}.values(), key=lambda repair: repair.group), sorted(dequantized))
+
+
+# ---- producing ----------------------------------------------------------------------------------
+
+
+def _shared_scale(stored: dict[str, StoredWeight], fmt: str) -> torch.Tensor:
+    """The stored tensor scale a group shares: its own for one weight or equal scales, else the
+    candidate with the best worst-member SQNR (the first, the largest pts itself, on ties)."""
+    values = {name: float(parts.parts["tensor_scale"]) for name, parts in stored.items()}
+    first = next(iter(stored.values())).parts["tensor_scale"]
+    if len(set(values.values())) == 1:
+        return first
+    energy = {name: block_energy(parts.parts["packed"]) for name, parts in stored.items()}
+
+    def worst(candidate: float) -> float:
+        return min(rescale_sqnr_db(parts.parts["scales"], energy[name], pts_ratio(values[name], candidate, fmt)) for name, parts in stored.items())
+
+    candidates = shared_scale_candidates(values, fmt)
+    best = max(candidates, key=lambda candidate: (worst(candidate), -candidates.index(candidate)))
+    return torch.tensor(best, dtype=torch.float32).reshape(first.shape)
+
+
+def produce(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
+    """The output tensors of a REPACKAGE unit: one weight, or a fused group given one scale."""
+    out = formats.output_format(plan.options.fmt)
+    in_fmt = plan.weights[unit.inputs[0]].format
+    handler = formats.ALL_FORMATS[in_fmt]
+    stored = {name: handler.read(plan.weights[name], checkpoint) for name in unit.inputs}
+    shared = _shared_scale(stored, in_fmt)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, parts in stored.items():
+        ratio = pts_ratio(float(parts.parts["tensor_scale"]), float(shared), in_fmt)
+        q = QuantizedTensor(parts.parts["packed"], rescale_block_scales(parts.parts["scales"], ratio), handler.per_tensor_scale(shared), recorded_mode(checkpoint))
+        encoded = out.encode(name, q)
+        if out.NAME == in_fmt:  # the format's own stored scale, not a reciprocal of a reciprocal
+            scale_spec = out.specs(name, plan.weights[name].shape)[2]
+            encoded[scale_spec.name] = shared.reshape(scale_spec.shape)
+        tensors.update(encoded)
+    return tensors
+
+
+def measure_repairs(conversion: Conversion, checkpoint: Checkpoint, output: Checkpoint) -> list[dict]:
+    """Per repaired group: the shared pts and, per member, the SQNR (dB) of the weight as
+    written against the input's dequantized weight (None where equal), read back from both."""
+    written = formats.logical_weights(output)
+    rows = []
+    for repair in conversion.repairs:
+        sqnr = {}
+        for name in repair.members:
+            before = formats.load_float(conversion.plan.weights[name], checkpoint, torch.float32)
+            after = formats.load_float(written[name], output, torch.float32)
+            sqnr[name] = sqnr_db(before, after)
+        pts = float(formats.load_per_tensor_scale(written[repair.members[0]], output))
+        known = [value for value in sqnr.values() if value is not None]
+        rows.append({"group": repair.group, "per_tensor_scale": pts, "sqnr_db": sqnr, "min_sqnr_db": min(known) if known else None})
+    return rows
