@@ -38,12 +38,13 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from nvfp4cli.io import INDEX_SUFFIX, open_checkpoint
+from nvfp4cli import formats
 from nvfp4cli.compare import compare_checkpoints
+from nvfp4cli.errors import DataError, UsageError
 from nvfp4cli.execute import run
 from nvfp4cli.inspection import inspect_checkpoint
+from nvfp4cli.io import INDEX_SUFFIX, open_checkpoint
 from nvfp4cli.plan import QuantizeOptions, plan_dequantize, plan_quantize
-from nvfp4cli.errors import DataError, UsageError
 
 SAFETENSORS_DTYPES = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"]
 ITEM_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "I16": 16, "U16": 16, "F16": 16, "BF16": 16}
@@ -237,8 +238,9 @@ CLEAN_ERRORS = (DataError, UsageError)
 
 def _reopens(output: Path) -> None:
     """What we wrote must open and decode, whatever the input was."""
-    for weight in open_checkpoint(output).logical_weights().values():
-        weight.load_float()
+    checkpoint = open_checkpoint(output)
+    for weight in formats.logical_weights(checkpoint).values():
+        formats.load_float(weight, checkpoint)
 
 
 def exercise(source: Path, workdir: Path) -> Counter:
@@ -263,9 +265,9 @@ def exercise(source: Path, workdir: Path) -> Counter:
     def open_and_decode() -> None:
         checkpoint = open_checkpoint(source)
         inspect_checkpoint(checkpoint)
-        for weight in checkpoint.logical_weights().values():
-            weight.load_float()
-            weight.load_quantized()
+        for weight in formats.logical_weights(checkpoint).values():
+            formats.load_float(weight, checkpoint)
+            formats.load_quantized(weight, checkpoint)
 
     is_file = source.is_file()
     step("inspect and decode", open_and_decode)
