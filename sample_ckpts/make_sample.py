@@ -222,6 +222,20 @@ class Maker:
         self.tensors[f"{name}_blocks"] = codes[..., 0] | (codes[..., 1] << 4)
         self.tensors[f"{name}_scales"] = (exponent + 127).to(torch.uint8)
 
+    def layer_prefixes(self, c: dict):
+        """(index, name prefix) of each decoder layer, its input_layernorm written first."""
+        for layer in range(c["layers"]):
+            prefix = f"model.layers.{layer}"
+            self.norm(f"{prefix}.input_layernorm.weight", c["hidden"])
+            yield layer, prefix
+
+    def embedding(self, c: dict) -> None:
+        self.bf16("model.embed_tokens.weight", c["vocab"], c["hidden"])
+
+    def final_norm_and_head(self, c: dict) -> None:
+        self.norm("model.norm.weight", c["hidden"])
+        self.bf16("lm_head.weight", c["vocab"], c["hidden"])
+
     def spread_exponents(self, weight: torch.Tensor, max_shift: int) -> torch.Tensor:
         """Scale each block of 32 by 2^-k, k in 0..max_shift (mostly small): block exponents then
         span about max_shift + 2, as in trained MXFP4 experts."""
@@ -229,6 +243,12 @@ class Maker:
         shift = torch.randint(0, max_shift + 1, shape, generator=self.generator)
         shift = torch.minimum(shift, torch.randint(0, max_shift + 1, shape, generator=self.generator))
         return weight * torch.exp2(-shift.float()).repeat_interleave(MX_BLOCK, dim=-1)
+
+
+def attention_projections(c: dict) -> tuple[tuple[str, int, int], ...]:
+    """(name, out, in) of a GQA attention's q/k/v/o projections."""
+    q_out, kv_out = c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
+    return (("q_proj", q_out, c["hidden"]), ("k_proj", kv_out, c["hidden"]), ("v_proj", kv_out, c["hidden"]), ("o_proj", c["hidden"], q_out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,10 +309,8 @@ def make_deepseek_v3_fp8() -> None:
     c = DSV3
     m = Maker(SEED + 1)
     hidden, heads = c["hidden"], c["heads"]
-    m.bf16("model.embed_tokens.weight", c["vocab"], hidden)
-    for layer in range(c["layers"]):
-        p = f"model.layers.{layer}"
-        m.norm(f"{p}.input_layernorm.weight", hidden)
+    m.embedding(c)
+    for layer, p in m.layer_prefixes(c):
         m.fp8_block(f"{p}.self_attn.q_a_proj", c["q_lora_rank"], hidden)
         m.norm(f"{p}.self_attn.q_a_layernorm.weight", c["q_lora_rank"])
         m.fp8_block(f"{p}.self_attn.q_b_proj", heads * (c["qk_nope"] + c["qk_rope"]), c["q_lora_rank"])
@@ -312,8 +330,7 @@ def make_deepseek_v3_fp8() -> None:
             m.fp8_block(f"{mlp}.gate_proj", inter, hidden)
             m.fp8_block(f"{mlp}.up_proj", inter, hidden)
             m.fp8_block(f"{mlp}.down_proj", hidden, inter)
-    m.norm("model.norm.weight", hidden)
-    m.bf16("lm_head.weight", c["vocab"], hidden)
+    m.final_norm_and_head(c)
     write_model_dir(HERE / "deepseek-v3-fp8", split_shards(m.tensors, "model.layers.1.input_layernorm.weight"), DSV3_CONFIG)
 
 
@@ -365,12 +382,9 @@ def make_gpt_oss_mxfp4() -> None:
     c = GPTOSS
     m = Maker(SEED + 2)
     hidden, inter, experts = c["hidden"], c["intermediate"], c["experts"]
-    q_out, kv_out = c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
-    m.bf16("model.embed_tokens.weight", c["vocab"], hidden)
-    for layer in range(c["layers"]):
-        p = f"model.layers.{layer}"
-        m.norm(f"{p}.input_layernorm.weight", hidden)
-        for proj, rows, cols in (("q_proj", q_out, hidden), ("k_proj", kv_out, hidden), ("v_proj", kv_out, hidden), ("o_proj", hidden, q_out)):
+    m.embedding(c)
+    for layer, p in m.layer_prefixes(c):
+        for proj, rows, cols in attention_projections(c):
             m.bf16(f"{p}.self_attn.{proj}.weight", rows, cols)
             m.bf16(f"{p}.self_attn.{proj}.bias", rows)
         m.bf16(f"{p}.self_attn.sinks", c["heads"], std=1.0)
@@ -393,8 +407,7 @@ def make_gpt_oss_mxfp4() -> None:
         m.bf16(f"{p}.mlp.experts.gate_up_proj_bias", experts, 2 * inter)
         m.mxfp4(f"{p}.mlp.experts.down_proj", down)
         m.bf16(f"{p}.mlp.experts.down_proj_bias", experts, hidden)
-    m.norm("model.norm.weight", hidden)
-    m.bf16("lm_head.weight", c["vocab"], hidden)
+    m.final_norm_and_head(c)
     write_model_dir(HERE / "gpt-oss-mxfp4", split_shards(m.tensors, "model.layers.1.input_layernorm.weight"), GPTOSS_CONFIG)
 
 
@@ -443,12 +456,9 @@ def make_qwen3_moe() -> None:
     c = QWEN3
     m = Maker(SEED + 3)
     hidden, inter = c["hidden"], c["moe_intermediate"]
-    q_out, kv_out = c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
-    m.bf16("model.embed_tokens.weight", c["vocab"], hidden)
-    for layer in range(c["layers"]):
-        p = f"model.layers.{layer}"
-        m.norm(f"{p}.input_layernorm.weight", hidden)
-        for proj, rows, cols in (("q_proj", q_out, hidden), ("k_proj", kv_out, hidden), ("v_proj", kv_out, hidden), ("o_proj", hidden, q_out)):
+    m.embedding(c)
+    for _, p in m.layer_prefixes(c):
+        for proj, rows, cols in attention_projections(c):
             m.bf16(f"{p}.self_attn.{proj}.weight", rows, cols)
         m.norm(f"{p}.self_attn.q_norm.weight", c["head_dim"])
         m.norm(f"{p}.self_attn.k_norm.weight", c["head_dim"])
@@ -458,8 +468,7 @@ def make_qwen3_moe() -> None:
             m.bf16(f"{p}.mlp.experts.{e}.gate_proj.weight", inter, hidden)
             m.bf16(f"{p}.mlp.experts.{e}.up_proj.weight", inter, hidden)
             m.bf16(f"{p}.mlp.experts.{e}.down_proj.weight", hidden, inter)
-    m.norm("model.norm.weight", hidden)
-    m.bf16("lm_head.weight", c["vocab"], hidden)
+    m.final_norm_and_head(c)
     write_model_dir(HERE / "qwen3-moe", {"model.safetensors": m.tensors}, QWEN3_CONFIG, with_tokenizer=True)
 
 
@@ -518,18 +527,14 @@ def make_llama_fp8_ct() -> None:
     c = CT_LLAMA
     m = Maker(SEED + 4)
     hidden, inter = c["hidden"], c["intermediate"]
-    q_out, kv_out = c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
-    m.bf16("model.embed_tokens.weight", c["vocab"], hidden)
-    for layer in range(c["layers"]):
-        p = f"model.layers.{layer}"
-        m.norm(f"{p}.input_layernorm.weight", hidden)
-        for proj, rows, cols in (("q_proj", q_out, hidden), ("k_proj", kv_out, hidden), ("v_proj", kv_out, hidden), ("o_proj", hidden, q_out)):
+    m.embedding(c)
+    for _, p in m.layer_prefixes(c):
+        for proj, rows, cols in attention_projections(c):
             m.fp8_channel(f"{p}.self_attn.{proj}", rows, cols, per_tensor=f"{p}.self_attn.{proj}" == CT_PER_TENSOR)
         m.norm(f"{p}.post_attention_layernorm.weight", hidden)
         for proj, rows, cols in (("gate_proj", inter, hidden), ("up_proj", inter, hidden), ("down_proj", hidden, inter)):
             m.fp8_channel(f"{p}.mlp.{proj}", rows, cols)
-    m.norm("model.norm.weight", hidden)
-    m.bf16("lm_head.weight", c["vocab"], hidden)
+    m.final_norm_and_head(c)
     write_model_dir(HERE / "llama-fp8-ct", {"model.safetensors": m.tensors}, CT_LLAMA_CONFIG, with_tokenizer=True)
 
 
