@@ -1,6 +1,7 @@
 """Make the sample checkpoints in sample_ckpts/: small, deterministic HF model directories with the
 real tensor names, dtypes and layouts of the models people convert, for the demo and the tests.
-Run from the repository root (the `make samples` step; it rewrites every directory below):
+Run from the repository root (what a `make samples` target would run; it rewrites every directory
+below, and tests/test_samples.py checks that the committed bytes are exactly its output):
 
     .venv/bin/python sample_ckpts/make_sample.py
 
