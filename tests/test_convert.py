@@ -14,12 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import nvfp4cli.convert as convert
 import spec_oracle
-from nvfp4cli import DataError, UsageError
-from nvfp4cli.checkpoint import open_checkpoint
+from nvfp4cli import DataError, UsageError, formats
+from nvfp4cli.execute import DEFAULT_MAX_SHARD_BYTES, run
+from nvfp4cli.inspection import inspect_checkpoint
+from nvfp4cli.io import open_checkpoint
 from nvfp4cli.modules import fused_group_key
-from nvfp4cli.convert import QuantizeOptions, plan_dequantize, plan_quantize, run, select_weights
+from nvfp4cli.plan import QuantizeOptions, default_output, plan_dequantize, plan_quantize, select_weights
 
 torchao_nvfp4 = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
 
@@ -28,7 +29,7 @@ GRID = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -
 
 
 def quantize_dir(source: Path, output: Path, **options) -> dict:
-    max_shard_bytes = options.pop("max_shard_bytes", convert.DEFAULT_MAX_SHARD_BYTES)
+    max_shard_bytes = options.pop("max_shard_bytes", DEFAULT_MAX_SHARD_BYTES)
     return run(plan_quantize(open_checkpoint(source), QuantizeOptions(**options)), output, max_shard_bytes=max_shard_bytes)
 
 
@@ -41,6 +42,13 @@ def all_tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 def file_bytes(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def decoded(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(logical weights, each one decoded to float32) of a checkpoint, through the formats."""
+    checkpoint = open_checkpoint(directory)
+    weights = formats.logical_weights(checkpoint)
+    return weights, {name: formats.load_float(weight, checkpoint, torch.float32) for name, weight in weights.items()}
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +107,8 @@ def test_default_selection_and_reasons(mixed_checkpoint):
         "model.layers.0.mlp.gate.weight": (False, "MoE router"),
         "model.layers.0.mlp.odd.weight": (False, "last dim 24 is not a multiple of 16"),
         "model.layers.0.mlp.experts.weight": (False, "3-D: only 2-D weights are quantized"),
-        "model.layers.0.mlp.int8.weight": (False, "dtype torch.int8 is not bfloat16, float16 or float32"),
-        "model.layers.0.mlp.double.weight": (False, "dtype torch.float64 is not bfloat16, float16 or float32"),
+        "model.layers.0.mlp.int8.weight": (False, "dtype I8 is not bfloat16, float16 or float32"),
+        "model.layers.0.mlp.double.weight": (False, "dtype F64 is not bfloat16, float16 or float32"),
         "model.layers.0.mlp.down_proj.weight": (True, ""),
         "lm_head.weight": (False, "lm_head"),
     }
@@ -177,7 +185,8 @@ def test_compressed_tensors_decompressor_equals_our_dequantize(sample_ct):
     scheme = config.config_groups["group_0"]
     assert config.format == "nvfp4-pack-quantized" and scheme.weights.strategy == "tensor_group"
     stored = all_tensors(sample_ct)
-    weights = open_checkpoint(sample_ct).logical_weights()
+    checkpoint = open_checkpoint(sample_ct)
+    weights = formats.logical_weights(checkpoint)
     checked = 0
     for name, weight in weights.items():
         if not weight.quantized:
@@ -185,11 +194,11 @@ def test_compressed_tensors_decompressor_equals_our_dequantize(sample_ct):
         module = name.removesuffix(".weight")
         state = {key.removeprefix(module + "."): stored[key] for key in weight.tensors}
         decompressed = NVFP4PackedCompressor.decompress(state, scheme)["weight"]  # bf16, its default
-        assert torch.equal(decompressed, weight.load_float(torch.bfloat16)), name
+        assert torch.equal(decompressed, formats.load_float(weight, checkpoint, torch.bfloat16)), name
         rows, half = state["weight_packed"].shape
         values = unpack_fp4_from_uint8(state["weight_packed"], rows, half * 2, dtype=torch.float32)
         full = dequantize(values, state["weight_scale"].float(), args=scheme.weights, global_scale=state["weight_global_scale"], dtype=torch.float32)
-        assert torch.equal(full, weight.load_float(torch.float32)), name
+        assert torch.equal(full, formats.load_float(weight, checkpoint, torch.float32)), name
         checked += 1
     assert checked == 14
 
@@ -212,11 +221,11 @@ def test_modelopt_tensors_and_configs(sample_ct, sample_modelopt):
     assert hf_quant["producer"]["name"] == "nvfp4cli"
     config = json.loads((sample_modelopt / "config.json").read_text())
     assert config["quantization_config"] == {"quant_method": "modelopt", "quant_algo": "W4A16_NVFP4", "group_size": 16, "ignore": ["lm_head", "model.embed_tokens"]}
-    weight = open_checkpoint(sample_modelopt).logical_weights()[name]
-    assert weight.format == "modelopt"
+    weights, values = decoded(sample_modelopt)
+    assert weights[name].format == "modelopt"
     codes = torch.stack([mo[name] & 15, mo[name] >> 4], dim=-1).reshape(128, -1).long()
     expected = (GRID[codes].reshape(128, -1, 16) * mo[f"{name}_scale"].double().unsqueeze(-1)).reshape(128, -1) * float(pts)
-    assert torch.equal(weight.load_float(), expected.float())
+    assert torch.equal(values[name], expected.float())
 
 
 # ---- RS streams ------------------------------------------------------------------------------
@@ -250,17 +259,25 @@ def test_rs_uses_one_stream_per_tensor_name(tmp_path):
     assert json.loads(open_checkpoint(tmp_path / "some.safetensors").metadata["nvfp4"])["quantization_config"]["ignore"] == ["blocks.0.fc", "lm_head"]
 
 
-def test_rs_without_seed_and_bad_options_are_usage_errors(mixed_checkpoint):
-    for options, message in [
+@pytest.mark.parametrize(
+    "options, message",
+    [
         (QuantizeOptions(mode="rs"), "needs a seed"),
-        (QuantizeOptions(mode="rs", seed=-1), "seed must be"),
-        (QuantizeOptions(mode="xx"), "unknown mode"),
-        (QuantizeOptions(fmt="gguf"), "unknown format"),
-        (QuantizeOptions(backend="fast"), "unknown backend"),
-        (QuantizeOptions(device="tpu"), "unknown device"),
-    ]:
-        with pytest.raises(UsageError, match=message):
-            plan_quantize(mixed_checkpoint, options)
+        (QuantizeOptions(mode="rs", seed=-1), r"an integer in \[0, 2\^63\); got -1"),
+        pytest.param(
+            QuantizeOptions(mode="xx"),
+            "unknown mode 'xx'",
+            marks=pytest.mark.xfail(strict=True, raises=ValueError, reason="plan.check_quantize_options calls Mode() (ValueError) instead of api.parse_mode"),
+        ),
+        (QuantizeOptions(fmt="gguf"), "unknown format 'gguf'"),
+        (QuantizeOptions(backend="fast"), "unknown backend 'fast'"),
+        (QuantizeOptions(device="tpu"), "unknown device 'tpu'"),
+    ],
+    ids=["rs-no-seed", "negative-seed", "unknown-mode", "unknown-format", "unknown-backend", "unknown-device"],
+)
+def test_rs_without_seed_and_bad_options_are_usage_errors(mixed_checkpoint, options, message):
+    with pytest.raises(UsageError, match=message):
+        plan_quantize(mixed_checkpoint, options)
 
 
 # ---- sharding, reproducibility, dequantize ---------------------------------------------------
@@ -280,21 +297,21 @@ def test_sharded_output_is_reproducible_and_equals_single_shard(tmp_path, sample
     for file in set(index["weight_map"].values()):  # each shard within the limit unless one unit
         size = sum(sharded[n].numel() * sharded[n].element_size() for n, f in index["weight_map"].items() if f == file)
         assert size <= 600_000 or len({n.rsplit(".", 2)[0] for n, f in index["weight_map"].items() if f == file}) <= 3
-    assert open_checkpoint(first).logical_weights().keys() == open_checkpoint(sample_ct).logical_weights().keys()
+    assert formats.logical_weights(open_checkpoint(first)).keys() == formats.logical_weights(open_checkpoint(sample_ct)).keys()
 
 
 @pytest.mark.parametrize("fixture", ["sample_ct", "sample_modelopt"])
 def test_dequantize_round_trip(tmp_path, request, fixture):
     quantized = request.getfixturevalue(fixture)
     output = tmp_path / "float"
-    report = run(plan_dequantize(open_checkpoint(quantized), "fp32"), output)
+    report = run(plan_dequantize(open_checkpoint(quantized), torch.float32), output)
     assert report["tensors_dequantized"] == 14
     restored, source = all_tensors(output), all_tensors(SAMPLE)
     assert restored.keys() == source.keys()
-    weights = open_checkpoint(quantized).logical_weights()
+    weights, values = decoded(quantized)
     for name, x in source.items():
         if weights[name].quantized:
-            assert restored[name].dtype == torch.float32 and torch.equal(restored[name], weights[name].load_float())
+            assert restored[name].dtype == torch.float32 and torch.equal(restored[name], values[name])
             error = (restored[name] - x.float()).norm() / x.float().norm()
             assert error < 0.15, name  # 4-bit: SQNR around 20 dB
         else:
@@ -302,7 +319,7 @@ def test_dequantize_round_trip(tmp_path, request, fixture):
     config = json.loads((output / "config.json").read_text())
     assert "quantization_config" not in config and config == json.loads((SAMPLE / "config.json").read_text())
     assert not (output / "hf_quant_config.json").exists()
-    with pytest.raises(DataError, match="no NVFP4 weights"):
+    with pytest.raises(DataError, match="no quantized weights"):
         plan_dequantize(open_checkpoint(output))
 
 
@@ -324,49 +341,51 @@ def test_non_finite_weight_names_the_tensor_and_leaves_nothing(tmp_path, victim)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_interruption_mid_write_leaves_no_output_and_keeps_the_old_one(tmp_path, monkeypatch):
+def test_interruption_mid_write_leaves_no_output_and_keeps_the_old_one(tmp_path):
+    """Ctrl-C after some units are written (raised from run's progress callback, which is called
+    after each unit): nothing at the output, no staging left; with --force the old output stays."""
     output = tmp_path / "out"
-    calls = []
-    real_quantize = convert.quantize
 
-    def failing_quantize(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real_quantize(*args, **kwargs)
+    def interrupt_after(units: int):
+        calls = []
 
-    monkeypatch.setattr(convert, "quantize", failing_quantize)
+        def progress(tensors_done: int, bytes_done: int) -> None:
+            calls.append(tensors_done)
+            if len(calls) == units:
+                raise KeyboardInterrupt
+
+        return progress, calls
+
+    progress, calls = interrupt_after(5)
     with pytest.raises(KeyboardInterrupt):
-        quantize_dir(SAMPLE, output)
-    assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(convert, "quantize", real_quantize)
+        run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()), output, progress=progress)
+    assert len(calls) == 5 and list(tmp_path.iterdir()) == []
     quantize_dir(SAMPLE, output)
     before = file_bytes(output)
-    monkeypatch.setattr(convert, "quantize", failing_quantize)
-    calls.clear()
+    progress, calls = interrupt_after(5)
     with pytest.raises(KeyboardInterrupt):
-        run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions(mode="rs", seed=1)), output, force=True)
-    assert file_bytes(output) == before and list(tmp_path.iterdir()) == [output]
+        run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions(mode="rs", seed=1)), output, force=True, progress=progress)
+    assert len(calls) == 5 and file_bytes(output) == before and list(tmp_path.iterdir()) == [output]
 
 
 def test_default_output_names(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(b"")
     (tmp_path / "model").mkdir()
-    assert convert.default_output(tmp_path / "m.safetensors") == tmp_path / "m.nvfp4.safetensors"
-    assert convert.default_output(tmp_path / "model") == tmp_path / "model-nvfp4"
-    assert convert.default_output(tmp_path / "model" / "model.safetensors.index.json") == tmp_path / "model-nvfp4"
+    assert default_output(tmp_path / "m.safetensors") == tmp_path / "m.nvfp4.safetensors"
+    assert default_output(tmp_path / "model") == tmp_path / "model-nvfp4"
+    assert default_output(tmp_path / "model" / "model.safetensors.index.json") == tmp_path / "model-nvfp4"
     (tmp_path / "model" / "sub").mkdir()
-    assert convert.default_output(tmp_path / "model" / "sub" / "..") == tmp_path / "model-nvfp4"
+    assert default_output(tmp_path / "model" / "sub" / "..") == tmp_path / "model-nvfp4"
 
 
 def test_default_output_of_the_current_directory_is_its_sibling(tmp_path, monkeypatch):
     (tmp_path / "model").mkdir()
     monkeypatch.chdir(tmp_path / "model")
-    assert convert.default_output(Path(".")).resolve() == tmp_path / "model-nvfp4"
+    assert default_output(Path(".")).resolve() == tmp_path / "model-nvfp4"
 
 
 def test_inspect_totals(sample_ct):
-    report = convert.inspect_checkpoint(open_checkpoint(sample_ct))
+    report = inspect_checkpoint(open_checkpoint(sample_ct))
     rows = {row["name"]: row for row in report["tensors"]}
     source = all_tensors(SAMPLE)
     assert rows.keys() == source.keys()
@@ -385,8 +404,9 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from nvfp4cli.checkpoint import open_checkpoint
-    from nvfp4cli.convert import QuantizeOptions, plan_quantize, run
+    from nvfp4cli.io import open_checkpoint
+    from nvfp4cli.execute import run
+    from nvfp4cli.plan import QuantizeOptions, plan_quantize
 
     def status_kb(key):  # VmHWM, unlike ru_maxrss, is not inherited from the parent process
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
