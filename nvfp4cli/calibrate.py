@@ -20,11 +20,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import inspect
+import re
 import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -168,16 +169,12 @@ class Calibration:
     amax: dict[str, float]
     samples: int
     tokens: int
-    layer_seconds: dict[str, float]
+    seconds_per_layer: dict[str, float]
     unreached_experts: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
-        return {
-            "samples": self.samples,
-            "tokens": self.tokens,
-            "seconds_per_layer": self.layer_seconds,
-            "unreached_experts": self.unreached_experts,
-        }
+        """Everything but amax, for --json and the summary."""
+        return {key: value for key, value in asdict(self).items() if key != "amax"}
 
 
 def calibrate(model_dir: str | Path, samples: list[str], *, seq_len: int = 2048, device: str = "cpu", progress: Progress | None = None) -> Calibration:
@@ -194,7 +191,9 @@ def calibrate(model_dir: str | Path, samples: list[str], *, seq_len: int = 2048,
     architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     model = _build_on_meta(transformers, config, architecture, model_dir)
     layers_path, layers = _find_layers(model, config, architecture)
-    weights = _Weights(model_dir, model, architecture)
+    transforms = _weight_transforms(model)
+    experts = _unfuse_experts(model, transforms, architecture)
+    weights = _Weights(model_dir, model, architecture, transforms)
     encodings = _tokenize(tokenizer, samples, seq_len, device)
     if not encodings:
         raise DataError(f"{model_dir}: the tokenizer gives no tokens for any calibration sample")
@@ -219,11 +218,12 @@ def calibrate(model_dir: str | Path, samples: list[str], *, seq_len: int = 2048,
         recorder.after_layers()
         _run_after_layers(model, layers, encodings, hidden)
     amax = recorder.amax()
+    unreached = _fill_unreached_experts(amax, experts, recorder.stored_names)
     bad = next((name for name, value in amax.items() if not math.isfinite(value)), None)
     if bad is not None:
         raise DataError(f"{model_dir}: the input of {bad!r} is not finite ({amax[bad]}) on the calibration samples")
     tokens = sum(int(encoding["input_ids"].numel()) for encoding in encodings)
-    return Calibration(amax, len(encodings), tokens, seconds)
+    return Calibration(amax, len(encodings), tokens, seconds, unreached)
 
 
 def _import_transformers():
@@ -285,6 +285,118 @@ def _build_on_meta(transformers, config, architecture: str, model_dir: Path) -> 
     return model.eval()
 
 
+def _weight_transforms(model: nn.Module) -> list:
+    """transformers' renamings and conversions between checkpoint names and the model's (its
+    loader applies them; a private API, so none when it is missing)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+
+        return list(get_model_conversion_mapping(model))
+    except (ImportError, AttributeError, TypeError, KeyError):
+        return []
+
+
+def _plain_patterns(patterns) -> list[str]:
+    """Patterns that are plain name parts (letters, digits, _ and .), the rest being regexes."""
+    return [pattern for pattern in patterns if re.fullmatch(r"[\w.]+", pattern)]
+
+
+def _reverse_renamings(transforms: list) -> list[tuple[str, str]]:
+    """(model name part, checkpoint name part) of the plain renamings ('.block_sparse_moe.' on
+    file is '.mlp.' in Mixtral's model)."""
+    pairs = []
+    for transform in transforms:
+        if type(transform).__name__ == "WeightRenaming":
+            sources, targets = _plain_patterns(transform.source_patterns), _plain_patterns(transform.target_patterns)
+            if len(sources) == len(targets) == 1:
+                pairs.append((targets[0], sources[0]))
+    return pairs
+
+
+EXPERT_LEAVES = ("gate_proj", "up_proj", "down_proj")
+
+
+def _expert_leaves(transforms: list) -> tuple[str, str, str]:
+    """Checkpoint names of an expert's gate, up and down projections ('w1', 'w3', 'w2' in
+    Mixtral), from the conversions that stack them into gate_up_proj and down_proj."""
+    leaves = dict(zip(("gate_up_proj", "down_proj"), ([], []), strict=True))
+    for transform in transforms:
+        if type(transform).__name__ != "WeightConverter":
+            continue
+        for fused, found in leaves.items():
+            if any(target.endswith(f"experts.{fused}") for target in transform.target_patterns):
+                found[:] = [match.group(1) for source in transform.source_patterns if (match := re.search(r"experts\.\*\.(\w+)\.weight$", source))]
+    if len(leaves["gate_up_proj"]) == 2 and len(leaves["down_proj"]) == 1:
+        return (*leaves["gate_up_proj"], leaves["down_proj"][0])
+    return EXPERT_LEAVES
+
+
+class _UnfusedExperts(nn.Module):
+    """A fused experts module (3D gate_up_proj and down_proj) as one nn.Linear per expert and
+    projection, named as on file (experts.7.gate_proj): hooks then see each expert's input, and
+    each expert's weights load as stored. The routing is that of transformers' eager experts
+    forward, with the model's own gate function (_apply_gate)."""
+
+    def __init__(self, fused: nn.Module, leaves: tuple[str, str, str]):
+        super().__init__()
+        self.__dict__["_fused"] = fused
+        self.leaves = leaves
+        experts, hidden, intermediate = fused.down_proj.shape
+        with _parameters_on_meta():
+            for expert in range(experts):
+                sizes = ((hidden, intermediate), (hidden, intermediate), (intermediate, hidden))
+                self.add_module(str(expert), nn.ModuleDict({leaf: nn.Linear(*size, bias=False) for leaf, size in zip(leaves, sizes, strict=True)}))
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        output = torch.zeros_like(hidden_states)
+        gate_leaf, up_leaf, down_leaf = self.leaves
+        for expert in top_k_index.unique().tolist():  # ascending, as eager adds them up
+            if expert >= len(self._modules):  # eager's marker of tokens routed elsewhere
+                continue
+            token_index, top_k_position = torch.where(top_k_index == expert)
+            x = hidden_states[token_index]
+            linears = self._modules[str(expert)]
+            gated = self.__dict__["_fused"]._apply_gate(torch.cat([linears[gate_leaf](x), linears[up_leaf](x)], dim=-1))
+            out = linears[down_leaf](gated) * top_k_weights[token_index, top_k_position, None]
+            output.index_add_(0, token_index, out.to(output.dtype))
+        return output
+
+
+def _unfuse_experts(model: nn.Module, transforms: list, architecture: str) -> dict[str, _UnfusedExperts]:
+    """Replace every fused experts module by _UnfusedExperts; by module name."""
+    leaves = _expert_leaves(transforms)
+    replaced = {}
+    for name, module in list(model.named_modules()):
+        params = dict(module.named_parameters(recurse=False))
+        if not {"gate_up_proj", "down_proj"} <= params.keys():
+            continue
+        layout = {"has_gate": True, "has_bias": False, "is_transposed": False, "is_concatenated": True, "has_post_expert_norm": False}
+        odd = [flag for flag, expected in layout.items() if getattr(module, flag, expected) != expected]
+        if odd or len(params) != 2 or params["down_proj"].dim() != 3:
+            raise UsageError(f"calibration does not support architecture {architecture}: its experts {name!r} are not stacked gate/up and down projections without bias")
+        parent_name, _, child = name.rpartition(".")
+        replaced[name] = _UnfusedExperts(module, leaves)
+        setattr(model.get_submodule(parent_name), child, replaced[name])
+    return replaced
+
+
+def _fill_unreached_experts(amax: dict[str, float], experts: dict[str, _UnfusedExperts], stored_names: dict[str, str]) -> list[str]:
+    """Experts no token was routed to get their layer's largest amax of the same projection;
+    returns their checkpoint names ('model.layers.3.mlp.experts.17')."""
+    unreached = []
+    for name, module in experts.items():
+        keys = {expert: {leaf: module_name(stored_names[f"{name}.{expert}.{leaf}"]) for leaf in module.leaves} for expert in module._modules}
+        missing = [expert for expert, by_leaf in keys.items() if not any(key in amax for key in by_leaf.values())]
+        reached = [by_leaf for expert, by_leaf in keys.items() if expert not in missing]
+        if not reached:
+            continue
+        for expert in missing:
+            for leaf, key in keys[expert].items():
+                amax[key] = max(amax[by_leaf[leaf]] for by_leaf in reached)
+            unreached.append(keys[expert][module.leaves[0]].rpartition(".")[0])
+    return unreached
+
+
 def _find_layers(model: nn.Module, config, architecture: str) -> tuple[str, nn.ModuleList]:
     """The decoder layers (or encoder blocks): the ModuleList of num_hidden_layers modules."""
     count = getattr(config, "num_hidden_layers", None)
@@ -306,16 +418,20 @@ def _tokenize(tokenizer, samples: list[str], seq_len: int, device: torch.device)
 class _Weights:
     """Where each model parameter lives in the checkpoint, and loading and emptying modules."""
 
-    def __init__(self, model_dir: Path, model: nn.Module, architecture: str):
+    def __init__(self, model_dir: Path, model: nn.Module, architecture: str, transforms: list):
         self.checkpoint = open_checkpoint(model_dir)
         stored = set(self.checkpoint.tensor_names())
         prefix = getattr(model, "base_model_prefix", "")
         tied = getattr(model, "all_tied_weights_keys", None) or {}
+        renamings = _reverse_renamings(transforms)
         self.names: dict[str, str] = {}
         for name, _ in model.named_parameters(remove_duplicate=False):
             source = name if name in stored else tied.get(name, name)
+            renamed = source
+            for model_part, stored_part in renamings:  # Mixtral's mlp is block_sparse_moe on file
+                renamed = renamed.replace(model_part, stored_part)
             # A head class (LlamaForCausalLM) reading a base model's file or the other way round.
-            candidates = (source, source.removeprefix(f"{prefix}."), f"{prefix}.{source}")
+            candidates = [variant for base in (source, renamed) for variant in (base, base.removeprefix(f"{prefix}."), f"{prefix}.{base}")]
             stored_name = next((candidate for candidate in candidates if candidate in stored), None)
             if stored_name is None:
                 raise UsageError(f"{model_dir}: calibration does not support architecture {architecture}: parameter {name!r} has no tensor in the checkpoint")

@@ -114,6 +114,91 @@ def test_head_class_on_a_base_model_checkpoint_uses_the_checkpoint_names(tmp_pat
     assert_same_amax(result.amax, oracle)
 
 
+# ---- MoE: per-expert amax, unreached experts ---------------------------------------------------
+
+
+def generated_moe(directory: Path, kind: str) -> Path:
+    torch.manual_seed(1)
+    common = dict(num_hidden_layers=2, hidden_size=64, vocab_size=1024, num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    if kind == "qwen3_moe":  # 32 experts, one per token: a few samples leave most experts unreached
+        config = transformers.Qwen3MoeConfig(**common, intermediate_size=128, moe_intermediate_size=32, num_experts=32, num_experts_per_tok=1, norm_topk_prob=True)
+        model = transformers.Qwen3MoeForCausalLM(config)
+    else:
+        config = transformers.MixtralConfig(**common, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2)
+        model = transformers.MixtralForCausalLM(config)
+    model.save_pretrained(directory)  # per-expert tensors, as on the Hub
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TINY_LLAMA / name, directory)
+    return directory
+
+
+def whole_moe_amax(model_dir: Path, samples: list[str], on_file) -> tuple[dict[str, float], set[str]]:
+    """The oracle for MoE: whole_model_amax's hooks, plus a pre-hook on each (fused) experts
+    module that takes each expert's routed tokens from the router's choice and computes its
+    gate/up input and its down input (act(gate) * up) from the loaded stacked weights. Keys are
+    file names via on_file(layer, expert, projection); also the experts no token reached."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    amax: dict[str, float] = {}
+    reached: set[str] = set()
+
+    def update(key, x):
+        amax[key] = max(amax.get(key, 0.0), x.abs().max().item())
+
+    def linear_hook(name):
+        return lambda module, args: update(name, args[0])
+
+    def experts_hook(layer):
+        def record(module, args, kwargs):
+            x, index = args[0], args[1]
+            for expert in range(module.num_experts):
+                rows = (index == expert).any(dim=-1)
+                if rows.any():
+                    gate, up = torch.nn.functional.linear(x[rows], module.gate_up_proj[expert]).chunk(2, dim=-1)
+                    for projection, value in (("gate", x[rows]), ("up", x[rows]), ("down", module.act_fn(gate) * up)):
+                        update(on_file(layer, expert, projection), value)
+                    reached.add(on_file(layer, expert, "gate").rpartition(".")[0])
+
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(linear_hook(name))
+        elif name.endswith("mlp.experts"):
+            module.register_forward_pre_hook(experts_hook(int(name.split(".")[2])), with_kwargs=True)
+    with torch.no_grad():
+        for text in samples:
+            model(**tokenizer(text, truncation=True, max_length=SEQ_LEN, return_tensors="pt"))
+    return amax, reached
+
+
+@pytest.mark.parametrize(
+    ("kind", "on_file"),
+    [
+        ("qwen3_moe", lambda layer, expert, projection: f"model.layers.{layer}.mlp.experts.{expert}.{projection}_proj"),
+        ("mixtral", lambda layer, expert, projection: f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{dict(gate='w1', up='w3', down='w2')[projection]}"),
+    ],
+)
+def test_moe_amax_per_expert_equals_whole_model_measurement(tmp_path, kind, on_file):
+    model_dir = generated_moe(tmp_path / kind, kind)
+    samples = ["w5 w6 w7 w8", "w100 w200 w300", "w900 w901"]  # 9 tokens
+    result = cal.calibrate(model_dir, samples, seq_len=SEQ_LEN)
+    oracle, reached = whole_moe_amax(model_dir, samples, on_file)
+    experts = {on_file(layer, expert, "gate").rpartition(".")[0] for layer in range(2) for expert in range(32 if kind == "qwen3_moe" else 8)}
+    assert sorted(result.unreached_experts) == sorted(experts - reached)
+    if kind == "qwen3_moe":  # 9 tokens, one expert each: at least 23 of 32 unreached per layer
+        assert result.tokens == 9 and len(result.unreached_experts) >= 2 * 23
+    measured = {name: value for name, value in result.amax.items() if name.rpartition(".")[0] not in result.unreached_experts}
+    assert_same_amax(measured, oracle)
+    # An unreached expert takes its layer's largest amax of the same projection.
+    for expert in result.unreached_experts:
+        layer = expert.split(".")[2]
+        for projection in ("gate", "up", "down"):
+            leaf = on_file(layer, 0, projection).rpartition(".")[2]
+            largest = max(value for name, value in oracle.items() if name.startswith(f"model.layers.{layer}.") and name.endswith(f".{leaf}") and ".experts." in name)
+            assert result.amax[f"{expert}.{leaf}"] == pytest.approx(largest, rel=REL)
+
+
 def test_same_inputs_give_the_same_amax_and_scale_bytes():
     samples = word_samples(4, seed=3)
     first = cal.calibrate(TINY_LLAMA, samples, seq_len=SEQ_LEN)
