@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 import spec_oracle
 from nvfp4cli import DataError, UsageError, formats
@@ -173,6 +173,9 @@ def test_compressed_tensors_output_matches_torchao_with_fused_scales(sample_ct):
     assert config["quantization_config"]["ignore"] == ["lm_head", "model.embed_tokens"]
     assert {p.name for p in sample_ct.iterdir()} == {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
     assert (sample_ct / "tokenizer.json").read_bytes() == (SAMPLE / "tokenizer.json").read_bytes()
+    # the file is, byte for byte, what the safetensors library writes for these tensors and metadata
+    written = sample_ct / "model.safetensors"
+    assert written.read_bytes() == save(load_file(written), metadata=open_checkpoint(written).metadata)
 
 
 def test_compressed_tensors_decompressor_equals_our_dequantize(sample_ct):
