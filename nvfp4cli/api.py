@@ -67,9 +67,9 @@ def _check_tensor(x: torch.Tensor) -> None:
         raise DataError(f"last dim of shape {tuple(x.shape)} must be a positive multiple of {BLOCK_SIZE}")
 
 
-def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
+def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor | float) -> None:
     """DataError with the count and first index of x's NaN/Inf values, if amax (x's, or of its
-    Hadamard transform) is not finite. Reads the one amax value; x again only when it is not."""
+    Hadamard transform; a tensor or its value) is not finite. x is read only when it is not."""
     if math.isfinite(float(amax)):
         return
     bad = ~torch.isfinite(x)
@@ -79,6 +79,31 @@ def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor) -> None:
     first = int(bad.reshape(-1).to(torch.uint8).argmax())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), x.shape))
     raise DataError(f"{count} non-finite value(s) (NaN or Inf) in tensor of shape {tuple(x.shape)}, first at index {index}")
+
+
+_side_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _read_later(value: torch.Tensor):
+    """Start copying a device scalar to the host on a side stream; the returned callable waits for
+    that copy alone. So the host learns amax while the GPU already runs the quantize kernel
+    (no bubble on x's stream, and the call returns without waiting for the quantize)."""
+    if value.device.type != "cuda":
+        return lambda: float(value)
+    stream = _side_streams.setdefault(value.device, torch.cuda.Stream(value.device))
+    host = torch.empty((), dtype=value.dtype, pin_memory=True)
+    stream.wait_stream(torch.cuda.current_stream(value.device))
+    with torch.cuda.stream(stream):
+        host.copy_(value, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(stream)
+    value.record_stream(stream)  # the allocator keeps amax alive until the side copy ran
+
+    def read() -> float:
+        done.synchronize()
+        return float(host)
+
+    return read
 
 
 def _check_counter(name: str, value, device: torch.device) -> torch.Tensor | int:
@@ -208,6 +233,8 @@ def quantize(
     amax = None
     if per_tensor_scale is None or check_finite:
         amax = kernels.amax(x, hadamard=hadamard)
+    if check_finite:
+        amax_value = _read_later(amax)
     if per_tensor_scale is None:
         pts = per_tensor_scale_from_amax(amax)
     else:
@@ -216,7 +243,7 @@ def quantize(
         x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
     )
     if check_finite:  # after the launch: the GPU never waits for the host's check
-        raise_if_not_finite(x, amax)
+        raise_if_not_finite(x, amax_value())
     return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, hadamard=hadamard)
 
 

@@ -33,7 +33,7 @@ import torch
 from . import api
 from .errors import UsageError, message
 from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax
-from .kernels import BACKENDS, get_backend, triton_usable
+from .kernels import BACKENDS, get_backend, reference, triton_usable
 from .metrics import code_agreement, sqnr_db
 
 PEERS = ("torchao", "torchao-compile", "compressed-tensors")
@@ -273,6 +273,21 @@ def _compressed_tensors() -> Contender:
         return (1.0 / global_scale.to(torch.float32)).reshape(())
 
     return Contender("compressed-tensors", True, tensor_scale, quantize, amax_quantize, to_pts)
+
+
+def plain_quantize(x, pts, mode: Mode, seed, offset, hadamard: bool = False, block_2d: bool = False):
+    """The reference's math on the whole tensor at once, the plain PyTorch version of our quantize
+    (with hadamard / block_2d) that the peer "torch.compile(plain PyTorch)" compiles."""
+    return reference.quantize_rows(
+        x.reshape(-1, x.shape[-1]), per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, hadamard=hadamard, block_2d=block_2d
+    )
+
+
+def plain_rowcol(x, pts, col_pts, mode: Mode, seed, offset, block_2d: bool = False, col_hadamard: bool = False):
+    """Plain PyTorch quantize_rowcol: the rowwise and the columnwise quantize, one after the other."""
+    rows = plain_quantize(x, pts, mode, seed, offset, block_2d=block_2d)
+    cols = plain_quantize(x.T, col_pts, mode, seed, offset + x.numel() // BLOCK_SIZE, hadamard=col_hadamard, block_2d=block_2d)
+    return (*rows, *cols)
 
 
 def make_contender(name: str, device: torch.device) -> Contender:

@@ -1,8 +1,14 @@
-"""Device benchmark of the Triton backend (issue 4), every number a ratio measured in this run on
-this card: against a device-to-device copy of the same input (the bandwidth yardstick, counting
-bytes read plus written) and against torch.compile of torchao's nvfp4_quantize.
+"""Device benchmark of the Triton backend (issues 4, 19, 20), every number a ratio measured in this
+run on this card: against a device-to-device copy of the same input (the bandwidth yardstick,
+counting bytes read plus written) and against torch.compile of torchao's nvfp4_quantize (or, for
+the training primitives, torch.compile of a plain PyTorch version of the same op).
 
-    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules]
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune]
+
+--training times the FP4 training primitives (SPEC.md §8) at 8192x8192 bf16: quantize_rowcol (RN,
+RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
+quantize against 1-D, the rht op, and the default API call against the kernels it runs.
+--tile-tune times other tile shapes of the tile kernels (outputs checked equal to the default's).
 
 --tune times other tile shapes of the quantize and amax kernels (each checked equal to the
 default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32;
@@ -163,9 +169,15 @@ def main_shape(report: Report, torchao) -> dict:
         ao_us = time_us(lambda: torchao_compiled(x, 16, pts))
         r["torchao"] = report.add("main", "torch.compile(torchao nvfp4_quantize) (pts given)", ao_us, quantize_bytes(x), copy_gbps)
         report.add("main", "torchao nvfp4_quantize eager (pts given)", time_us(lambda: torchao(x, 16, pts)), quantize_bytes(x), copy_gbps)
+        from torchao.prototype.mx_formats.nvfp4_tensor import per_tensor_amax_to_scale
+
+        torchao_e2e = compiled(lambda x: torchao(x, 16, per_tensor_amax_to_scale(torch.max(torch.abs(x)))))
+        r["torchao_e2e"] = report.add("main", "torch.compile(torchao amax + nvfp4_quantize)", time_us(lambda: torchao_e2e(x)), quantize_bytes(x, 2), copy_gbps)
     # The same two measurements again: their spread is the noise floor of this run.
     report.add("main", "triton quantize RN (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)), quantize_bytes(x), copy_gbps)
     report.add("main", "triton quantize RS (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET)), quantize_bytes(x), copy_gbps)
+    small = make_input((1024, 1024))
+    r["small"] = report.add("main", "triton amax+quantize RN 1024x1024", time_us(lambda: amax_then_quantize(small, Mode.RN)), quantize_bytes(small, 2), copy_gbps)
     r["copy_us"], r["copy_gbps"], r["floor_us"] = copy_us, copy_gbps, floor_us
     return r
 
@@ -241,6 +253,110 @@ def rules(report: Report) -> None:
                 report.add("rules", f"quantize {rule} {mode.value.upper()} {str(dtype)[6:]}", us, quantize_bytes(x), copy_gbps, **extra)
 
 
+def rowcol_bytes(x: torch.Tensor, reads: int = 1) -> int:
+    """quantize_rowcol: the input read `reads` times, two NVFP4 outputs written."""
+    return reads * x.numel() * x.element_size() + 2 * (x.numel() // 2 + x.numel() // BLOCK_SIZE)
+
+
+def rowcol(x, pts, col_pts, mode, block_2d=False, col_hadamard=False):
+    return triton_backend.quantize_rowcol(
+        x, per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET,
+        block_2d=block_2d, col_hadamard=col_hadamard,
+    )
+
+
+def training(report: Report, peers: bool) -> dict:
+    x = make_input(MAIN_SHAPE)
+    nbytes = x.numel() * x.element_size()
+    out = torch.empty_like(x)
+    copy_us = time_us(lambda: out.copy_(x))
+    copy_gbps = 2 * nbytes / copy_us / 1e3
+    report.add("training", "copy (yardstick)", copy_us, 2 * nbytes, copy_gbps)
+    row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=True)
+    pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
+    r = {}
+    for mode in Mode:
+        for block_2d, col_hadamard in ((False, False), (False, True), (True, True)):
+            name = f"quantize_rowcol {mode.value.upper()}" + (" col_hadamard" if col_hadamard else "") + (" block_2d" if block_2d else "")
+            us = time_us(lambda: rowcol(x, pts, col_pts, mode, block_2d, col_hadamard))
+            r[name] = report.add("training", name, us, rowcol_bytes(x), copy_gbps)
+    us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
+    report.add("training", "amax_rowcol col_hadamard (both per-tensor scales, one read)", us, nbytes, copy_gbps)
+
+    def amax_rowcol_rs():
+        a, b = triton_backend.amax_rowcol(x, col_hadamard=True)
+        return rowcol(x, torch.clamp(a / _divisor.setdefault(x.device, torch.tensor(2688.0, device=x.device)), min=2.0**-120),
+                      torch.clamp(b / _divisor[x.device], min=2.0**-120), Mode.RS, False, True)
+
+    r["rowcol e2e"] = report.add("training", "amax_rowcol + quantize_rowcol RS col_hadamard", time_us(amax_rowcol_rs), rowcol_bytes(x, 2), copy_gbps)
+    hpts = per_tensor_scale_from_amax(triton_backend.amax(x, hadamard=True))
+    for mode in Mode:
+        seed = SEED if mode is Mode.RS else None
+        one_d = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=seed, offset=0))
+        r[f"1d {mode.value}"] = report.add("training", f"quantize {mode.value.upper()} 1-D", one_d, quantize_bytes(x), copy_gbps)
+        two_d = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=seed, offset=0, block_2d=True))
+        r[f"2d {mode.value}"] = report.add("training", f"quantize {mode.value.upper()} block_2d", two_d, quantize_bytes(x), copy_gbps, **{"x 1-D": round(two_d / one_d, 3)})
+        had = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=hpts, mode=mode, seed=seed, offset=0, hadamard=True))
+        report.add("training", f"quantize {mode.value.upper()} hadamard", had, quantize_bytes(x), copy_gbps, **{"x 1-D": round(had / one_d, 3)})
+    report.add("training", "amax hadamard", time_us(lambda: triton_backend.amax(x, hadamard=True)), nbytes, copy_gbps)
+    report.add("training", "rht (bf16 in, fp32 out)", time_us(lambda: triton_backend.rht(x)), nbytes * 3, copy_gbps)
+    # Issue 20 goal 5: the default API call against the kernels it runs (amax, pts, quantize).
+    kernels_us = time_us(lambda: amax_then_quantize(x, Mode.RN))
+    api_us = time_us(lambda: nvfp4cli.quantize(x))
+    r["api"] = report.add("training", "nvfp4cli.quantize(x) default (finiteness checked)", api_us, quantize_bytes(x, 2), copy_gbps, **{"x kernels": round(api_us / kernels_us, 3)})
+    report.add("training", "triton amax + quantize RN (the kernels the API runs)", kernels_us, quantize_bytes(x, 2), copy_gbps)
+    if peers:
+        from nvfp4cli.bench import plain_rowcol
+
+        try:
+            peer = compiled(plain_rowcol)
+            peer_us = time_us(lambda: peer(x, pts, col_pts, Mode.RS, SEED, OFFSET, False, True))
+            name = "quantize_rowcol RS col_hadamard"
+            report.add("training", "torch.compile(plain PyTorch rowcol RS col_hadamard) [peer]", peer_us, rowcol_bytes(x), copy_gbps, **{"speed-up": round(peer_us / r[name]["us"], 2)})
+        except Exception as exc:  # a peer must not sink the run
+            print(json.dumps({"peer failed": repr(exc)[:500]}), flush=True)
+    r["copy_gbps"] = copy_gbps
+    return r
+
+
+TILE_TUNE = [(16, 128, 4), (32, 64, 4), (32, 128, 4), (64, 64, 4), (64, 64, 8), (32, 128, 8), (64, 128, 8), (16, 256, 4)]
+
+
+def tile_tune(report: Report, copy_gbps: float) -> None:
+    x = make_input(MAIN_SHAPE)
+    row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=True)
+    pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
+    for columns, mode in ((True, Mode.RS), (True, Mode.RN), (False, Mode.RS), (False, Mode.RN)):
+        if columns:
+            run = lambda: rowcol(x, pts, col_pts, mode, False, True)  # noqa: E731
+        else:
+            run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
+        want = run()
+        for config in TILE_TUNE:
+            configs = dict(triton_backend.TILE_CONFIGS)
+            configs[(columns, mode is Mode.RS)] = config
+            with settings(triton_backend, TILE_CONFIGS=configs):
+                try:
+                    got = run()
+                    same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
+                    us = time_us(run)
+                except Exception as exc:  # a shape the compiler refuses
+                    print(json.dumps({"config failed": str(config), "error": repr(exc)[:300]}), flush=True)
+                    continue
+            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} rows={config[0]} cols={config[1]} warps={config[2]}"
+            report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
+    want = triton_backend.amax_rowcol(x, col_hadamard=True)
+    for config in TILE_TUNE:
+        with settings(triton_backend, TILE_AMAX_CONFIG=config):
+            try:
+                same = all(torch.equal(a, b) for a, b in zip(triton_backend.amax_rowcol(x, col_hadamard=True), want))
+                us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
+            except Exception as exc:
+                print(json.dumps({"config failed": str(config), "error": repr(exc)[:300]}), flush=True)
+                continue
+        report.add("tile-tune", f"amax_rowcol rows={config[0]} cols={config[1]} warps={config[2]}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+
+
 def describe_device() -> dict:
     props = torch.cuda.get_device_properties(0)
     info = {
@@ -262,6 +378,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
+    parser.add_argument("--training", action="store_true", help="time the training primitives (SPEC.md §8) and the API call")
+    parser.add_argument("--tile-tune", action="store_true", help="time other tile shapes of the tile kernels")
+    parser.add_argument("--no-training-peer", action="store_true", help="skip torch.compile of the plain PyTorch rowcol")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     info = describe_device()
@@ -270,12 +389,15 @@ def main() -> None:
     report = Report()
     r = main_shape(report, torchao)
     summary = {
-        "quantize RN % of copy (goal >= 85)": r["rn"]["% of copy"],
-        "amax+quantize RN x two-pass floor (goal <= 1.15)": r["e2e_rn"]["x two-pass floor"],
-        "RS / RN (goal <= 1.10)": round(r["rs"]["us"] / r["rn"]["us"], 3),
+        "quantize RN % of copy (goal >= 90)": r["rn"]["% of copy"],
+        "amax+quantize RN x two-pass floor (goal <= 1.10)": r["e2e_rn"]["x two-pass floor"],
+        "RS / RN (goal <= 1.05)": round(r["rs"]["us"] / r["rn"]["us"], 3),
+        "1024x1024 amax+quantize RN us (goal <= 8)": r["small"]["us"],
     }
     if "torchao" in r:
-        summary["speed-up vs torch.compile torchao (goal >= 4)"] = round(r["torchao"]["us"] / r["rn"]["us"], 2)
+        summary["quantize speed-up vs torch.compile torchao"] = round(r["torchao"]["us"] / r["rn"]["us"], 2)
+    if "torchao_e2e" in r:
+        summary["amax+quantize speed-up vs torch.compile torchao (goal >= 5)"] = round(r["torchao_e2e"]["us"] / r["e2e_rn"]["us"], 2)
     print(json.dumps(summary), flush=True)
     if args.tune:
         tune(report, r["copy_gbps"])
@@ -283,11 +405,22 @@ def main() -> None:
         sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None, not args.no_sweep_peers)
     if args.rules:
         rules(report)
+    if args.training:
+        t = training(report, not args.no_training_peer)
+        summary["quantize_rowcol RS col_hadamard % of copy (goal >= 65)"] = t["quantize_rowcol RS col_hadamard"]["% of copy"]
+        for mode in ("rn", "rs"):
+            summary[f"{mode.upper()} block_2d / 1-D (goal <= 1.10)"] = t[f"2d {mode}"]["x 1-D"]
+        summary["default API / amax+quantize kernels (goal <= 1.10)"] = t["api"]["x kernels"]
+        print(json.dumps(summary), flush=True)
+    if args.tile_tune:
+        tile_tune(report, r["copy_gbps"])
     columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
     sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
     text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)
     text += "\n" + report.table("tune", columns) + "\n" + report.table("sweep", sweep_columns) + "\n" + report.table("dtypes", ["name", "us", "GB/s", "% of copy", "copy us"])
     text += "\n" + report.table("rules", ["rule", "mode", "dtype", "us", "GB/s", "% of copy", "x max", "same as reference (CPU)"])
+    text += "\n" + report.table("training", ["name", "us", "GB/s", "% of copy", "x 1-D", "x kernels", "speed-up"])
+    text += "\n" + report.table("tile-tune", columns)
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
     print(text)

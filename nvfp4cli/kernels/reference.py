@@ -175,9 +175,22 @@ def _tile_amax(blocks: torch.Tensor, block_cols: int) -> torch.Tensor:
     return tiles.expand(-1, BLOCK_SIZE, block_cols).reshape(-1)
 
 
-def _quantize_rows(
-    x2d: torch.Tensor, per_tensor_scale: torch.Tensor, mode: Mode, seed, offset, first_block: int, scale_rule: str, block_2d: bool
+def quantize_rows(
+    x2d: torch.Tensor,
+    *,
+    per_tensor_scale: torch.Tensor,
+    mode: Mode,
+    seed,
+    offset,
+    first_block: int = 0,
+    scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize() of the rows x2d [R, K], all at once (no chunks: plain PyTorch that torch.compile
+    takes whole, nvfp4cli.bench's peer); their blocks' Philox counters start at offset + first_block."""
+    if hadamard:
+        x2d = rht(x2d)
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
     tile_amax = _tile_amax(blocks, x2d.shape[1] // BLOCK_SIZE) if block_2d else None
     scales = block_scales(blocks, per_tensor_scale, scale_rule, tile_amax)
@@ -222,8 +235,9 @@ def quantize(
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
         first_block = start * (k // BLOCK_SIZE)
-        packed[start:stop], scales[start:stop] = _quantize_rows(
-            _maybe_rht(x2d[start:stop], hadamard), pts, mode, seed, offset, first_block, scale_rule, block_2d
+        packed[start:stop], scales[start:stop] = quantize_rows(
+            x2d[start:stop], per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, first_block=first_block,
+            scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
         )
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shar
 
 import nvfp4cli  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales  # noqa: E402
-from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
+from nvfp4cli.kernels import HADAMARD_SIGNS, reference, triton_backend  # noqa: E402
 from scale_rule_cases import order_sensitive_blocks  # noqa: E402
 from triton_cases import adversarial_cases, own_threshold_blocks  # noqa: E402
 
@@ -201,3 +201,100 @@ def test_torch_compile_fullgraph_around_the_ops():
     got = compiled(x, seed, offset)
     pts = per_tensor_scale_from_amax(reference.amax(x))
     assert_same(got, reference_on_cpu(x, pts, Mode.RS, 11, 2**35))
+
+
+# ---------------------------------------------------------------- training primitives (SPEC.md §8)
+
+TRAINING_SHAPES = [(16, 16), (48, 80), (272, 1040), (2048, 4096)]  # odd block counts both ways
+SIGNS = HADAMARD_SIGNS
+
+
+def reference_rowcol_on_cpu(x, pts, col_pts, mode, seed, offset, block_2d, col_hadamard):
+    return reference.quantize_rowcol(
+        x.cpu(), per_tensor_scale=pts.cpu(), col_per_tensor_scale=col_pts.cpu(), mode=mode, seed=seed, offset=offset,
+        block_2d=block_2d, col_hadamard=col_hadamard,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 16), (3, 5, 48), (272, 1040)], ids=str)
+def test_rht_and_its_inverse_match_reference(shape, dtype):
+    x = random_input(shape, dtype, seed=20 + shape[-1])
+    flipped = tuple(-s for s in SIGNS)
+    for signs in (SIGNS, flipped):
+        for inverse in (False, True):
+            got = triton_backend.rht(x, signs=signs, inverse=inverse)
+            assert torch.equal(got.cpu(), reference.rht(x.cpu(), signs=signs, inverse=inverse))
+    assert torch.equal(triton_backend.amax(x, hadamard=True).cpu(), reference.amax(x.cpu(), hadamard=True))
+
+
+@pytest.mark.parametrize("variant", ["hadamard", "block_2d", "both"])
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", TRAINING_SHAPES, ids=str)
+def test_hadamard_and_2d_quantize_match_reference(shape, dtype, mode, variant):
+    x = random_input(shape, dtype, seed=30 + shape[-1])
+    flags = {"hadamard": variant != "block_2d", "block_2d": variant != "hadamard"}
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x, hadamard=flags["hadamard"]))
+    got = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=2**40 + 3, offset=2**33 + 5, **flags)
+    want = reference.quantize(x.cpu(), per_tensor_scale=pts.cpu(), mode=mode, seed=2**40 + 3, offset=2**33 + 5, **flags)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("col_hadamard", [False, True])
+@pytest.mark.parametrize("block_2d", [False, True])
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", TRAINING_SHAPES, ids=str)
+def test_rowcol_matches_reference(shape, dtype, mode, block_2d, col_hadamard):
+    x = random_input(shape, dtype, seed=40 + shape[-1])
+    row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
+    want_row, want_col = reference.amax_rowcol(x.cpu(), col_hadamard=col_hadamard)
+    assert torch.equal(row_amax.cpu(), want_row) and torch.equal(col_amax.cpu(), want_col)
+    pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
+    got = triton_backend.quantize_rowcol(
+        x, per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=7, offset=2**33 + 5,
+        block_2d=block_2d, col_hadamard=col_hadamard,
+    )
+    want = reference_rowcol_on_cpu(x, pts, col_pts, mode, 7, 2**33 + 5, block_2d, col_hadamard)
+    assert_same(got[:2], want[:2])
+    assert_same(got[2:], want[2:])
+
+
+def test_rowcol_api_on_cuda_equals_cpu_and_empty_tensors_work():
+    x = random_input((256, 512), torch.bfloat16, seed=50)
+    got = nvfp4cli.quantize_rowcol(x, "rs", 3, 2**33, block_2d=True, col_hadamard=True)
+    want = nvfp4cli.quantize_rowcol(x.cpu(), "rs", 3, 2**33, block_2d=True, col_hadamard=True)
+    for g, w in zip(got, want):
+        assert_same((g.packed, g.scales), (w.packed, w.scales))
+        assert torch.equal(g.per_tensor_scale.cpu(), w.per_tensor_scale)
+    empty = nvfp4cli.quantize(torch.empty(0, 64, device="cuda"), mode="rs", seed=1)
+    assert empty.packed.shape == (0, 32) and empty.scales.shape == (0, 4) and float(empty.per_tensor_scale) == 2.0**-120
+
+
+def test_rowcol_op_replays_in_a_cuda_graph_and_compiles_fullgraph():
+    x = random_input((256, 1024), torch.bfloat16, seed=51)
+    seed, offset = torch.tensor(2**40 + 1, device="cuda"), torch.tensor(0, device="cuda")
+
+    def step(x, seed, offset):
+        row_amax, col_amax = torch.ops.nvfp4.amax_rowcol(x, True)
+        pts = torch.clamp(row_amax / 2688, min=2.0**-120)
+        col_pts = torch.clamp(col_amax / 2688, min=2.0**-120)
+        return torch.ops.nvfp4.quantize_rowcol(x, pts, col_pts, True, seed, offset, True, True)
+
+    step(x, seed, offset)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = step(x, seed, offset)
+    for new_offset in (5, 2**32 + 1):
+        offset.fill_(new_offset)
+        graph.replay()
+        want = nvfp4cli.quantize_rowcol(x, "rs", 2**40 + 1, new_offset, block_2d=True, col_hadamard=True)
+        assert_same(outputs[:2], (want[0].packed, want[0].scales))
+        assert_same(outputs[2:], (want[1].packed, want[1].scales))
+    compiled = torch.compile(step, fullgraph=True)
+    offset.fill_(9)
+    got = compiled(x, seed, offset)
+    want = nvfp4cli.quantize_rowcol(x.cpu(), "rs", 2**40 + 1, 9, block_2d=True, col_hadamard=True)
+    assert_same(got[2:], (want[1].packed, want[1].scales))
