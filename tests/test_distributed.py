@@ -3,14 +3,15 @@ run: the same tensor bytes, RN and RS, both formats; a failing or killed rank st
 and leaves nothing behind. Stored tensors are read by parsing the safetensors files by hand, an
 oracle independent of the writer under test."""
 
-import dataclasses
 import itertools
 import json
+import os
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import nvfp4cli.distributed as distributed
-from nvfp4cli.checkpoint import open_checkpoint
-from nvfp4cli.convert import QuantizeOptions, open_writers, plan_dequantize, plan_quantize, run, write_units
+from nvfp4cli import DataError, formats
+from nvfp4cli.execute import assign_units, run, write_units
+from nvfp4cli.io import open_checkpoint, open_writers
+from nvfp4cli.plan import QUANTIZE, QuantizeOptions, plan_dequantize, plan_quantize
 
 from cli_runner import SAMPLE, nvfp4
 
@@ -117,16 +120,16 @@ def test_assignment_covers_every_unit_once_and_is_near_optimal(sharded):
     units = plan_quantize(open_checkpoint(sharded), QuantizeOptions()).units
     assert any(len(unit.inputs) == 3 for unit in units) and any(len(unit.inputs) == 2 for unit in units)
     for world_size in (1, 2, 3, 4):
-        shares = distributed.assign_units(units, world_size)
+        shares = assign_units(units, world_size)
         assert sorted(itertools.chain(*shares)) == list(range(len(units)))
         assert all(share == sorted(share) for share in shares)
-        assert distributed.assign_units(units, world_size) == shares  # the same on every rank
+        assert assign_units(units, world_size) == shares  # the same on every rank
         loads = [sum(units[index].bytes_in for index in share) for share in shares]
         assert max(loads) - min(loads) <= max(unit.bytes_in for unit in units)
     sizes = [unit.bytes_in for unit in units[:12]]
     for world_size in (2, 3):
         best = min(max(sum(size for size, rank in zip(sizes, ranks) if rank == r) for r in range(world_size)) for ranks in itertools.product(range(world_size), repeat=len(sizes)))
-        shares = distributed.assign_units(units[:12], world_size)
+        shares = assign_units(units[:12], world_size)
         assert max(sum(sizes[index] for index in share) for share in shares) <= best * 4 / 3
 
 
@@ -170,7 +173,7 @@ def test_sharded_modelopt_rs_two_workers_one_worker_and_torchrun(sharded, tmp_pa
     assert result.exit_code == 0, result.output
     assert {len(row["files"]) > 1 for row in json.loads(result.stdout)["ranks"]} == {True}
     assert_same_tensors(two, reference)
-    assert open_checkpoint(two).logical_weights().keys() == open_checkpoint(reference).logical_weights().keys()
+    assert formats.logical_weights(open_checkpoint(two)).keys() == formats.logical_weights(open_checkpoint(reference)).keys()
 
     one = tmp_path / "one"
     assert nvfp4("quantize", sharded, "-o", one, *args, "--workers", 1).exit_code == 0
@@ -196,7 +199,7 @@ def test_dequantize_with_workers_and_torchrun_writes_the_single_process_tensors(
     result = nvfp4("dequantize", sharded_nvfp4, "-o", two, *args, "--workers", 2, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["workers"] == 2 and report["tensors_dequantized"] == sum(w.quantized for w in open_checkpoint(sharded_nvfp4).logical_weights().values())
+    assert report["workers"] == 2 and report["tensors_dequantized"] == sum(w.quantized for w in formats.logical_weights(open_checkpoint(sharded_nvfp4)).values())
     assert_same_tensors(two, reference)
     launched = torchrun("dequantize", sharded_nvfp4, "-o", tmp_path / "torchrun", *args, "--json")
     assert launched.returncode == 0, launched.stderr
@@ -208,8 +211,9 @@ def test_dequantize_failing_rank_stops_all_with_one_line(sharded_nvfp4, tmp_path
     model = tmp_path / "model"
     shutil.copytree(sharded_nvfp4, model)
     checkpoint = open_checkpoint(model)
-    units = plan_dequantize(checkpoint, "bf16").units
-    scale = next(name for index in distributed.assign_units(units, 2)[1] for name in units[index].inputs if name.endswith("_global_scale"))
+    plan = plan_dequantize(checkpoint, torch.bfloat16)
+    weight = next(plan.weights[name] for index in assign_units(plan.units, 2)[1] for name in plan.units[index].converted)
+    scale = next(name for name in weight.tensors if name.endswith("_global_scale"))
     tensors = load_file(checkpoint.file(scale))
     tensors[scale] = torch.zeros(1)
     save_file(tensors, checkpoint.file(scale))
@@ -229,7 +233,7 @@ def nan_on_rank1(sharded, tmp_path) -> tuple[Path, str]:
     shutil.copytree(sharded, model)
     checkpoint = open_checkpoint(model)
     units = plan_quantize(checkpoint, QuantizeOptions()).units
-    name = next(name for index in distributed.assign_units(units, 2)[1] for name in units[index].converted)
+    name = next(name for index in assign_units(units, 2)[1] for name in units[index].converted)
     tensors = load_file(checkpoint.file(name))
     tensors[name][1, 2] = float("nan")
     save_file(tensors, checkpoint.file(name), metadata={"format": "pt"})
@@ -255,31 +259,87 @@ def test_failing_rank_under_torchrun(nan_on_rank1, tmp_path):
     assert no_leftovers(tmp_path, "model")
 
 
-def test_a_rank_stops_at_its_next_unit_when_another_failed(sharded, tmp_path):
-    """What makes the healthy ranks stop early: after a peer publishes, the next unit boundary
-    raises, and no further unit is produced."""
-    plan = plan_quantize(open_checkpoint(sharded), QuantizeOptions())
-    group = distributed.Group(rank=0, world_size=2, store=torch.distributed.HashStore(), device=torch.device("cpu"))
-    produced = []
-    units = [dataclasses.replace(unit, produce=lambda unit=unit: produced.append(unit) or unit.produce()) for unit in plan.units]
-    writers = open_writers([[spec for unit in units for spec in unit.outputs]], [tmp_path / "part.safetensors"], {})
-    distributed._publish(group.store, 1, 2, OSError(28, "No space left on device", str(tmp_path / "part.safetensors")))
-    with pytest.raises(distributed._PeerFailed):
-        write_units(units, writers, lambda unit: distributed._unit_written(group, None, unit))
-    assert produced == plan.units[:1]
-    assert str(distributed._published_failure(group.store)) == f"rank 1: {tmp_path / 'part.safetensors'}: No space left on device"
+def test_a_raising_unit_callback_stops_before_the_next_unit(sharded, tmp_path):
+    """What stops a healthy rank early once a peer failed: its unit_written callback raises, and
+    write_units makes no further unit. The oracle that the next unit is never made: its weight
+    holds a NaN, which raises DataError as soon as it is quantized (the control run shows it)."""
+    model = tmp_path / "model"
+    shutil.copytree(sharded, model)
+    checkpoint = open_checkpoint(model)
+    plan = plan_quantize(checkpoint, QuantizeOptions())
+    units = [unit for unit in plan.units if unit.action == QUANTIZE][:2]
+    poisoned = units[1].inputs[0]
+    tensors = load_file(checkpoint.file(poisoned))
+    tensors[poisoned][0, 0] = float("nan")
+    save_file(tensors, checkpoint.file(poisoned), metadata={"format": "pt"})
+    checkpoint = open_checkpoint(model)
+
+    def writers(name: str):
+        return open_writers([[spec for unit in units for spec in unit.outputs]], [tmp_path / name], {})
+
+    class PeerFailed(Exception):
+        pass
+
+    written = []
+
+    def peer_failed(unit) -> None:
+        written.append(unit)
+        raise PeerFailed
+
+    with pytest.raises(PeerFailed):
+        write_units(plan, checkpoint, units, writers("stopped.safetensors"), peer_failed)
+    assert written == units[:1]
+    with pytest.raises(DataError, match=f"{poisoned!r}.*NaN"):  # the control: unit 2 is made, and fails
+        write_units(plan, checkpoint, units, writers("control.safetensors"), written.append)
+    assert written == units[:1] * 2
 
 
-def test_a_killed_worker_is_the_reported_failure_and_the_rest_are_stopped(monkeypatch):
-    monkeypatch.setattr(distributed, "STOP_GRACE_SECONDS", 0.5)
-    survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    killed = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
-    store = torch.distributed.HashStore()
-    distributed._supervise([survivor, killed], store, progress=None)
-    distributed._stop([survivor, killed])
-    failure = distributed._published_failure(store)
-    assert str(failure) == "rank 1: worker process was killed by SIGKILL" and failure.exit_code == 1
-    assert survivor.returncode == -signal.SIGTERM
+def workers_of(pid: int) -> list[int]:
+    """The child processes of pid, oldest first (--workers starts rank 0 first)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):  # state, ppid, ...; field 22 of stat is the start time
+            children.append((int(fields[19]), int(entry.name)))
+    return [child for _, child in sorted(children)]
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory) -> Path:
+    """64 float32 weights of 1024x1024 (256 MB): seconds of work, so a worker can be killed mid-run."""
+    model = tmp_path_factory.mktemp("big") / "model"
+    model.mkdir()
+    ramp = torch.linspace(-3, 3, 1024 * 1024).reshape(1024, 1024)
+    save_file({f"model.layers.{i}.mlp.down_proj.weight": ramp * (i + 1) for i in range(64)}, model / "model.safetensors")
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through Linux /proc")
+def test_a_killed_worker_is_the_reported_failure_and_the_rest_stop(big_model, tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "nvfp4cli", "quantize", str(big_model), "-o", str(output), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        workers = []
+        for _ in range(2400):  # both workers up and the shards begun: the work is under way
+            workers = workers_of(process.pid)
+            staged = [path for staging in tmp_path.glob(".out.nvfp4-tmp-*") for path in staging.glob("*.safetensors")]
+            if len(workers) == 2 and len(staged) == 2 or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None and len(workers) == 2, "the run ended before a worker could be killed"
+        os.kill(workers[1], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1 and stdout == ""
+    assert stderr.splitlines() == ["nvfp4: error: rank 1: worker process was killed by SIGKILL"]
+    assert workers_of(process.pid) == [] and not Path(f"/proc/{workers[0]}").exists()  # rank 0 stopped too
+    assert no_leftovers(tmp_path)
 
 
 def test_usage_errors(tmp_path, monkeypatch):
