@@ -475,6 +475,8 @@ def verify(view: CheckpointView, target: str = "vllm") -> dict:
     findings: list[Finding] = []
     if fmt is None:
         findings.append(Finding(view.path, "format", "no NVFP4 weights (neither compressed-tensors nor ModelOpt names)"))
+    elif not modules:
+        findings.append(Finding(view.path, "format", f"the config declares {fmt} NVFP4 but no weight is stored as NVFP4"))
     else:
         findings += check_tensors(view, fmt, modules)
         findings += check_fused(view, modules, floats)

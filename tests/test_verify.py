@@ -390,3 +390,8 @@ def test_unreadable_input_is_trouble_exit_2(tmp_path):
 def test_float_checkpoint_is_a_finding(tmp_path):
     code, found, report = findings(SAMPLE)
     assert code == 1 and found == {(str(SAMPLE), "format")} and report["format"] is None
+    # A config that declares NVFP4 over float weights only.
+    float_weights = {"model.layers.0.mlp.up_proj.weight": torch.zeros(32, 64, dtype=torch.bfloat16)}
+    declared = write(tmp_path / "declared", float_weights, copy_config(ignore=["model.layers.0.mlp.up_proj"]))
+    code, found, report = findings(declared)
+    assert code == 1 and found == {(str(declared), "format")} and report["format"] == "compressed-tensors"
