@@ -218,7 +218,7 @@ def calibrate(model_dir: str | Path, samples: list[str], *, seq_len: int = 2048,
         recorder.after_layers()
         _run_after_layers(model, layers, encodings, hidden)
     amax = recorder.amax()
-    unreached = _fill_unreached_experts(amax, experts, recorder.stored_names)
+    unreached = _fill_unreached_experts(amax, experts, recorder.keys)
     bad = next((name for name, value in amax.items() if not math.isfinite(value)), None)
     if bad is not None:
         raise DataError(f"{model_dir}: the input of {bad!r} is not finite ({amax[bad]}) on the calibration samples")
@@ -380,12 +380,12 @@ def _unfuse_experts(model: nn.Module, transforms: list, architecture: str) -> di
     return replaced
 
 
-def _fill_unreached_experts(amax: dict[str, float], experts: dict[str, _UnfusedExperts], stored_names: dict[str, str]) -> list[str]:
+def _fill_unreached_experts(amax: dict[str, float], experts: dict[str, _UnfusedExperts], keys_by_linear: dict[str, str]) -> list[str]:
     """Experts no token was routed to get their layer's largest amax of the same projection;
     returns their checkpoint names ('model.layers.3.mlp.experts.17')."""
     unreached = []
     for name, module in experts.items():
-        keys = {expert: {leaf: module_name(stored_names[f"{name}.{expert}.{leaf}"]) for leaf in module.leaves} for expert in module._modules}
+        keys = {expert: {leaf: keys_by_linear[f"{name}.{expert}.{leaf}"] for leaf in module.leaves} for expert in module._modules}
         missing = [expert for expert, by_leaf in keys.items() if not any(key in amax for key in by_leaf.values())]
         reached = [by_leaf for expert, by_leaf in keys.items() if expert not in missing]
         if not reached:
@@ -425,6 +425,7 @@ class _Weights:
         tied = getattr(model, "all_tied_weights_keys", None) or {}
         renamings = _reverse_renamings(transforms)
         self.names: dict[str, str] = {}
+        self.tied: set[str] = set()
         for name, _ in model.named_parameters(remove_duplicate=False):
             source = name if name in stored else tied.get(name, name)
             renamed = source
@@ -436,6 +437,14 @@ class _Weights:
             if stored_name is None:
                 raise UsageError(f"{model_dir}: calibration does not support architecture {architecture}: parameter {name!r} has no tensor in the checkpoint")
             self.names[name] = stored_name
+            if name not in stored and source != name:
+                self.tied.add(name)
+
+    def module_key(self, linear: str) -> str:
+        """A Linear's name in the checkpoint (its weight's name without ".weight"); a head tied to
+        the embeddings, absent from the file, keeps its own name ("lm_head")."""
+        weight = f"{linear}.weight"
+        return linear if weight in self.tied else module_name(self.names[weight])
 
     def load(self, params: dict[str, tuple[nn.Module, str]], device: torch.device) -> None:
         """Read `params` (model name -> (module, attribute)) in fp32 onto device, each shard
@@ -532,7 +541,7 @@ class _AmaxRecorder:
 
     def __init__(self, model: nn.Module, weights: _Weights):
         self.model = model
-        self.stored_names = {name: weights.names[f"{name}.weight"] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+        self.keys = {name: weights.module_key(name) for name, module in model.named_modules() if isinstance(module, nn.Linear)}
         self.values: dict[str, torch.Tensor] = {}
         self.frozen: set[str] = set()
         self.handles: list = []
@@ -562,7 +571,7 @@ class _AmaxRecorder:
         self.frozen = set(self.values)
 
     def amax(self) -> dict[str, float]:
-        return {module_name(self.stored_names[name]): float(value) for name, value in self.values.items()}
+        return {self.keys[name]: float(value) for name, value in self.values.items()}
 
 
 class _LayerStandIn(nn.Module):

@@ -100,6 +100,33 @@ def test_tiny_llama_amax_equals_whole_model_measurement():
     assert_same_amax(result.amax, oracle)
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
+def test_llama_kin_amax_equals_whole_model_measurement(tmp_path, kind):
+    # Qwen2 with sliding-window layers (a mask per layer type), Qwen3 with q/k norms, Mistral.
+    torch.manual_seed(2)
+    common = dict(num_hidden_layers=3, hidden_size=64, intermediate_size=96, vocab_size=1024, num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    if kind == "qwen2":
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, use_sliding_window=True, sliding_window=4, max_window_layers=1))
+    elif kind == "qwen3":
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, tie_word_embeddings=True))
+    else:
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=5))
+    model_dir = tmp_path / kind
+    model.save_pretrained(model_dir)
+    if kind.startswith("qwen"):  # transformers picks Qwen2Tokenizer by model type: a byte-level one
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        vocab = {character: index for index, character in enumerate(bytes_to_unicode().values())}
+        transformers.Qwen2Tokenizer(vocab=vocab, merges=[]).save_pretrained(model_dir)
+        samples = text_samples(3)
+    else:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(TINY_LLAMA / name, model_dir)
+        samples = word_samples(3, seed=7)
+    result = cal.calibrate(model_dir, samples, seq_len=SEQ_LEN)
+    assert_same_amax(result.amax, whole_model_amax(model_dir, transformers.AutoModelForCausalLM, samples, SEQ_LEN))
+
+
 def test_head_class_on_a_base_model_checkpoint_uses_the_checkpoint_names(tmp_path):
     # LlamaModel's modules are "layers.0...", the file's tensors "model.layers.0...": the amax
     # keys are the checkpoint's, which is what quantize names its tensors by.
