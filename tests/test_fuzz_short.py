@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_checkpoint.py"
-EXAMPLES = 600  # about 3 s here; a fixed seed, so every run of the suite tries the same inputs
+EXAMPLES = 600  # a fixed seed, so every run of the suite tries the same inputs
 
 
 def load_harness():

@@ -5,16 +5,19 @@ A run writes into a staging sibling `.X.nvfp4-tmp-<host>-<pid>-<random>` of its 
 renames it to X when complete. Ctrl-C (SIGINT) and SIGTERM remove the staging at once; SIGKILL cannot be
 caught, so the staging stays until the next run writing X, which removes it once its process is
 dead. Either way nothing appears at X until a run completes.
+
+The run is the real CLI in a child process, paused after its first tensor is written (it waits
+there until signalled), so the signal always lands mid-write, however fast the machine is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -26,54 +29,69 @@ from nvfp4cli.staging import HOST
 
 from cli_runner import nvfp4
 
-TENSORS = 64  # 1024x1024 float32 each: 256 MB in, about 2 s of work at this machine's speed
-SIGNAL_AFTER_BYTES = 2**20  # staged output actually on disk when the signal is sent
+# `nvfp4 ARGS` with one change: after writing its first tensor the run touches MARKER and waits
+# (as if the next tensor took long), so the test signals it in a known state.
+PAUSED_NVFP4 = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from nvfp4cli import io
+    from nvfp4cli.cli import app
+
+    marker, args = Path(sys.argv[1]), sys.argv[2:]
+    write = io.SafetensorsWriter.write
+
+    def write_then_wait(self, name, tensor):
+        write(self, name, tensor)
+        marker.touch()
+        time.sleep(600)
+
+    io.SafetensorsWriter.write = write_then_wait
+    app(args, prog_name="nvfp4")
+    """
+)
 
 
 def digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def big_model(tmp_path_factory) -> Path:
-    model = tmp_path_factory.mktemp("signals") / "model"
+@pytest.fixture
+def model(tmp_path) -> Path:
+    model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    ramp = torch.linspace(-3, 3, 1024 * 1024).reshape(1024, 1024)
-    save_file({f"model.layers.{i}.mlp.down_proj.weight": ramp * (i + 1) for i in range(TENSORS)}, model / "model.safetensors")
+    ramp = torch.linspace(-3, 3, 64 * 256).reshape(64, 256)
+    save_file({f"model.layers.{i}.mlp.down_proj.weight": ramp * (i + 1) for i in range(8)}, model / "model.safetensors")
     return model
 
 
-def start_quantize(model: Path, output: Path) -> subprocess.Popen:
+def start_quantize(model: Path, output: Path) -> tuple[subprocess.Popen, Path]:
+    """The run, and the file it touches once it is paused mid-write."""
     # SIGINT back to its default first: a shell starts background jobs with it ignored, and
     # Python only turns it into KeyboardInterrupt when it is not ignored.
-    return subprocess.Popen(
-        [sys.executable, "-m", "nvfp4cli", "quantize", str(model), "-o", str(output), "--json"],
+    marker = output.parent / "paused"
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_NVFP4, str(marker), "quantize", str(model), "-o", str(output), "--json"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    return process, marker
 
 
-def staged_bytes(staging: Path) -> int:
-    try:
-        return sum(f.stat().st_blocks * 512 for f in staging.rglob("*") if f.is_file())
-    except FileNotFoundError:  # removed while we looked
-        return 0
-
-
-def wait_until_mid_write(process: subprocess.Popen, output: Path) -> Path:
-    """The staging directory, once SIGNAL_AFTER_BYTES of it are on disk and the run goes on."""
+def wait_until_mid_write(process: subprocess.Popen, output: Path, marker: Path) -> Path:
+    """The staging directory, once the run has written a tensor into it and paused."""
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before the signal (exit {process.returncode}): make the checkpoint bigger"
-        for staging in output.parent.glob(f".{output.name}.nvfp4-tmp-*"):
-            if staged_bytes(staging) >= SIGNAL_AFTER_BYTES:
-                return staging
-        time.sleep(0.002)
-    process.kill()
-    raise AssertionError("no staging directory filled up within 120 s")
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before pausing (exit {process.returncode}): {process.stderr.read()}"
+        assert time.monotonic() < deadline, "the run did not reach its first tensor within 120 s"
+        time.sleep(0.05)
+    marker.unlink()
+    (staging,) = output.parent.glob(f".{output.name}.nvfp4-tmp-*")
+    assert (staging / "model.safetensors").stat().st_size > 0
+    return staging
 
 
 def leftovers(output: Path) -> list[str]:
@@ -87,39 +105,39 @@ def rerun(model: Path, output: Path, *extra: str):
 
 
 @pytest.mark.parametrize("sent,status,said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_signal_mid_conversion_leaves_nothing_and_a_rerun_succeeds(big_model, tmp_path, sent, status, said):
-    before = digest(big_model)
+def test_signal_mid_conversion_leaves_nothing_and_a_rerun_succeeds(model, tmp_path, sent, status, said):
+    before = digest(model)
     output = tmp_path / "out"
-    process = start_quantize(big_model, output)
-    wait_until_mid_write(process, output)
+    process, marker = start_quantize(model, output)
+    wait_until_mid_write(process, output, marker)
     process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert stderr.strip().splitlines() == [f"nvfp4: {said}"]
     assert not output.exists() and leftovers(output) == []
-    assert digest(big_model) == before
-    rerun(big_model, output)
+    assert digest(model) == before
+    rerun(model, output)
     assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
     assert leftovers(output) == []
 
 
-def test_sigkill_leaves_only_a_marked_staging_that_the_next_run_removes(big_model, tmp_path):
-    before = digest(big_model)
+def test_sigkill_leaves_only_a_marked_staging_that_the_next_run_removes(model, tmp_path):
+    before = digest(model)
     output = tmp_path / "out"
-    process = start_quantize(big_model, output)
-    staging = wait_until_mid_write(process, output)
+    process, marker = start_quantize(model, output)
+    staging = wait_until_mid_write(process, output, marker)
     process.kill()
     process.communicate(timeout=120)
     assert process.returncode == -signal.SIGKILL
     assert not output.exists()
     assert leftovers(output) == [staging.name]
     assert staging.name.startswith(f".out.nvfp4-tmp-{HOST}-{process.pid}-")
-    assert digest(big_model) == before
+    assert digest(model) == before
 
-    rerun(big_model, output)
+    rerun(model, output)
     assert leftovers(output) == []
     uninterrupted = tmp_path / "uninterrupted"
-    rerun(big_model, uninterrupted)
+    rerun(model, uninterrupted)
     assert digest(output) == digest(uninterrupted)
 
 
