@@ -4,6 +4,11 @@ A is the reference: sqnr_db = 10 * log10(sum a^2 / sum (a - b)^2). Each side may
 checkpoint or NVFP4 in either format; tensors are matched by logical weight name (an NVFP4
 triple counts as its "X.weight"), dequantized the way their own ecosystem does, and compared
 one at a time in float64, so memory stays near two tensors whatever the checkpoint size.
+
+The headline SQNR is over the quantized tensors (stored quantized on either side), or, when
+neither side holds any, over the tensors that differ: tensors copied unchanged (embeddings,
+norms) add signal and no noise, and counted in they make a 20 dB quantization look like 90 dB.
+The SQNR over every compared tensor stays in the summary as overall_sqnr_db.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class TensorComparison:
     stats: ErrorStats
     code_agreement: float | None  # both sides NVFP4, else None
     scale_agreement: float | None
+
+    @property
+    def quantized(self) -> bool:
+        """Stored quantized (NVFP4, FP8, MXFP4) in A or in B."""
+        return self.format_a != formats.plain.NAME or self.format_b != formats.plain.NAME
 
     def sort_key(self) -> tuple[float, str]:
         """Worst first: lowest SQNR (undefined counts as worst), identical tensors last."""
@@ -97,10 +107,14 @@ class Comparison:
         """Differing tensors whose SQNR is under the threshold (an undefined SQNR counts as under)."""
         return [t for t in self.sorted_tensors("sqnr") if not t.stats.identical and t.sort_key()[0] < min_sqnr_db]
 
+    def headline(self) -> tuple[str, list[TensorComparison]]:
+        """The tensors the headline SQNR is over, and what they are: "quantized" (stored quantized
+        in A or B), or "differing" when neither side holds a quantized tensor."""
+        quantized = [t for t in self.tensors if t.quantized]
+        return ("quantized", quantized) if quantized else ("differing", [t for t in self.tensors if not t.stats.identical])
+
     def summary(self) -> dict:
-        total = ErrorStats()
-        for t in self.tensors:
-            total = total.merge(t.stats)
+        basis, headline = self.headline()
         worst = self.worst()
         return {
             "compared": len(self.tensors),
@@ -108,7 +122,11 @@ class Comparison:
             "only_in_a": len(self.only_in_a),
             "only_in_b": len(self.only_in_b),
             "shape_mismatches": len(self.shape_mismatches),
-            "overall_sqnr_db": _json_float(total.sqnr_db),  # energy-weighted over every compared element
+            # energy-weighted; the headline: over the quantized (or else the differing) tensors
+            "sqnr_db": _json_float(_merged(headline).sqnr_db),
+            "sqnr_over": basis,
+            "sqnr_tensors": len(headline),
+            "overall_sqnr_db": _json_float(_merged(self.tensors).sqnr_db),  # over every compared tensor
             "worst": None if worst is None else worst.name,
             "worst_sqnr_db": None if worst is None else _json_float(worst.stats.sqnr_db),
         }
@@ -124,6 +142,13 @@ class Comparison:
             "shape_mismatches": [vars(m) for m in self.shape_mismatches],
             "summary": self.summary(),
         }
+
+
+def _merged(tensors: Sequence[TensorComparison]) -> ErrorStats:
+    total = ErrorStats()
+    for t in tensors:
+        total = total.merge(t.stats)
+    return total
 
 
 def _load(weight: LogicalWeight, checkpoint: Checkpoint) -> tuple[torch.Tensor, QuantizedTensor | None]:

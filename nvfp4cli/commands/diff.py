@@ -43,6 +43,14 @@ def _decibels(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.2f}"
 
 
+def _headline_text(comparison: Comparison, summary: dict) -> str:
+    """The headline SQNR (energy-weighted over the quantized, or else the differing, tensors)."""
+    _, tensors = comparison.headline()
+    if not tensors:
+        return "-"
+    return "identical" if all(t.stats.identical for t in tensors) else _decibels(summary["sqnr_db"])
+
+
 def _gate_failures(comparison: Comparison, failing: list[TensorComparison], min_sqnr: float) -> list[str]:
     """Why the --min-sqnr gate fails, one phrase a reason (none: it passes)."""
     reasons = []
@@ -70,7 +78,8 @@ def _print_report(
         ("only in A", ", ".join(comparison.only_in_a) or 0),
         ("only in B", ", ".join(comparison.only_in_b) or 0),
         ("shape mismatches", "; ".join(f"{m.name} {m.shape_a} vs {m.shape_b}" for m in comparison.shape_mismatches) or 0),
-        ("overall SQNR dB (energy-weighted)", "-" if not comparison.tensors else "identical" if worst is None else _decibels(summary["overall_sqnr_db"])),
+        (f"SQNR dB, {summary['sqnr_tensors']} {summary['sqnr_over']} tensor(s)", _headline_text(comparison, summary)),
+        (f"SQNR dB, all {summary['compared']} tensors", "-" if not comparison.tensors else "identical" if worst is None else _decibels(summary["overall_sqnr_db"])),
         ("worst tensor", "-" if worst is None else f"{worst.name} ({_sqnr_text(worst)} dB)"),
     ]
     print_table(rows, ("summary", ""))
