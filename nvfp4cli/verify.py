@@ -47,6 +47,12 @@ EXPERT = re.compile(r"^(?P<experts>.*\.experts)\.\d+\.(?P<projection>[^.]+)$")
 Dtypes = Mapping[str, tuple[str, tuple[int, ...]]]  # stored name -> (safetensors dtype name, shape)
 
 
+def section(payload: object, key: str) -> dict:
+    """payload[key] when both are JSON objects, else {}: configs from other tools may hold anything."""
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 class Unreadable(DataError):
     """The checkpoint cannot be read at all: verify's 'trouble' (exit 2), not a finding."""
 
@@ -133,7 +139,7 @@ def describe(path: str | Path) -> CheckpointView:
 
 
 def _declared_format(view: CheckpointView) -> str | None:
-    method = str(((view.config or {}).get("quantization_config") or {}).get("quant_method", "")).lower()
+    method = str(section(view.config, "quantization_config").get("quant_method", "")).lower()
     if method == "compressed-tensors":
         return COMPRESSED_TENSORS_FORMAT
     if method.startswith("modelopt") or view.hf_quant_config is not None:
@@ -282,9 +288,18 @@ def check_fused(view: CheckpointView, modules: Mapping[str, Module], floats: lis
             yield Finding(key, "fused", f"members have different global scales ({listed}; {spread:.3g}x apart); engines use one scale for the fused matmul and mis-scale the others (nvfp4 convert --fix repairs this)")
 
 
+def _bad_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return True
+    return False
+
+
 def _matches_ct(module: str, entries: list) -> bool:
-    """compressed-tensors' rule (vLLM's check_equal_or_regex_match): equal, or re.match for 're:'."""
-    return any(isinstance(entry, str) and (re.match(entry[3:], module) is not None if entry.startswith("re:") else entry == module) for entry in entries)
+    """compressed-tensors' rule (vLLM's check_equal_or_regex_match): equal, or re.match for 're:'
+    (an invalid regex matches nothing; it is reported on its own)."""
+    return any(isinstance(entry, str) and (not _bad_regex(entry[3:]) and re.match(entry[3:], module) is not None if entry.startswith("re:") else entry == module) for entry in entries)
 
 
 def _matches_modelopt(module: str, entries: list) -> bool:
@@ -297,7 +312,7 @@ def _ct_targets_module(module: str, targets: list) -> bool:
     for target in targets:
         if not isinstance(target, str):
             continue
-        if target == "Linear" or (target.startswith("re:") and re.match(target[3:], module)) or target == module:
+        if target == "Linear" or (target.startswith("re:") and not _bad_regex(target[3:]) and re.match(target[3:], module)) or target == module:
             return True
     return False
 
@@ -355,12 +370,20 @@ def check_config_ct(view: CheckpointView, modules: Mapping[str, Module], floats:
             yield Finding("config.json", "config", f"{group_name}: format is {group_format!r}; NVFP4 weights need {CT_FORMAT_NAME!r}")
         for problem in _weight_args_problems(group_name, group["weights"]):
             yield Finding("config.json", "config", problem)
-        targets += group.get("targets") or []
+        group_targets = group.get("targets") or []
+        targets += group_targets if isinstance(group_targets, list) else [group_targets]
         w4a4 = w4a4 or _is_fp4_args(group.get("input_activations"))
     if not targets:
         yield Finding("config.json", "config", "no config group quantizes weights to NVFP4 (num_bits 4, type float)")
         return
-    yield from _check_ignore(modules, floats, list(qc.get("ignore") or []), _matches_ct, "ignore", lambda module: _ct_targets_module(module, targets))
+    entries = qc.get("ignore") or []
+    if not isinstance(entries, list):
+        yield Finding("config.json", "config", f"ignore is {entries!r}, not a list of module names")
+        entries = []
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith("re:") and _bad_regex(entry[3:]):
+            yield Finding("config.json", "config", f"ignore entry {entry!r} is not a valid regular expression (loaders fail on it)")
+    yield from _check_ignore(modules, floats, entries, _matches_ct, "ignore", lambda module: _ct_targets_module(module, targets))
     if w4a4:
         yield from _input_scales_needed(modules, "config quantizes input activations to NVFP4 (W4A4)")
     else:
@@ -371,37 +394,39 @@ def check_config_ct(view: CheckpointView, modules: Mapping[str, Module], floats:
 
 def check_config_modelopt(view: CheckpointView, modules: Mapping[str, Module], floats: list[str]) -> Iterator[Finding]:
     hf = view.hf_quant_config
-    qc = (view.config or {}).get("quantization_config")
-    if hf is None and not isinstance(qc, dict):
+    qc = section(view.config, "quantization_config") or None
+    if hf is None and qc is None:
         yield Finding(HF_QUANT_CONFIG_NAME, "config", "neither hf_quant_config.json nor config.json's quantization_config: loaders cannot tell the weights are NVFP4")
         return
     sources = []
     if hf is not None:
-        section = hf.get("quantization")
-        if not isinstance(section, dict):
+        quantization = section(hf, "quantization")
+        if not quantization:
             yield Finding(HF_QUANT_CONFIG_NAME, "config", "no 'quantization' section")
         else:
-            missing = [key for key in VLLM_MODELOPT_REQUIRED if key not in section]
+            missing = [key for key in VLLM_MODELOPT_REQUIRED if key not in quantization]
             if missing:
                 yield Finding(HF_QUANT_CONFIG_NAME, "config", f"quantization lacks {', '.join(missing)} (vLLM refuses NVFP4 without them)")
-            sources.append((HF_QUANT_CONFIG_NAME, section, "exclude_modules"))
-    if isinstance(qc, dict):
+            sources.append((HF_QUANT_CONFIG_NAME, quantization, "exclude_modules"))
+    if qc is not None:
         if not str(qc.get("quant_method", "")).lower().startswith("modelopt"):
             yield Finding("config.json", "config", f"quantization_config's quant_method is {qc.get('quant_method')!r}; ModelOpt names need 'modelopt'")
         sources.append(("config.json", qc, "ignore"))
     algos = set()
-    for file, section, list_key in sources:
-        algo = str(section.get("quant_algo", "")).upper()
+    for file, values, _ in sources:
+        algo = str(values.get("quant_algo", "")).upper()
         algos.add(algo)
         if algo not in MODELOPT_ALGOS:
-            yield Finding(file, "config", f"quant_algo is {section.get('quant_algo')!r}; NVFP4 weights need one of {', '.join(MODELOPT_ALGOS)}")
-        if section.get("group_size", BLOCK_SIZE) != BLOCK_SIZE:
-            yield Finding(file, "config", f"group_size is {section.get('group_size')!r}; NVFP4 needs {BLOCK_SIZE}")
+            yield Finding(file, "config", f"quant_algo is {values.get('quant_algo')!r}; NVFP4 weights need one of {', '.join(MODELOPT_ALGOS)}")
+        if values.get("group_size", BLOCK_SIZE) != BLOCK_SIZE:
+            yield Finding(file, "config", f"group_size is {values.get('group_size')!r}; NVFP4 needs {BLOCK_SIZE}")
     if len(algos) > 1:
         yield Finding("config.json", "config", f"hf_quant_config.json and config.json disagree on quant_algo ({', '.join(sorted(algos))})")
     # vLLM reads hf_quant_config.json first; its exclude list is the one that counts.
-    file, section, list_key = sources[0]
-    entries = section.get(list_key) or []
+    if not sources:
+        return
+    file, values, list_key = sources[0]
+    entries = values.get(list_key) or []
     if not isinstance(entries, list):
         yield Finding(file, "config", f"{list_key} is not a list")
         entries = []
@@ -416,9 +441,9 @@ def check_config(view: CheckpointView, fmt: str, modules: Mapping[str, Module], 
     config and is not checked."""
     if not view.has_directory:
         return
-    declared = _declared_format(view)
-    if declared is not None and declared != fmt:
-        yield Finding("config.json", "config", f"the config declares {declared} but the tensors use {fmt} names")
+    declared, named = _declared_format(view), sorted({module.fmt for module in modules.values()})
+    if declared is not None and declared not in named:
+        yield Finding("config.json", "config", f"the config declares {declared} but the tensors use {', '.join(named)} names")
         return
     yield from (check_config_ct if fmt == COMPRESSED_TENSORS_FORMAT else check_config_modelopt)(view, modules, floats)
 
@@ -431,12 +456,12 @@ def check_target(view: CheckpointView, fmt: str, modules: Mapping[str, Module], 
         if fmt == COMPRESSED_TENSORS_FORMAT:
             yield Finding("config.json", "target", "TensorRT-LLM loads ModelOpt checkpoints (hf_quant_config.json); convert to modelopt")
         elif view.has_directory:
-            algo = str(((view.hf_quant_config or {}).get("quantization") or {}).get("quant_algo", "")).upper()
+            algo = str(section(view.hf_quant_config, "quantization").get("quant_algo", "")).upper()
             if algo and algo != "NVFP4":
                 yield Finding(HF_QUANT_CONFIG_NAME, "target", f"quant_algo {algo} is not one of TensorRT-LLM's QuantAlgo values; it runs NVFP4 as W4A4 (quant_algo NVFP4, with input scales)")
     if target != "vllm":
         return
-    nvfp4_embed = bool(((view.hf_quant_config or {}).get("quantization") or {}).get("nvfp4_embed"))
+    nvfp4_embed = bool(section(view.hf_quant_config, "quantization").get("nvfp4_embed"))
     for module in modules.values():
         reason = default_skip_reason(module.weight)
         if reason in ("MoE router", "shared expert gate"):

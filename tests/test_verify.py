@@ -280,11 +280,28 @@ def unmapped_name(tensors, config):
     return {(f"{ATTN}.o_proj.weight_zero_point", "target")}
 
 
+def ignore_not_a_list(tensors, config):
+    config["ignore"] = "lm_head"
+    return {("config.json", "config"), ("lm_head.weight", "config")}
+
+
+def invalid_regex_in_ignore(tensors, config):
+    config["ignore"] = ["lm_head", "re:(unclosed"]
+    return {("config.json", "config")}
+
+
+def modelopt_config_over_ct_names(tensors, config):
+    config.clear()
+    config.update({"quant_method": "modelopt", "quant_algo": "W4A16_NVFP4", "group_size": 16, "ignore": ["lm_head"]})
+    return {("config.json", "config")} | {(f"{module}.weight", "tensors") for module, _, _ in LINEARS}
+
+
 CORPUS = [
     nan_block_scale, negative_block_scale, zero_global_scale, infinite_global_scale, wrong_packed_shape, wrong_scale_dtype,
     missing_block_scales, v_unquantized, v_unquantized_and_ignored, fused_scales_differ, no_quantization_groups,
     no_quantization_config, group_size_32, wrong_format_name, quantized_module_ignored, lm_head_not_ignored,
-    w4a4_without_input_scales, lm_head_quantized, unmapped_name,
+    w4a4_without_input_scales, lm_head_quantized, unmapped_name, ignore_not_a_list, invalid_regex_in_ignore,
+    modelopt_config_over_ct_names,
 ]  # fmt: skip
 
 
