@@ -188,7 +188,7 @@ def tune(report: Report, copy_gbps: float) -> None:
     want = {mode: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET) for mode in Mode}
     for config in QUANTIZE_CONFIGS:
         for mode in Mode:
-            with settings(triton_backend, QUANTIZE_CONFIGS={mode: config}):
+            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, False): config}):
                 packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
                 same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
                 us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))

@@ -58,25 +58,94 @@ def quantize(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, pt
     if pts is None:
         amax = np.float32(np.max(np.abs(x)))
         pts = max(np.float32(amax / np.float32(2688.0)), np.float32(2.0**-120))
-    pts = np.float32(pts)
+    block_amax = np.zeros((rows, k // 16), dtype=np.float32)
+    for r in range(rows):
+        for b in range(k // 16):
+            block_amax[r, b] = np.max(np.abs(x[r, 16 * b : 16 * b + 16]))
+    return _quantize_with_block_amax(x, block_amax, mode, seed, offset, np.float32(pts))
+
+
+# ---------------------------------------------------------------- SPEC.md §8, one scalar at a time
+
+TE_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)  # TransformerEngine's RHT signs
+
+
+def rht_block(block, signs=TE_SIGNS, inverse: bool = False) -> list:
+    """One 16-element block: signs, the butterfly h = 1, 2, 4, 8 (pairs (i, i + h) of each 2h-group),
+    * 0.25, each step one float32 rounding; inverse: butterfly, * 0.25, then signs."""
+    v = [np.float32(value) for value in block]
+    if not inverse:
+        v = [np.float32(value * np.float32(sign)) for value, sign in zip(v, signs)]
+    for h in (1, 2, 4, 8):
+        for start in range(0, 16, 2 * h):
+            for i in range(start, start + h):
+                a, b = v[i], v[i + h]
+                v[i], v[i + h] = np.float32(a + b), np.float32(a - b)
+    v = [np.float32(value * np.float32(0.25)) for value in v]
+    if inverse:
+        v = [np.float32(value * np.float32(sign)) for value, sign in zip(v, signs)]
+    return v
+
+
+def rht(x: np.ndarray, signs=TE_SIGNS, inverse: bool = False) -> np.ndarray:
+    """rht_block over every 16-element block along the last dim of a float32 array."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    flat_in, flat_out = x.reshape(-1, 16), out.reshape(-1, 16)
+    for i in range(flat_in.shape[0]):
+        flat_out[i] = rht_block(flat_in[i], signs, inverse)
+    return out
+
+
+def tile_amax(x: np.ndarray) -> np.ndarray:
+    """[M, K] -> [M, K/16]: each block's 16x16 tile amax (16 rows x 16 columns), by loops."""
+    rows, k = x.shape
+    out = np.zeros((rows, k // 16), dtype=np.float32)
+    for tile_row in range(0, rows, 16):
+        for b in range(k // 16):
+            amax = np.float32(0.0)
+            for r in range(tile_row, tile_row + 16):
+                for j in range(16 * b, 16 * b + 16):
+                    amax = max(amax, np.float32(abs(x[r, j])))
+            out[tile_row : tile_row + 16, b] = amax
+    return out
+
+
+def quantize_2d(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, pts: float | None = None):
+    """quantize() with each block's scale from its 16x16 tile's amax (SPEC.md §8)."""
+    x = np.asarray(x, dtype=np.float32)
+    if pts is None:
+        pts = max(np.float32(np.float32(np.max(np.abs(x))) / np.float32(2688.0)), np.float32(2.0**-120))
+    return _quantize_with_block_amax(x, tile_amax(x), mode, seed, offset, np.float32(pts))
+
+
+def _quantize_with_block_amax(x, block_amax, mode, seed, offset, pts):
+    """SPEC.md §2-§3 element by element, each block's scale from block_amax [rows, K/16]."""
+    rows, k = x.shape
     codes = np.zeros((rows, k), dtype=np.uint8)
     scale_bytes = np.zeros((rows, k // 16), dtype=np.uint8)
     inv_pts = np.float32(np.float32(1.0) / pts)
     for r in range(rows):
         for b in range(k // 16):
-            block = x[r, 16 * b : 16 * b + 16]
-            bs = np.float32(np.float32(np.max(np.abs(block)) / np.float32(6.0)) / pts)
-            bs = min(max(bs, np.float32(2.0**-6)), np.float32(448.0))
-            s8 = e4m3_round(bs)
+            bs = np.float32(np.float32(block_amax[r, b] / np.float32(6.0)) / pts)
+            s8 = e4m3_round(min(max(bs, np.float32(2.0**-6)), np.float32(448.0)))
             scale_bytes[r, b] = e4m3_byte(s8)
             ratio = np.float32(inv_pts / s8)
             words = philox_randint4x(seed, offset + r * (k // 16) + b) if mode == "rs" else None
             for j in range(16):
-                v = np.float32(min(max(np.float32(block[j] * ratio), np.float32(-6.0)), np.float32(6.0)))
+                v = np.float32(min(max(np.float32(x[r, 16 * b + j] * ratio), np.float32(-6.0)), np.float32(6.0)))
                 a = abs(float(v))
-                if mode == "rs":
-                    code = e2m1_stochastic(np.float32(a), (words[j // 4] >> (8 * (j % 4))) & 0xFF)
-                else:
-                    code = e2m1_nearest(a)
+                code = e2m1_stochastic(np.float32(a), (words[j // 4] >> (8 * (j % 4))) & 0xFF) if mode == "rs" else e2m1_nearest(a)
                 codes[r, 16 * b + j] = code | (8 if np.signbit(v) else 0)
     return codes, scale_bytes, pts
+
+
+def quantize_rowcol(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, block_2d: bool = False, col_hadamard: bool = False):
+    """((codes, scale bytes, pts) of x, the same of x.T): x.T RHT'd with col_hadamard, its Philox
+    counters from offset + numel / 16, each pts from its own input's amax (SPEC.md §8)."""
+    x = np.asarray(x, dtype=np.float32)
+    quantize_one = quantize_2d if block_2d else quantize
+    columns = np.ascontiguousarray(x.T)
+    if col_hadamard:
+        columns = rht(columns)
+    return quantize_one(x, mode, seed, offset), quantize_one(columns, mode, seed, offset + x.size // 16)

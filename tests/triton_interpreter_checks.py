@@ -64,7 +64,7 @@ def test_adversarial_values_match_reference(dtype, mode):
 def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode, rule):
     # Large inputs run several tiles a program, each loading the next tile ahead; here with tiny
     # tiles, and a tile count that does not divide evenly, so the last program runs past the end.
-    monkeypatch.setattr(triton_backend, "QUANTIZE_CONFIGS", {mode: (16, 1, 3)})
+    monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, (mode, False), (16, 1, 3))
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     monkeypatch.setattr(triton_backend, "AMAX_WORDS", 32)
     monkeypatch.setattr(triton_backend, "AMAX_TILES", 3)

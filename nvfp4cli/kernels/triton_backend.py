@@ -31,18 +31,22 @@ from triton.runtime.interpreter import InterpretedFunction
 from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
 from . import HADAMARD_SIGNS
 
-# (blocks a tile, warps, tiles a program) of the quantize kernel, RN and RS (tuned on an H100:
-# docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
-QUANTIZE_CONFIGS = {Mode.RN: (256, 4, 1), Mode.RS: (128, 4, 2)}
+# (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), RN and RS
+# tuned on an H100 (docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one
+# tile a program; 2-D tiles (block_2d, rowcol: 16 rows x blocks/16 block columns) always one.
+QUANTIZE_CONFIGS = {
+    (Mode.RN, False): (256, 4, 1),
+    (Mode.RS, False): (128, 4, 2),
+    (Mode.RN, True): (256, 4, 1),
+    (Mode.RS, True): (128, 4, 1),
+}
 MIN_PROGRAMS = 1024
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 
-# (rows, cols, warps) of the tile kernels, by (columnwise output, stochastic), and of the tile amax.
-TILE_CONFIGS = {(False, False): (16, 128, 4), (False, True): (16, 128, 4), (True, False): (32, 64, 4), (True, True): (32, 64, 4)}
-TILE_AMAX_CONFIG = (32, 64, 4)
+AMAX_BLOCKS_CONFIG = (128, 4)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns)
 RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
@@ -327,16 +331,27 @@ def _scalar(value, IN_MEMORY: tl.constexpr):
 
 
 @triton.jit
-def _tile_blocks(tile, n_blocks, BLOCKS: tl.constexpr):
-    blocks = tl.cast(tile, tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    return blocks, blocks < n_blocks
+def _tile_blocks(tile, end, tile_end, scale_cols, BLOCKS: tl.constexpr, BLOCK_2D: tl.constexpr):
+    """The flat indices of a tile's blocks and their mask: BLOCKS consecutive blocks (1-D), or with
+    BLOCK_2D 16 rows x BLOCKS/16 block columns, block columns fastest (so a warp reads along a row),
+    tiles row-major; a 2-D tile past tile_end (the next tile prefetched by the last one) is empty."""
+    if BLOCK_2D:
+        T: tl.constexpr = BLOCKS // 16
+        groups = tl.cdiv(scale_cols, T)
+        lane = tl.arange(0, BLOCKS)
+        col = tile % groups * T + lane % T
+        blocks = ((tile // groups).to(tl.int64) * 16 + lane // T) * scale_cols + col
+        mask = (col < scale_cols) & (blocks < tl.where(tile < tile_end, end, 0))
+    else:
+        blocks = tl.cast(tile, tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+        mask = blocks < end
+    return blocks, mask
 
 
 @triton.jit
-def _load_tile(words_ptr, tile, n_blocks, PAIRED: tl.constexpr, BLOCKS: tl.constexpr):
-    """The tile's raw words, 16 bytes a load: two loads a block for 16-bit input, four for fp32
-    (w2, w3 repeat w0, w1 for 16-bit input, unused). Past the last tile nothing is read."""
-    blocks, mask = _tile_blocks(tile, n_blocks, BLOCKS)
+def _load_tile(words_ptr, blocks, mask, PAIRED: tl.constexpr):
+    """The blocks' raw words, 16 bytes a load: two loads a block for 16-bit input, four for fp32
+    (w2, w3 repeat w0, w1 for 16-bit input, unused). Masked blocks read nothing."""
     WORDS_PER_BLOCK: tl.constexpr = 8 if PAIRED else 16
     w0 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 0)
     w1 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 1)
@@ -349,26 +364,171 @@ def _load_tile(words_ptr, tile, n_blocks, PAIRED: tl.constexpr, BLOCKS: tl.const
 
 
 @triton.jit
-def _quantize_tile(
-    w0, w1, w2, w3, packed_ptr, scales_ptr, tile, n_blocks, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-    PAIRED: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
-    BLOCKS: tl.constexpr, PTX: tl.constexpr,
-):
-    """Quantize one tile of BLOCKS blocks from its words. Each thread owns whole blocks, so every
-    per-block value (max, scale, Philox words, packed codes) stays in that thread's registers."""
-    blocks, mask = _tile_blocks(tile, n_blocks, BLOCKS)
+def _from_columns(c0, c1, c2, c3):
+    """Four [BLOCKS] -> [BLOCKS, 4], the inverse of _columns (the joins stay in one thread)."""
+    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [c0.shape[0], 4])
+
+
+@triton.jit
+def _pairs_adjacent(v):
+    """Butterfly of columns (0, 1) and (2, 3) of v [BLOCKS, 4]: each pair (a, b) -> (a + b, a - b)."""
+    c0, c1, c2, c3 = _columns(v)
+    return _from_columns(c0 + c1, c0 - c1, c2 + c3, c2 - c3)
+
+
+@triton.jit
+def _pairs_apart(v):
+    """Butterfly of columns (0, 2) and (1, 3) of v [BLOCKS, 4]."""
+    c0, c1, c2, c3 = _columns(v)
+    return _from_columns(c0 + c2, c1 + c3, c0 - c2, c1 - c3)
+
+
+@triton.jit
+def _signed(v, SIGN_MASK: tl.constexpr, FIRST: tl.constexpr, STEP: tl.constexpr):
+    """v [BLOCKS, 4] holds elements FIRST + STEP * c of each block: negate those whose sign is -1."""
+    element = FIRST + STEP * tl.arange(0, 4)[None, :]
+    return tl.where(((SIGN_MASK >> element) & 1) != 0, -v, v)
+
+
+@triton.jit
+def _rht_chunks(c0, c1, c2, c3, PAIRED: tl.constexpr, SIGN_MASK: tl.constexpr):
+    """SPEC.md §8's RHT of each block, held in one thread as four [BLOCKS, 4] chunks: for 16-bit
+    input (PAIRED) the even and odd elements of 0..7, then of 8..15; for fp32 elements 4k..4k+3.
+    Stage h pairs elements i and i + h: within a column pair of a chunk, or across two chunks."""
     if PAIRED:
-        e0, o0 = _split_pairs(w0, INPUT_KIND)
-        e1, o1 = _split_pairs(w1, INPUT_KIND)
-        block_max = tl.maximum(tl.maximum(_row_abs_max(e0), _row_abs_max(o0)), tl.maximum(_row_abs_max(e1), _row_abs_max(o1)))
-        elements = (e0, o0, e1, o1)
+        c0 = _signed(c0, SIGN_MASK, 0, 2)
+        c1 = _signed(c1, SIGN_MASK, 1, 2)
+        c2 = _signed(c2, SIGN_MASK, 8, 2)
+        c3 = _signed(c3, SIGN_MASK, 9, 2)
+        c0, c1 = c0 + c1, c0 - c1  # h = 1: even with odd
+        c2, c3 = c2 + c3, c2 - c3
+        c0, c1, c2, c3 = _pairs_adjacent(c0), _pairs_adjacent(c1), _pairs_adjacent(c2), _pairs_adjacent(c3)  # h = 2
+        c0, c1, c2, c3 = _pairs_apart(c0), _pairs_apart(c1), _pairs_apart(c2), _pairs_apart(c3)  # h = 4
+        c0, c2 = c0 + c2, c0 - c2  # h = 8: 0..7 with 8..15
+        c1, c3 = c1 + c3, c1 - c3
     else:
-        x0 = w0.to(tl.float32, bitcast=True)
-        x1 = w1.to(tl.float32, bitcast=True)
-        x2 = w2.to(tl.float32, bitcast=True)
-        x3 = w3.to(tl.float32, bitcast=True)
-        block_max = tl.maximum(tl.maximum(_row_abs_max(x0), _row_abs_max(x1)), tl.maximum(_row_abs_max(x2), _row_abs_max(x3)))
-        elements = (x0, x1, x2, x3)
+        c0 = _signed(c0, SIGN_MASK, 0, 1)
+        c1 = _signed(c1, SIGN_MASK, 4, 1)
+        c2 = _signed(c2, SIGN_MASK, 8, 1)
+        c3 = _signed(c3, SIGN_MASK, 12, 1)
+        c0, c1, c2, c3 = _pairs_adjacent(c0), _pairs_adjacent(c1), _pairs_adjacent(c2), _pairs_adjacent(c3)  # h = 1
+        c0, c1, c2, c3 = _pairs_apart(c0), _pairs_apart(c1), _pairs_apart(c2), _pairs_apart(c3)  # h = 2
+        c0, c1 = c0 + c1, c0 - c1  # h = 4
+        c2, c3 = c2 + c3, c2 - c3
+        c0, c2 = c0 + c2, c0 - c2  # h = 8
+        c1, c3 = c1 + c3, c1 - c3
+    return c0 * 0.25, c1 * 0.25, c2 * 0.25, c3 * 0.25
+
+
+@triton.jit
+def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
+    """A tile's words -> its elements as four float32 [BLOCKS, 4] chunks (see _rht_chunks),
+    RHT'd with HADAMARD."""
+    if INPUT_KIND != 2:
+        c0, c1 = _split_pairs(w0, INPUT_KIND)
+        c2, c3 = _split_pairs(w1, INPUT_KIND)
+    else:
+        c0 = w0.to(tl.float32, bitcast=True)
+        c1 = w1.to(tl.float32, bitcast=True)
+        c2 = w2.to(tl.float32, bitcast=True)
+        c3 = w3.to(tl.float32, bitcast=True)
+    if HADAMARD:
+        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _load_element(elements_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
+    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (SPEC §6)."""
+    if INPUT_KIND == 2:
+        x = tl.load(elements_ptr + offsets, mask=mask, other=0.0)
+    else:
+        bits = tl.load(elements_ptr + offsets, mask=mask, other=0)
+        if INPUT_KIND == 0:
+            x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+        else:
+            x = bits.to(tl.float16, bitcast=True).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _column_chunk(elements_ptr, base, k, mask, FIRST: tl.constexpr, STEP: tl.constexpr, INPUT_KIND: tl.constexpr):
+    """Rows FIRST + STEP * c (c < 4) of columns base (offsets of row 0): [COLUMNS, 4]."""
+    return _from_columns(
+        _load_element(elements_ptr, base + FIRST * k, mask, INPUT_KIND),
+        _load_element(elements_ptr, base + (FIRST + STEP) * k, mask, INPUT_KIND),
+        _load_element(elements_ptr, base + (FIRST + 2 * STEP) * k, mask, INPUT_KIND),
+        _load_element(elements_ptr, base + (FIRST + 3 * STEP) * k, mask, INPUT_KIND),
+    )
+
+
+@triton.jit
+def _column_blocks(elements_ptr, tile, scale_cols, n_rows, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr):
+    """The columnwise blocks (blocks of x.T) of a 2-D tile (see _tile_blocks): its BLOCKS columns
+    over its 16 rows, one column a thread, as float32 chunks like _elements' (RHT'd with HADAMARD),
+    with their flat indices in x.T and mask. The tile's rows were just read for the rowwise
+    blocks, so these loads (one element a row, consecutive columns across a warp) hit the cache."""
+    T: tl.constexpr = BLOCKS // 16
+    groups = tl.cdiv(scale_cols, T)
+    group = tile // groups  # the tile's 16-row group
+    k = scale_cols * 16
+    cols = tile % groups * BLOCKS + tl.arange(0, BLOCKS)
+    mask = cols < k
+    base = group.to(tl.int64) * 16 * k + cols
+    if INPUT_KIND != 2:
+        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 2, INPUT_KIND)
+        c1 = _column_chunk(elements_ptr, base, k, mask, 1, 2, INPUT_KIND)
+        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 2, INPUT_KIND)
+        c3 = _column_chunk(elements_ptr, base, k, mask, 9, 2, INPUT_KIND)
+    else:
+        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 1, INPUT_KIND)
+        c1 = _column_chunk(elements_ptr, base, k, mask, 4, 1, INPUT_KIND)
+        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 1, INPUT_KIND)
+        c3 = _column_chunk(elements_ptr, base, k, mask, 12, 1, INPUT_KIND)
+    if HADAMARD:
+        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
+    return c0, c1, c2, c3, cols.to(tl.int64) * (n_rows // 16) + group, mask
+
+
+@triton.jit
+def _chunks_abs_max(c0, c1, c2, c3):
+    return tl.maximum(tl.maximum(_row_abs_max(c0), _row_abs_max(c1)), tl.maximum(_row_abs_max(c2), _row_abs_max(c3)))
+
+
+@triton.jit
+def _chunks_abs_max_bits(c0, c1, c2, c3):
+    """max |.| over all four chunks as float32 bits: an int32 max (exact; NaN sorts above Inf)."""
+    bits = tl.maximum(
+        tl.maximum(tl.abs(c0).to(tl.int32, bitcast=True), tl.abs(c1).to(tl.int32, bitcast=True)),
+        tl.maximum(tl.abs(c2).to(tl.int32, bitcast=True), tl.abs(c3).to(tl.int32, bitcast=True)),
+    )
+    return tl.max(tl.max(bits, axis=1), axis=0)
+
+
+@triton.jit
+def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr):
+    """2-D scaling: each block's max replaced by its 16x16 tile's. TILE_MAX 1: the blocks are 16
+    rows x BLOCKS/16 block columns (rowwise); 2: BLOCKS columns, 16 consecutive ones a tile."""
+    if TILE_MAX == 1:
+        tiles = tl.max(tl.reshape(block_max, [16, BLOCKS // 16]), axis=0)
+        block_max = tl.reshape(tl.broadcast_to(tiles[None, :], [16, BLOCKS // 16]), [BLOCKS])
+    elif TILE_MAX == 2:
+        tiles = tl.max(tl.reshape(block_max, [BLOCKS // 16, 16]), axis=1)
+        block_max = tl.reshape(tl.broadcast_to(tiles[:, None], [BLOCKS // 16, 16]), [BLOCKS])
+    return block_max
+
+
+@triton.jit
+def _quantize_blocks(
+    c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
+    PAIRED: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
+    TILE_MAX: tl.constexpr, BLOCKS: tl.constexpr, PTX: tl.constexpr,
+):
+    """Quantize BLOCKS blocks from their float32 chunks (see _rht_chunks). Each thread owns whole
+    blocks, so every per-block value (max, scale, Philox words, packed codes) stays in that
+    thread's registers; only 2-D scaling's tile max crosses threads (one value a block)."""
+    elements = (c0, c1, c2, c3)
+    block_max = _tile_max(_chunks_abs_max(c0, c1, c2, c3), BLOCKS, TILE_MAX)
 
     # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (SPEC §6).
     scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 6.0), pts))
@@ -384,14 +544,14 @@ def _quantize_tile(
         r0 = blocks.to(tl.uint32)
         r1, r2, r3 = r0, r0, r0
     if PAIRED:
-        low = _pair_chunk_nibbles(e0, o0, ratio, r0, r1, bias, STOCHASTIC, PTX)
-        high = _pair_chunk_nibbles(e1, o1, ratio, r2, r3, bias, STOCHASTIC, PTX)
+        low = _pair_chunk_nibbles(c0, c1, ratio, r0, r1, bias, STOCHASTIC, PTX)
+        high = _pair_chunk_nibbles(c2, c3, ratio, r2, r3, bias, STOCHASTIC, PTX)
     else:
-        n0, n1, n2, n3 = _chunk_nibbles(x0, ratio, r0, bias, STOCHASTIC, PTX)
-        n4, n5, n6, n7 = _chunk_nibbles(x1, ratio, r1, bias, STOCHASTIC, PTX)
+        n0, n1, n2, n3 = _chunk_nibbles(c0, ratio, r0, bias, STOCHASTIC, PTX)
+        n4, n5, n6, n7 = _chunk_nibbles(c1, ratio, r1, bias, STOCHASTIC, PTX)
         low = _pack8(n0, n1, n2, n3, n4, n5, n6, n7)
-        n0, n1, n2, n3 = _chunk_nibbles(x2, ratio, r2, bias, STOCHASTIC, PTX)
-        n4, n5, n6, n7 = _chunk_nibbles(x3, ratio, r3, bias, STOCHASTIC, PTX)
+        n0, n1, n2, n3 = _chunk_nibbles(c2, ratio, r2, bias, STOCHASTIC, PTX)
+        n4, n5, n6, n7 = _chunk_nibbles(c3, ratio, r3, bias, STOCHASTIC, PTX)
         high = _pack8(n0, n1, n2, n3, n4, n5, n6, n7)
     packed = low.to(tl.uint64) | (high.to(tl.uint64) << 32)
     # unit_stride (1, unknown to the compiler) keeps Triton from re-laying these per-block values
@@ -412,11 +572,15 @@ def _quantize_tile(
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _quantize_kernel(
     words_ptr,
+    elements_ptr,
     pts_ptr,
+    col_pts_ptr,
     seed,
     offset,
     packed_ptr,
     scales_ptr,
+    col_packed_ptr,
+    col_scales_ptr,
     n_blocks,
     scale_cols,
     unit_stride,
@@ -426,10 +590,19 @@ def _quantize_kernel(
     OFFSET_IN_MEMORY: tl.constexpr,
     SWIZZLE: tl.constexpr,
     SCALE_RULE: tl.constexpr,
+    HADAMARD: tl.constexpr,
+    TILED: tl.constexpr,
+    BLOCK_2D: tl.constexpr,
+    COLUMNS: tl.constexpr,
+    COL_HADAMARD: tl.constexpr,
+    SIGN_MASK: tl.constexpr,
     BLOCKS: tl.constexpr,
     TILES: tl.constexpr,
     PTX: tl.constexpr,
 ):
+    """Rowwise NVFP4 of x (of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs
+    TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd
+    with COL_HADAMARD, their Philox counters from offset + n_blocks (SPEC.md §8)."""
     # Each program quantizes TILES consecutive tiles, loading the next tile's words before
     # quantizing the current one, so memory stays busy while it computes.
     pts = tl.load(pts_ptr)
@@ -438,202 +611,84 @@ def _quantize_kernel(
         seed = _scalar(seed, SEED_IN_MEMORY)
         offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
+    TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
     first = tl.program_id(0) * TILES
-    end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)  # this program's blocks
-    w0, w1, w2, w3 = _load_tile(words_ptr, first, end, PAIRED, BLOCKS)
+    if TILED:
+        end = n_blocks
+    else:
+        end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)  # this program's blocks
+    blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED)
+    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
-        n0, n1, n2, n3 = _load_tile(words_ptr, tile + 1, end, PAIRED, BLOCKS)
-        _quantize_tile(
-            w0, w1, w2, w3, packed_ptr, scales_ptr, tile, end, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-            PAIRED, INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, BLOCKS, PTX,
+        next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED)
+        n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, PAIRED)
+        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+        _quantize_blocks(
+            c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
+            PAIRED, STOCHASTIC, SWIZZLE, SCALE_RULE, TILE_MAX, BLOCKS, PTX,
         )
+        if COLUMNS:
+            col_pts = tl.load(col_pts_ptr)
+            c0, c1, c2, c3, col_blocks, col_mask = _column_blocks(
+                elements_ptr, tile, scale_cols, n_blocks // scale_cols, INPUT_KIND, COL_HADAMARD, SIGN_MASK, BLOCKS
+            )
+            _quantize_blocks(
+                c0, c1, c2, c3, col_blocks, col_mask, col_packed_ptr, col_scales_ptr, scale_cols, unit_stride, col_pts,
+                tl.div_rn(1.0, col_pts), seed, offset + n_blocks, PAIRED, STOCHASTIC, False, 0, 2 if BLOCK_2D else 0,
+                BLOCKS, PTX,
+            )
         w0, w1, w2, w3 = n0, n1, n2, n3
-
-
-# ----------------------------------------------------------------------------------------------
-# tile kernels for the training primitives (SPEC.md §8): RHT, 2-D scaling, rowwise + columnwise
-# ----------------------------------------------------------------------------------------------
-# These take a [ROWS, COLS] tile of a 2-D view of x as a plain 2-D tensor and leave the layouts to
-# Triton: 16x16 tiles (2-D scaling) and the transposed tile's blocks (columnwise) need values
-# that sit in other threads, which the per-thread-block kernel above cannot reach.
+        blocks, mask = next_blocks, next_mask
 
 
 @triton.jit
-def _load_floats(x_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
-    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (SPEC §6)."""
-    if INPUT_KIND == 2:
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
-    else:
-        bits = tl.load(x_ptr + offsets, mask=mask, other=0)
-        if INPUT_KIND == 0:
-            x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
-        else:
-            x = bits.to(tl.float16, bitcast=True).to(tl.float32)
-    return x
-
-
-@triton.jit
-def _rht_rows(v, N: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr):
-    """SPEC.md §8 on each row of v [N, 16]: signs, then the butterfly h = 1, 2, 4, 8 in that order
-    (the order fixes the fp32 roundings), then * 0.25; INVERSE: butterfly, * 0.25, then signs.
-    The row is viewed as [2, 2, 2, 2] over index bits (b3, b2, b1, b0); each stage splits the axis
-    of its bit, which a permute first moves last, and joins (a + b, a - b) back in its place."""
-    lane = tl.arange(0, 16)[None, :]
-    negate = ((SIGN_MASK >> lane) & 1) != 0
-    if not INVERSE:
-        v = tl.where(negate, -v, v)
-    w = tl.reshape(v, [N, 2, 2, 2, 2])  # (b3, b2, b1, b0)
-    a, b = tl.split(w)  # h = 1: bit 0
-    w = tl.join(a + b, a - b)  # (b3, b2, b1, b0)
-    a, b = tl.split(tl.permute(w, (0, 1, 2, 4, 3)))  # h = 2: bit 1
-    w = tl.join(a + b, a - b)  # (b3, b2, b0, b1)
-    a, b = tl.split(tl.permute(w, (0, 1, 3, 4, 2)))  # h = 4: bit 2
-    w = tl.join(a + b, a - b)  # (b3, b0, b1, b2)
-    a, b = tl.split(tl.permute(w, (0, 2, 3, 4, 1)))  # h = 8: bit 3
-    w = tl.join(a + b, a - b)  # (b0, b1, b2, b3)
-    v = tl.reshape(tl.permute(w, (0, 4, 3, 2, 1)), [N, 16]) * 0.25
-    if INVERSE:
-        v = tl.where(negate, -v, v)
-    return v
-
-
-@triton.jit
-def _tile_max(block_amax, N: tl.constexpr, B: tl.constexpr):
-    """block_amax [N, B] -> the max over each group of 16 consecutive rows, broadcast back."""
-    tiles = tl.max(tl.reshape(block_amax, [N // 16, 16, B]), axis=1)
-    return tl.reshape(tl.broadcast_to(tiles[:, None, :], [N // 16, 16, B]), [N, B])
-
-
-@triton.jit
-def _quantize_blocks(v, block_amax, block_index, pts, inv_pts, seed, offset, STOCHASTIC: tl.constexpr, N: tl.constexpr, B: tl.constexpr):
-    """Blocks v [N, B, 16] (float32) with their scale's amax [N, B] and flat block indices ->
-    (packed codes [N, B, 8] uint8, E4M3 scale bytes [N, B]), SPEC.md §2-§3 in plain arithmetic."""
-    scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_amax, 6.0), pts))
-    scale_byte = ((scale_bits >> 20) - (120 << 3)).to(tl.uint8)
-    ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
-    w = v * ratio[:, :, None]
-    a = tl.minimum(tl.abs(w), 6.0)
-    if STOCHASTIC:  # one Philox call a block; element j takes byte j % 4 of word j // 4
-        r0, r1, r2, r3 = tl.randint4x(seed, offset + block_index)
-        lane = tl.arange(0, 16)[None, None, :]
-        low = tl.where(lane < 4, r0[:, :, None], r1[:, :, None])
-        high = tl.where(lane < 12, r2[:, :, None], r3[:, :, None])
-        byte = (tl.where(lane < 8, low, high) >> ((lane % 4) * 8).to(tl.uint32)) & 0xFF
-        u = (byte.to(tl.float32) + 0.5) * 0.00390625  # (byte + 0.5) / 256, exact
-        ge2 = a >= 2.0
-        ge4 = a >= 4.0
-        q = a * tl.where(ge2, tl.where(ge4, 0.5, 1.0), 2.0)  # steps from the range's start: exact
-        lo = tl.floor(q)
-        code = lo.to(tl.int32) + ((q - lo) > u).to(tl.int32) + 2 * (ge2.to(tl.int32) + ge4.to(tl.int32))
-    else:
-        code = _e2m1_rn(a)
-    code = code | ((w.to(tl.int32, bitcast=True) >> 28) & 8)  # the sign bit of v, -0.0 too
-    even, odd = tl.split(tl.reshape(code, [N, B, 8, 2]))
-    return (even | (odd << 4)).to(tl.uint8), scale_byte
-
-
-@triton.jit
-def _store_blocks(packed_ptr, scales_ptr, packed, scale_byte, block_index, mask):
-    tl.store(packed_ptr + block_index[:, :, None] * 8 + tl.arange(0, 8)[None, None, :], packed, mask=mask[:, :, None])
-    tl.store(scales_ptr + block_index, scale_byte, mask=mask)
-
-
-@triton.jit
-def _load_tile2d(x_ptr, M, K, INPUT_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """Program p's [ROWS, COLS] tile of x [M, K] (tiles row-major), its row and column indices."""
-    tiles_a_row = tl.cdiv(K, COLS)
-    rows = (tl.program_id(0) // tiles_a_row) * ROWS + tl.arange(0, ROWS)
-    cols = (tl.program_id(0) % tiles_a_row) * COLS + tl.arange(0, COLS)
-    mask = (rows < M)[:, None] & (cols < K)[None, :]
-    x = _load_floats(x_ptr, rows.to(tl.int64)[:, None] * K + cols[None, :], mask, INPUT_KIND)
-    return x, rows, cols
-
-
-@triton.jit
-def _columns_of(x, ROWS: tl.constexpr, COLS: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
-    """The tile's column blocks [COLS, ROWS / 16, 16] (blocks of x.T), RHT'd with HADAMARD."""
-    c = tl.reshape(tl.trans(x), [COLS * (ROWS // 16), 16])
-    if HADAMARD:
-        c = _rht_rows(c, COLS * (ROWS // 16), SIGN_MASK, False)
-    return tl.reshape(c, [COLS, ROWS // 16, 16])
-
-
-@triton.jit
-def _row_blocks(x, ROWS: tl.constexpr, COLS: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
-    """The tile's row blocks [ROWS, COLS / 16, 16], RHT'd with HADAMARD."""
-    v = tl.reshape(x, [ROWS * (COLS // 16), 16])
-    if HADAMARD:
-        v = _rht_rows(v, ROWS * (COLS // 16), SIGN_MASK, False)
-    return tl.reshape(v, [ROWS, COLS // 16, 16])
-
-
-@triton.jit
-def _abs_max_bits(v):
-    """max |v| over a tile as float32 bits (an int32 max: exact, and NaN sorts above Inf)."""
-    return tl.max(tl.reshape(tl.abs(v).to(tl.int32, bitcast=True), [v.numel]), axis=0)
-
-
-@triton.jit
-def _tile_amax_kernel(
-    x_ptr, partial_ptr, col_partial_ptr, M, K,
+def _amax_blocks_kernel(
+    words_ptr, elements_ptr, partial_ptr, col_partial_ptr, n_blocks, scale_cols,
     INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
-    ROWS: tl.constexpr, COLS: tl.constexpr,
+    BLOCKS: tl.constexpr,
 ):
-    """Per program: max |.| bits of its tile's row blocks (RHT'd with HADAMARD) and, with
-    COL_HADAMARD, of its RHT'd column blocks: both per-tensor scales of quantize_rowcol, one read."""
-    x, rows, cols = _load_tile2d(x_ptr, M, K, INPUT_KIND, ROWS, COLS)
-    tl.store(partial_ptr + tl.program_id(0), _abs_max_bits(_row_blocks(x, ROWS, COLS, HADAMARD, SIGN_MASK)))
+    """Per program, max |.| bits of one tile's blocks, RHT'd with HADAMARD (1-D tiles) and, with
+    COL_HADAMARD (2-D tiles), of its RHT'd column blocks too: quantize_rowcol's two per-tensor
+    scales from one read."""
+    tile = tl.program_id(0)
+    blocks, mask = _tile_blocks(tile, n_blocks, tile + 1, scale_cols, BLOCKS, COL_HADAMARD)
+    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
+    c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+    tl.store(partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
     if COL_HADAMARD:
-        tl.store(col_partial_ptr + tl.program_id(0), _abs_max_bits(_columns_of(x, ROWS, COLS, True, SIGN_MASK)))
-
-
-@triton.jit(do_not_specialize=["seed", "offset", "n_blocks"])
-def _tile_quantize_kernel(
-    x_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr, M, K, n_blocks,
-    INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
-    HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
-    SIGN_MASK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
-):
-    """Rowwise NVFP4 of one [ROWS, COLS] tile of x [M, K] (of rht(x) with HADAMARD; 16x16-tile
-    scales with BLOCK_2D) and, with COLUMNS, the columnwise NVFP4 of the same loaded tile: the
-    blocks of x.T, whose Philox counters start at offset + n_blocks (SPEC.md §8)."""
-    T: tl.constexpr = COLS // 16
-    G: tl.constexpr = ROWS // 16
-    x, rows, cols = _load_tile2d(x_ptr, M, K, INPUT_KIND, ROWS, COLS)
-    if STOCHASTIC:
-        seed = _scalar(seed, SEED_IN_MEMORY)
-        offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
-    pts = tl.load(pts_ptr)
-    v = _row_blocks(x, ROWS, COLS, HADAMARD, SIGN_MASK)
-    block_amax = tl.max(tl.abs(v), axis=2)
-    if BLOCK_2D:
-        block_amax = _tile_max(block_amax, ROWS, T)
-    block_cols = tl.program_id(0) % tl.cdiv(K, COLS) * T + tl.arange(0, T)
-    index = rows.to(tl.int64)[:, None] * (K // 16) + block_cols[None, :]
-    packed, scale_byte = _quantize_blocks(v, block_amax, index, pts, tl.div_rn(1.0, pts), seed, offset, STOCHASTIC, ROWS, T)
-    _store_blocks(packed_ptr, scales_ptr, packed, scale_byte, index, (rows < M)[:, None] & (block_cols < K // 16)[None, :])
-    if COLUMNS:
-        col_pts = tl.load(col_pts_ptr)
-        c = _columns_of(x, ROWS, COLS, COL_HADAMARD, SIGN_MASK)
-        col_amax = tl.max(tl.abs(c), axis=2)
-        if BLOCK_2D:
-            col_amax = _tile_max(col_amax, COLS, G)
-        group = tl.program_id(0) // tl.cdiv(K, COLS) * G + tl.arange(0, G)  # the tile's row groups
-        col_index = cols.to(tl.int64)[:, None] * (M // 16) + group[None, :]
-        packed, scale_byte = _quantize_blocks(
-            c, col_amax, col_index, col_pts, tl.div_rn(1.0, col_pts), seed, offset + n_blocks, STOCHASTIC, COLS, G
-        )
-        _store_blocks(col_packed_ptr, col_scales_ptr, packed, scale_byte, col_index, (cols < K)[:, None] & (group < M // 16)[None, :])
+        c0, c1, c2, c3, _, _ = _column_blocks(elements_ptr, tile, scale_cols, n_blocks // scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS)
+        tl.store(col_partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
 
 
 @triton.jit
-def _rht_kernel(x_ptr, out_ptr, n_blocks, INPUT_KIND: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr, BLOCKS: tl.constexpr):
-    blocks = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    offsets = blocks[:, None] * 16 + tl.arange(0, 16)[None, :]
-    mask = (blocks < n_blocks)[:, None]
-    v = _rht_rows(_load_floats(x_ptr, offsets, mask, INPUT_KIND), BLOCKS, SIGN_MASK, INVERSE)
-    tl.store(out_ptr + offsets, v, mask=mask)
+def _rht_kernel(words_ptr, out_ptr, n_blocks, INPUT_KIND: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr, BLOCKS: tl.constexpr):
+    """rht (or its inverse) of BLOCKS blocks a program, written as float32 chunks."""
+    blocks, mask = _tile_blocks(tl.program_id(0), n_blocks, 0, 1, BLOCKS, False)
+    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
+    c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, False, 0)
+    if INVERSE:  # butterfly and * 0.25 first (signs +1), then the signs
+        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, 0)
+        if INPUT_KIND != 2:
+            c0, c1 = _signed(c0, SIGN_MASK, 0, 2), _signed(c1, SIGN_MASK, 1, 2)
+            c2, c3 = _signed(c2, SIGN_MASK, 8, 2), _signed(c3, SIGN_MASK, 9, 2)
+        else:
+            c0, c1 = _signed(c0, SIGN_MASK, 0, 1), _signed(c1, SIGN_MASK, 4, 1)
+            c2, c3 = _signed(c2, SIGN_MASK, 8, 1), _signed(c3, SIGN_MASK, 12, 1)
+    else:
+        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
+    lane = tl.arange(0, 4)[None, :]
+    base = blocks[:, None] * 16
+    if INPUT_KIND != 2:  # (even, odd) of 0..7, then of 8..15
+        tl.store(out_ptr + base + 2 * lane, c0, mask=mask[:, None])
+        tl.store(out_ptr + base + 2 * lane + 1, c1, mask=mask[:, None])
+        tl.store(out_ptr + base + 8 + 2 * lane, c2, mask=mask[:, None])
+        tl.store(out_ptr + base + 9 + 2 * lane, c3, mask=mask[:, None])
+    else:
+        tl.store(out_ptr + base + lane, c0, mask=mask[:, None])
+        tl.store(out_ptr + base + 4 + lane, c1, mask=mask[:, None])
+        tl.store(out_ptr + base + 8 + lane, c2, mask=mask[:, None])
+        tl.store(out_ptr + base + 12 + lane, c3, mask=mask[:, None])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -662,27 +717,30 @@ def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
     return result
 
 
-def _as_2d(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """x's elements as the tile kernels read them (int16 bits for 16-bit input, SPEC §6), M, K."""
-    k = x.shape[-1]
+def _elements_view(x: torch.Tensor) -> torch.Tensor:
+    """x's elements as the column loads read them: int16 bits for 16-bit input (SPEC §6), else fp32."""
     flat = x.reshape(-1)
-    return (flat if x.dtype == torch.float32 else flat.view(torch.int16)), flat.numel() // k, k
+    return flat if x.dtype == torch.float32 else flat.view(torch.int16)
 
 
 def _sign_mask(signs) -> int:
-    """Bit j set where signs[j] is -1 (the tile kernels' constexpr)."""
+    """Bit j set where signs[j] is -1 (the kernels' constexpr)."""
     return sum(1 << j for j, sign in enumerate(signs) if sign < 0)
 
 
-def _tile_grid(m: int, k: int, rows: int, cols: int) -> tuple[int]:
-    return (triton.cdiv(m, rows) * triton.cdiv(k, cols),)
+_HADAMARD_MASK = _sign_mask(HADAMARD_SIGNS)
+
+
+def _tiles_2d(rows: int, scale_cols: int, blocks_a_tile: int) -> int:
+    """Number of 2-D tiles (16 rows x blocks_a_tile / 16 block columns) of a [rows, K] tensor."""
+    return rows // BLOCK_SIZE * triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE)
 
 
 def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
     """max |x| (of rht(x) with hadamard) of a contiguous x as a float32 0-d tensor (NaN if x
     holds NaN; 0 if empty)."""
     if hadamard:
-        return _tile_amax(x, hadamard=True, col_hadamard=False)[0]
+        return _amax_blocks(x, hadamard=True, col_hadamard=False)[0]
     words = _words(x)
     n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
     partials = torch.zeros(max(n_partials, 1), dtype=torch.int32, device=x.device)
@@ -693,19 +751,20 @@ def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
     return _finish_amax(partials, _INPUT_KIND[x.dtype])
 
 
-def _tile_amax(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One read of x: amax of its (RHT'd with hadamard) row blocks and, with col_hadamard, of its
-    RHT'd column blocks."""
-    data, m, k = _as_2d(x)
-    rows, cols, warps = TILE_AMAX_CONFIG
-    grid = _tile_grid(m, k, rows, cols)
-    partials = torch.zeros(2, max(grid[0], 1), dtype=torch.int32, device=x.device)
-    if x.numel():
-        _tile_amax_kernel[grid](
-            data, partials[0], partials[1], m, k, INPUT_KIND=_INPUT_KIND[x.dtype], HADAMARD=hadamard,
-            COL_HADAMARD=col_hadamard, SIGN_MASK=_sign_mask(HADAMARD_SIGNS), ROWS=rows, COLS=cols, num_warps=warps,
+def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One read of x: amax of its row blocks (RHT'd with hadamard) and, with col_hadamard (2-D
+    x), of its RHT'd column blocks."""
+    n_blocks = x.numel() // BLOCK_SIZE
+    scale_cols = x.shape[-1] // BLOCK_SIZE
+    blocks_a_tile, warps = AMAX_BLOCKS_CONFIG
+    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if col_hadamard else triton.cdiv(n_blocks, blocks_a_tile)
+    partials = torch.zeros(2, max(n_tiles, 1), dtype=torch.int32, device=x.device)
+    if n_tiles:
+        _amax_blocks_kernel[(n_tiles,)](
+            _words(x), _elements_view(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
+            HADAMARD=hadamard, COL_HADAMARD=col_hadamard, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, num_warps=warps,
         )
-    # The partials hold float32 bits (the tile kernel widens every input): finish as float32.
+    # The partials hold float32 bits (the chunks are float32 whatever the input): finish as float32.
     row_amax = _finish_amax(partials[0], _INPUT_KIND[torch.float32])
     return row_amax, _finish_amax(partials[1], _INPUT_KIND[torch.float32]) if col_hadamard else None
 
@@ -715,18 +774,17 @@ def amax_rowcol(x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.T
     if not col_hadamard:
         row_amax = amax(x)
         return row_amax, row_amax
-    row_amax, col_amax = _tile_amax(x, hadamard=False, col_hadamard=True)
+    row_amax, col_amax = _amax_blocks(x, hadamard=False, col_hadamard=True)
     return row_amax, col_amax
 
 
 def rht(x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
     """The 16-point RHT along the last dim (SPEC.md §8) as float32, x's shape."""
-    data, _, _ = _as_2d(x)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     n_blocks = x.numel() // BLOCK_SIZE
     if n_blocks:
         _rht_kernel[(triton.cdiv(n_blocks, RHT_BLOCKS),)](
-            data, out, n_blocks, INPUT_KIND=_INPUT_KIND[x.dtype], SIGN_MASK=_sign_mask(signs), INVERSE=inverse,
+            _words(x), out, n_blocks, INPUT_KIND=_INPUT_KIND[x.dtype], SIGN_MASK=_sign_mask(signs), INVERSE=inverse,
             BLOCKS=RHT_BLOCKS, num_warps=4,
         )
     return out
@@ -737,26 +795,57 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return padded_rows * padded_cols
 
 
-def _launch_tile_quantize(
-    x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset,
-    hadamard: bool, block_2d: bool, col_hadamard: bool, columns: bool,
+def _launch_quantize(
+    x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset, *, swizzle: bool = False,
+    scale_rule: str = "max", hadamard: bool = False, block_2d: bool = False, columns: bool = False, col_hadamard: bool = False,
 ) -> tuple[torch.Tensor, ...]:
-    data, m, k = _as_2d(x)
+    """Launch the quantize kernel; (packed int64 a block, scale bytes) [, the same of x.T]."""
     stochastic = Mode(mode) is Mode.RS
     n_blocks = x.numel() // BLOCK_SIZE
-    outputs = [torch.empty(n_blocks * 8, dtype=torch.uint8, device=x.device), torch.empty(n_blocks, dtype=torch.uint8, device=x.device)]
+    scale_cols = x.shape[-1] // BLOCK_SIZE
+    packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
+    if swizzle:
+        size = _swizzled_size(n_blocks // scale_cols, scale_cols)
+        scales = (torch.zeros if size != n_blocks else torch.empty)(size, dtype=torch.uint8, device=x.device)
+    else:
+        scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
+    outputs = [packed, scales]
     if columns:
-        outputs += [torch.empty_like(outputs[0]), torch.empty_like(outputs[1])]
-    rows, cols, warps = TILE_CONFIGS[(columns, stochastic)]
+        outputs += [torch.empty_like(packed), torch.empty_like(scales)]
     pts = pts.to(device=x.device, dtype=torch.float32).reshape(())
     col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
+    tiled = block_2d or columns  # 16-row tiles
+    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, tiled)]
+    if tiled:
+        n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile)
+        tiles = 1
+    else:
+        n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
+        if n_tiles < MIN_PROGRAMS * tiles:
+            tiles = 1
+    # The rules' errors must round once an operation, as the reference's do; max keeps Triton's default.
+    fusion = {} if scale_rule == "max" else {"enable_fp_fusion": False}
     if n_blocks:
-        _tile_quantize_kernel[_tile_grid(m, k, rows, cols)](
-            data, pts, col_pts, 0 if seed is None else seed, offset, outputs[0], outputs[1],
-            *(outputs[2:] if columns else outputs), m, k, n_blocks,
-            INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=stochastic, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
-            OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), HADAMARD=hadamard, BLOCK_2D=block_2d, COLUMNS=columns,
-            COL_HADAMARD=col_hadamard, SIGN_MASK=_sign_mask(HADAMARD_SIGNS), ROWS=rows, COLS=cols, num_warps=warps,
+        _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
+            _words(x), _elements_view(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
+            *(outputs[2:] if columns else outputs[:2]), n_blocks, scale_cols, 1,
+            INPUT_KIND=_INPUT_KIND[x.dtype],
+            STOCHASTIC=stochastic,
+            SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
+            OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor),
+            SWIZZLE=swizzle,
+            SCALE_RULE=_SCALE_RULE_KIND[scale_rule],
+            HADAMARD=hadamard,
+            TILED=tiled,
+            BLOCK_2D=block_2d,
+            COLUMNS=columns,
+            COL_HADAMARD=col_hadamard,
+            SIGN_MASK=_HADAMARD_MASK,
+            BLOCKS=blocks_a_tile,
+            TILES=tiles,
+            PTX=_PTX,
+            num_warps=warps,
+            **fusion,
         )
     return tuple(outputs)
 
@@ -777,62 +866,15 @@ def quantize(
     with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims).
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
-    hadamard quantizes rht(x), fused; block_2d (2-D x, rows a multiple of 16, rule max) scales
-    each block by its 16x16 tile's amax. Both run the tile kernel and give row-major scales."""
+    hadamard quantizes rht(x), transformed in registers; block_2d (2-D x, rows a multiple of 16)
+    scales each block by its 16x16 tile's amax."""
     k = x.shape[-1]
-    if hadamard and scale_rule != "max":
-        # The rules' search lives in the per-thread-block kernel: quantize rht(x) there (by definition the same).
-        return quantize(
-            rht(x), per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, swizzle=swizzle
-        )
-    if hadamard or block_2d:
-        if swizzle:
-            raise ValueError("swizzled scales are not implemented with hadamard or block_2d")
-        packed, scales = _launch_tile_quantize(x, per_tensor_scale, None, mode, seed, offset, hadamard, block_2d, False, False)
-        return packed.reshape(*x.shape[:-1], k // 2), scales.view(torch.float8_e4m3fn).reshape(*x.shape[:-1], k // BLOCK_SIZE)
-    stochastic = Mode(mode) is Mode.RS
-    n_blocks = x.numel() // BLOCK_SIZE
-    scale_cols = k // BLOCK_SIZE
-    packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
-    if swizzle:
-        size = _swizzled_size(n_blocks // scale_cols, scale_cols)
-        padded = size != n_blocks
-        scales = (torch.zeros if padded else torch.empty)(size, dtype=torch.uint8, device=x.device)
-    else:
-        scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
-    pts = per_tensor_scale.to(device=x.device, dtype=torch.float32).reshape(())
-    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[Mode.RS if stochastic else Mode.RN]
-    n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
-    if n_tiles < MIN_PROGRAMS * tiles:
-        tiles = 1
-    # The rules' errors must round once an operation, as the reference's do; max keeps Triton's default.
-    fusion = {} if scale_rule == "max" else {"enable_fp_fusion": False}
-    if n_blocks:
-        _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
-            _words(x),
-            pts,
-            0 if seed is None else seed,
-            offset,
-            packed,
-            scales,
-            n_blocks,
-            scale_cols,
-            1,
-            INPUT_KIND=_INPUT_KIND[x.dtype],
-            STOCHASTIC=stochastic,
-            SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
-            OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor),
-            SWIZZLE=swizzle,
-            SCALE_RULE=_SCALE_RULE_KIND[scale_rule],
-            BLOCKS=blocks_a_tile,
-            TILES=tiles,
-            PTX=_PTX,
-            num_warps=warps,
-            **fusion,
-        )
+    packed, scales = _launch_quantize(
+        x, per_tensor_scale, None, mode, seed, offset, swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+    )
     packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
     scales = scales.view(torch.float8_e4m3fn)
-    return packed, scales if swizzle else scales.reshape(*x.shape[:-1], scale_cols)
+    return packed, scales if swizzle else scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
 
 
 def quantize_rowcol(
@@ -847,15 +889,15 @@ def quantize_rowcol(
     col_hadamard: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize(x) and quantize(x.T, offset + numel / 16, hadamard=col_hadamard), both with
-    block_2d, from one read of each tile of x [M, K] (M and K multiples of 16)."""
+    block_2d, from one read of each 16-row tile of x [M, K] (M and K multiples of 16)."""
     m, k = x.shape
-    packed, scales, col_packed, col_scales = _launch_tile_quantize(
-        x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, False, block_2d, col_hadamard, True
+    packed, scales, col_packed, col_scales = _launch_quantize(
+        x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, block_2d=block_2d, columns=True, col_hadamard=col_hadamard
     )
     return (
-        packed.reshape(m, k // 2),
+        packed.view(torch.uint8).reshape(m, k // 2),
         scales.view(torch.float8_e4m3fn).reshape(m, k // BLOCK_SIZE),
-        col_packed.reshape(k, m // 2),
+        col_packed.view(torch.uint8).reshape(k, m // 2),
         col_scales.view(torch.float8_e4m3fn).reshape(k, m // BLOCK_SIZE),
     )
 

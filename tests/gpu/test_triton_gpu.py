@@ -84,7 +84,7 @@ def test_adversarial_values_match_reference(dtype, mode):
 def test_several_tiles_a_program_match_reference(monkeypatch, dtype, mode, tiles):
     # The tile loop is unrolled by two: odd tile counts run its remainder, and the last program
     # runs past the tensor's end (1031 blocks, 64 a tile).
-    monkeypatch.setattr(triton_backend, "QUANTIZE_CONFIGS", {mode: (64, 2, tiles)})
+    monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, (mode, False), (64, 2, tiles))
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     x = random_input((1031, 16), dtype, seed=tiles)
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
