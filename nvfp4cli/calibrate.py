@@ -20,9 +20,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import inspect
-import re
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,11 +32,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .errors import DataError, UsageError, one_line
+from .format import BLOCK_SIZE
 from .formats.compressed_tensors import NAME as COMPRESSED_TENSORS_FORMAT
 from .formats.modelopt import NAME as MODELOPT_FORMAT
 from .io import open_checkpoint
-from .errors import DataError, UsageError, one_line
-from .format import BLOCK_SIZE
 from .modules import fused_group_key, module_name
 
 Progress = Callable[[int, int], None]  # (layers done, layers in all)
@@ -419,8 +419,10 @@ class _Weights:
     """Where each model parameter lives in the checkpoint, and loading and emptying modules."""
 
     def __init__(self, model_dir: Path, model: nn.Module, architecture: str, transforms: list):
-        self.checkpoint = open_checkpoint(model_dir)
-        stored = set(self.checkpoint.tensor_names())
+        checkpoint = open_checkpoint(model_dir)
+        checkpoint.close()  # only its index is used: each layer's tensors are read with safe_open
+        self.files = {name: checkpoint.file(name) for name in checkpoint.tensor_names()}
+        stored = self.files.keys()
         prefix = getattr(model, "base_model_prefix", "")
         tied = getattr(model, "all_tied_weights_keys", None) or {}
         renamings = _reverse_renamings(transforms)
@@ -452,7 +454,7 @@ class _Weights:
         resident memory grow to the shard's size)."""
         by_file: dict[Path, list[str]] = {}
         for name in params:
-            by_file.setdefault(self.checkpoint.file(self.names[name]), []).append(name)
+            by_file.setdefault(self.files[self.names[name]], []).append(name)
         for file, names in by_file.items():
             with safe_open(file, framework="pt") as handle:
                 for name in names:
