@@ -271,3 +271,15 @@ def test_w4a4_input_is_refused(tmp_path):
     tensors["model.layers.0.self_attn.o_proj.input_global_scale"] = torch.tensor([100.0])
     result = nvfp4("convert", write(tmp_path / "in", tensors, CT_CONFIG), "-o", tmp_path / "out", "--format", "modelopt")
     assert result.exit_code == 1 and "input_global_scale" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_sharded_input_gives_sharded_output(tmp_path):
+    assert nvfp4("quantize", SAMPLE, "-o", tmp_path / "q", "--max-shard-size", "100KB").exit_code == 0
+    assert len(list((tmp_path / "q").glob("*.safetensors"))) > 1
+    result = nvfp4("convert", tmp_path / "q", "-o", tmp_path / "mo", "--format", "modelopt", "--max-shard-size", "100KB", "--json")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["files"]) > 1
+    assert (tmp_path / "mo" / "model.safetensors.index.json").is_file()
+    assert nvfp4("verify", tmp_path / "mo").exit_code == 0
+    source, converted = tensors_of(tmp_path / "q"), tensors_of(tmp_path / "mo")
+    for module in ct_modules(source):
+        assert raw(converted[f"{module}.weight"]) == raw(source[f"{module}.weight_packed"])

@@ -412,3 +412,16 @@ def test_float_checkpoint_is_a_finding(tmp_path):
     declared = write(tmp_path / "declared", float_weights, copy_config(ignore=["model.layers.0.mlp.up_proj"]))
     code, found, report = findings(declared)
     assert code == 1 and found == {(str(declared), "format")} and report["format"] == "compressed-tensors"
+
+
+def test_verify_reads_scales_only_never_the_packed_codes():
+    from dataclasses import replace
+
+    from nvfp4cli.verify import describe, verify
+
+    view = describe(FIXTURE)
+    read = []
+    report = verify(replace(view, read=lambda name: read.append(name) or view.read(name)))
+    assert report["findings"] and read
+    assert all(name.endswith(("weight_scale", "weight_global_scale")) for name in read)
+    assert not any(name.endswith("weight_packed") for name in read)
