@@ -125,8 +125,13 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * SIZE_UNITS[unit])
 
 
-def megabytes(nbytes: int) -> str:
-    return f"{nbytes / 1e6:,.1f} MB"
+def byte_size(nbytes: int) -> str:
+    """A size for people, in the largest decimal unit it reaches: 512 B, 12.3 kB, 4.1 MB, 2.0 GB."""
+    if nbytes < 1000:
+        return f"{nbytes} B"
+    for unit, size in (("kB", 10**3), ("MB", 10**6), ("GB", 10**9), ("TB", 10**12)):
+        if nbytes / size < 999.95 or unit == "TB":  # so that 999,999 B reads 1.0 MB, not 1000.0 kB
+            return f"{nbytes / size:,.1f} {unit}"
 
 
 @contextlib.contextmanager
@@ -159,17 +164,17 @@ def print_report(report: dict, title: str) -> None:
         *[[key, report[key]] for key in ("format", "mode", "scale_rule", "seed", "dtype", "workers") if key in report],
         [f"tensors {operation}d", report[f"tensors_{operation}d"]],
         ["tensors copied", report["tensors_copied"]],
-        ["bytes in", megabytes(report["bytes_in"])],
-        ["bytes out", megabytes(report["bytes_out"])],
+        ["bytes in", byte_size(report["bytes_in"])],
+        ["bytes out", byte_size(report["bytes_out"])],
     ]
     if report.get("ratio"):
         rows.append(["compression (NVFP4 at bf16)", f"{report['ratio']:.2f}x"])
     if "seconds" in report:
-        rows += [["time", f"{report['seconds']:.2f} s"], ["throughput", f"{report['mb_per_s']:,.1f} MB/s" if report["mb_per_s"] else "-"]]
+        rows += [["time", f"{report['seconds']:.2f} s"], ["throughput", f"{byte_size(round(report['mb_per_s'] * 1e6))}/s" if report["mb_per_s"] else "-"]]
     print_table(rows, headers=("", ""), title=title)
     if report.get("ranks"):
         typer.echo("")
-        rank_rows = [[row["rank"], row["tensors_in"], megabytes(row["bytes_in"]), len(row["files"])] for row in report["ranks"]]
+        rank_rows = [[row["rank"], row["tensors_in"], byte_size(row["bytes_in"]), len(row["files"])] for row in report["ranks"]]
         print_table(rank_rows, headers=("rank", "tensors in", "bytes in", "files"))
     if report.get("skipped"):
         typer.echo("")
