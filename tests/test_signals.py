@@ -7,7 +7,8 @@ caught, so the staging stays until the next run writing X, which removes it once
 dead. Either way nothing appears at X until a run completes.
 
 The run is the real CLI in a child process, paused after its first tensor is written (it waits
-there until signalled), so the signal always lands mid-write, however fast the machine is.
+there until signalled: tests/paused_run.py), so the signal always lands mid-write, however fast
+the machine is.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -28,28 +27,7 @@ from safetensors.torch import save_file
 from nvfp4cli.staging import HOST
 
 from cli_runner import nvfp4
-
-# `nvfp4 ARGS` with one change: after writing its first tensor the run touches MARKER and waits
-# (as if the next tensor took long), so the test signals it in a known state.
-PAUSED_NVFP4 = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from nvfp4cli import io
-    from nvfp4cli.cli import app
-
-    marker, args = Path(sys.argv[1]), sys.argv[2:]
-    write = io.SafetensorsWriter.write
-
-    def write_then_wait(self, name, tensor):
-        write(self, name, tensor)
-        marker.touch()
-        time.sleep(600)
-
-    io.SafetensorsWriter.write = write_then_wait
-    app(args, prog_name="nvfp4")
-    """
-)
+from paused_run import PausedRun
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -66,32 +44,13 @@ def model(tmp_path) -> Path:
     return model
 
 
-def start_quantize(model: Path, output: Path) -> tuple[subprocess.Popen, Path]:
-    """The run, and the file it touches once it is paused mid-write."""
-    # SIGINT back to its default first: a shell starts background jobs with it ignored, and
-    # Python only turns it into KeyboardInterrupt when it is not ignored.
-    marker = output.parent / "paused"
-    process = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_NVFP4, str(marker), "quantize", str(model), "-o", str(output), "--json"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    return process, marker
-
-
-def wait_until_mid_write(process: subprocess.Popen, output: Path, marker: Path) -> Path:
-    """The staging directory, once the run has written a tensor into it and paused."""
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert process.poll() is None, f"the run ended before pausing (exit {process.returncode}): {process.stderr.read()}"
-        assert time.monotonic() < deadline, "the run did not reach its first tensor within 120 s"
-        time.sleep(0.05)
-    marker.unlink()
+def paused_quantize(model: Path, output: Path) -> tuple[PausedRun, Path]:
+    """A quantize run paused mid-write, and its staging directory (a tensor already in it)."""
+    run = PausedRun.start(["quantize", model, "-o", output, "--json"], output.parent)
+    run.wait_until_paused()
     (staging,) = output.parent.glob(f".{output.name}.nvfp4-tmp-*")
     assert (staging / "model.safetensors").stat().st_size > 0
-    return staging
+    return run, staging
 
 
 def leftovers(output: Path) -> list[str]:
@@ -108,11 +67,10 @@ def rerun(model: Path, output: Path, *extra: str):
 def test_signal_mid_conversion_leaves_nothing_and_a_rerun_succeeds(model, tmp_path, sent, status, said):
     before = digest(model)
     output = tmp_path / "out"
-    process, marker = start_quantize(model, output)
-    wait_until_mid_write(process, output, marker)
-    process.send_signal(sent)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == status, stderr
+    run, _ = paused_quantize(model, output)
+    run.process.send_signal(sent)
+    returncode, _, stderr = run.finish()
+    assert returncode == status, stderr
     assert stderr.strip().splitlines() == [f"nvfp4: {said}"]
     assert not output.exists() and leftovers(output) == []
     assert digest(model) == before
@@ -124,14 +82,12 @@ def test_signal_mid_conversion_leaves_nothing_and_a_rerun_succeeds(model, tmp_pa
 def test_sigkill_leaves_only_a_marked_staging_that_the_next_run_removes(model, tmp_path):
     before = digest(model)
     output = tmp_path / "out"
-    process, marker = start_quantize(model, output)
-    staging = wait_until_mid_write(process, output, marker)
-    process.kill()
-    process.communicate(timeout=120)
-    assert process.returncode == -signal.SIGKILL
+    run, staging = paused_quantize(model, output)
+    run.process.kill()
+    assert run.finish()[0] == -signal.SIGKILL
     assert not output.exists()
     assert leftovers(output) == [staging.name]
-    assert staging.name.startswith(f".out.nvfp4-tmp-{HOST}-{process.pid}-")
+    assert staging.name.startswith(f".out.nvfp4-tmp-{HOST}-{run.process.pid}-")
     assert digest(model) == before
 
     rerun(model, output)
