@@ -154,26 +154,32 @@ class SafetensorsFile:
             raise self._bad(f"tensor {name!r} of shape {list(shape)} {dtype} does not fit its {end - begin} bytes")
         return TensorSpec(name, dtype, shape, end - begin)
 
-    def read_bytes(self, name: str) -> torch.Tensor:
-        """The stored bytes of a tensor as a flat uint8 tensor (for any dtype)."""
+    def read_bytes(self, name: str, start: int = 0, length: int | None = None) -> torch.Tensor:
+        """The stored bytes of a tensor (or `length` of them from `start`) as flat uint8, any dtype."""
         spec = self.specs[name]
-        buffer = torch.empty(spec.nbytes, dtype=torch.uint8)
+        length = spec.nbytes - start if length is None else length
+        buffer = torch.empty(length, dtype=torch.uint8)
         view = memoryview(buffer.numpy())
         handle, done = self._file(), 0
-        while done < spec.nbytes:
-            count = os.preadv(handle.fileno(), [view[done:]], self._offsets[name] + done)
+        while done < length:
+            count = os.preadv(handle.fileno(), [view[done:]], self._offsets[name] + start + done)
             if count == 0:
                 raise DataError(f"{self.path}: tensor {name!r} is cut short (file truncated?)")
             done += count
         return buffer
 
-    def read(self, name: str) -> torch.Tensor:
-        """A tensor of a known dtype, shaped as stored (raw uint8 bytes for an unknown dtype)."""
+    def read(self, name: str, index: int | None = None) -> torch.Tensor:
+        """A tensor of a known dtype, shaped as stored (raw uint8 bytes for an unknown dtype); with
+        index, only tensor[index] along the first dim is read (one expert of a 3-D expert tensor)."""
         spec = self.specs[name]
-        raw = self.read_bytes(name)
+        if index is None:
+            raw, shape = self.read_bytes(name), spec.shape
+        else:
+            length = spec.nbytes // spec.shape[0]
+            raw, shape = self.read_bytes(name, index * length, length), spec.shape[1:]
         if spec.torch_dtype is None:
             return raw
-        return raw.view(spec.torch_dtype).reshape(spec.shape)
+        return raw.view(spec.torch_dtype).reshape(shape)
 
 
 def _data_start(entry: object) -> int:
@@ -257,10 +263,11 @@ class Checkpoint:
         self.info(name)
         return self._file_of[name].path
 
-    def read(self, name: str) -> torch.Tensor:
-        """A stored tensor (raw uint8 bytes for a dtype this tool does not know)."""
+    def read(self, name: str, index: int | None = None) -> torch.Tensor:
+        """A stored tensor (raw uint8 bytes for a dtype this tool does not know); with index,
+        only tensor[index] along its first dim."""
         self.info(name)
-        return self._file_of[name].read(name)
+        return self._file_of[name].read(name, index)
 
     def read_bytes(self, name: str) -> torch.Tensor:
         """A stored tensor's bytes, flat uint8, whatever its dtype."""
@@ -309,10 +316,10 @@ def is_weight_file(path: Path) -> bool:
 
 def _skip_reason(name: str) -> str:
     if name.startswith(DUPLICATE_WEIGHT_PREFIXES):
-        return "another layout of the same weights (consolidated checkpoint): not converted"
+        return "another layout of the same weights (consolidated checkpoint): neither converted nor copied"
     if name.startswith(ADAPTER_PREFIXES):
-        return "an adapter, not the model's own weights: not converted; convert it on its own"
-    return "not part of the checkpoint: not converted"
+        return "an adapter, not the model's own weights: neither converted nor copied (convert it on its own)"
+    return "not part of the checkpoint: neither converted nor copied"
 
 
 def _find_in_directory(directory: Path) -> Path:
