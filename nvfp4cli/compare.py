@@ -184,7 +184,7 @@ def compare_checkpoints(
     on_tensor(done, total, name) is called before each comparison, for progress.
     """
     checkpoint_a, checkpoint_b = open_checkpoint(path_a), open_checkpoint(path_b)
-    weights_a, weights_b = formats.logical_weights(checkpoint_a), formats.logical_weights(checkpoint_b)
+    weights_a, weights_b = (formats.logical_weights(c, split_experts=True) for c in (checkpoint_a, checkpoint_b))
     names_a, names_b = _selected(list(weights_a), include), _selected(list(weights_b), include)
     common = [n for n in names_a if n in weights_b]
     mismatches = [

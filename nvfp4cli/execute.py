@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import formats
-from .api import quantize, raise_if_not_finite
+from .api import QuantizedTensor, quantize, raise_if_not_finite
 from .errors import DataError, UsageError
 from .format import Mode, per_tensor_scale_from_amax
 from .formats.base import METADATA_KEY
@@ -40,6 +41,7 @@ from .io import (
     write_json,
 )
 from .kernels import get_backend
+from .parallel import threads_for
 from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
 from .relayout import REPACKAGE, produce as relayout_unit
 from .rng import tensor_seed
@@ -73,12 +75,34 @@ def _input_values(plan: Plan, checkpoint: Checkpoint, name: str, device: torch.d
     weight = plan.weights[name]
     if weight.quantized:
         return formats.load_float(weight, checkpoint, torch.float32).to(device)
-    return checkpoint.read(name).to(device)
+    return formats.plain.read(weight, checkpoint).parts["values"].to(device)
+
+
+def _quantize_mxfp4_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, QuantizedTensor] | None:
+    """MXFP4 weights re-encoded without a rounding where their block exponents allow (SPEC §7):
+    one power-of-two tensor scale for the unit (a fused group shares it); None when the unit
+    holds other formats, or nothing non-zero, and takes the usual path."""
+    options: QuantizeOptions = plan.options
+    if options.scale_rule != "max" or any(plan.weights[name].format != formats.mxfp4.NAME for name in unit.inputs):
+        return None
+    stored = {name: formats.mxfp4.read(plan.weights[name], checkpoint) for name in unit.inputs}
+    kmax = formats.mxfp4.top_exponent(list(stored.values()))
+    pts = None if kmax is None else formats.mxfp4.lossless_per_tensor_scale(kmax)
+    if pts is None:
+        return None
+    results = {}
+    for name, parts in stored.items():
+        seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
+        results[name], _ = formats.mxfp4.lossless(parts, pts.to(options.device), kmax, options.mode, seed, options.backend)
+    return results
 
 
 def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
     options: QuantizeOptions = plan.options
     output = formats.output_format(options.fmt)
+    lossless = _quantize_mxfp4_unit(plan, checkpoint, unit)
+    if lossless is not None:
+        return {key: value.cpu() for name, q in lossless.items() for key, value in output.encode(name, q).items()}
     device = torch.device(options.device)
     tensors = {name: _input_values(plan, checkpoint, name, device) for name in unit.inputs}
     shared_pts = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend) if len(unit.inputs) > 1 else None
@@ -166,12 +190,15 @@ def file_metadata(plan: Plan) -> dict[str, str]:
 
 def write_units(plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None]) -> None:
     """Make each unit, write its tensors and call unit_written (which may raise to stop); close
-    every file when all is written, or abort them all on any error."""
+    every file when all is written, or abort them all on any error. A run whose tensors are all
+    small runs on one CPU thread (parallel.py says why)."""
+    largest = max((math.prod(plan.weights[name].shape) for unit in units if unit.action != COPY for name in unit.inputs), default=0)
     try:
-        for unit in units:
-            for name, tensor in execute(plan, checkpoint, unit).items():
-                writers[name].write(name, tensor)
-            unit_written(unit)
+        with threads_for(largest, getattr(plan.options, "device", "cpu")):
+            for unit in units:
+                for name, tensor in execute(plan, checkpoint, unit).items():
+                    writers[name].write(name, tensor)
+                unit_written(unit)
         for writer in dict.fromkeys(writers.values()):
             writer.close()
     except BaseException:

@@ -11,7 +11,8 @@ from .io import Checkpoint
 
 
 def inspect_checkpoint(checkpoint: Checkpoint) -> dict:
-    """Per logical tensor: shape, stored dtype, format, scales; totals and compression ratio.
+    """Per logical tensor: shape, stored dtype, format, scales (and, for MXFP4, how many blocks
+    re-encode to NVFP4 exactly); totals and compression ratio.
 
     bytes_float counts a quantized weight at 2 bytes an element (its bf16 size): the ratio is the
     same number `nvfp4 quantize` reports for the checkpoint it wrote."""
@@ -24,10 +25,14 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict:
             row.update(dtype="nvfp4", bytes_float=math.prod(weight.shape) * 2, per_tensor_scale=pts, global_scale=1.0 / pts)
         elif weight.quantized:
             row.update(dtype=weight.format, bytes_float=math.prod(weight.shape) * 2)
+            if weight.format == formats.mxfp4.NAME:
+                exact, total = formats.mxfp4.exact_blocks(formats.mxfp4.read(weight, checkpoint))
+                row.update(nvfp4_exact_blocks=exact, nvfp4_blocks=total)
         else:
             row.update(dtype=checkpoint.info(name).dtype, bytes_float=stored)
         rows.append(row)
     bytes_stored = sum(row["bytes"] for row in rows)
+    mxfp4_blocks = sum(row.get("nvfp4_blocks", 0) for row in rows)
     bytes_float = sum(row["bytes_float"] for row in rows)
     return {
         "path": str(checkpoint.path),
@@ -41,5 +46,7 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict:
             "bytes_float": bytes_float,
             "bytes_stored": bytes_stored,
             "ratio": bytes_float / bytes_stored if bytes_stored else None,
+            # MXFP4 inputs: the share of NVFP4 blocks `nvfp4 quantize` re-encodes without a rounding.
+            "mxfp4_exact_share": sum(row.get("nvfp4_exact_blocks", 0) for row in rows) / mxfp4_blocks if mxfp4_blocks else None,
         },
     }

@@ -49,3 +49,18 @@ def default_skip_reason(name: str) -> str:
         if pattern.search(name):
             return reason
     return ""
+
+
+# 3-D expert tensors (gpt-oss, Llama-4: all experts of a layer in one tensor [E, ...]) and the
+# per-expert Linear weights engines load instead (docs/moe.md): gate_up_proj holds gate and up.
+FUSED_EXPERT_TENSORS = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
+_FUSED_EXPERT_TENSOR = re.compile(r"(?P<prefix>.*\.experts)\.(?P<fused>gate_up_proj|down_proj)(\.weight)?$")
+# Models whose gate_up_proj rows alternate gate, up (gpt-oss); others (Llama-4) hold gate then up.
+INTERLEAVED_GATE_UP = ("gpt_oss",)
+
+
+def expert_tensor_parts(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """'model.layers.0.mlp.experts.gate_up_proj' -> ('model.layers.0.mlp.experts', ('gate_proj',
+    'up_proj')): the experts' prefix and the projections the tensor holds; None for other names."""
+    match = _FUSED_EXPERT_TENSOR.fullmatch(name)
+    return None if match is None else (match["prefix"], FUSED_EXPERT_TENSORS[match["fused"]])

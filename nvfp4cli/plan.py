@@ -271,7 +271,10 @@ def _ignored_modules(selections: list[Selection]) -> list[str]:
 
 
 def _stored_bytes(checkpoint: Checkpoint, weight: LogicalWeight) -> int:
-    return sum(checkpoint.info(name).nbytes for name in weight.tensors)
+    total = sum(checkpoint.info(name).nbytes for name in weight.tensors)
+    if weight.view is not None:  # one part of one expert of a 3-D expert tensor
+        return total // (checkpoint.info(weight.tensors[0]).shape[0] * weight.view.parts)
+    return total
 
 
 def _copy(checkpoint: Checkpoint, weight: LogicalWeight) -> list[Unit]:
@@ -312,7 +315,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     """Decide what every tensor becomes and lay out the output; reads headers only."""
     options = check_quantize_options(options)
     output = formats.output_format(options.fmt)
-    weights = formats.logical_weights(checkpoint)
+    weights = formats.logical_weights(checkpoint, split_experts=True)
     already = next((weight for weight in weights.values() if weight.nvfp4), None)
     if already is not None:
         raise DataError(f"{checkpoint.path}: already NVFP4 ({already.format}: {already.tensors[0]}); use `nvfp4 convert` to re-lay it out, or dequantize it first")
@@ -325,8 +328,12 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     units: list[Unit] = []
     for name, weight in weights.items():
         if name not in chosen:
-            # A quantized input weight left out is decoded to bf16: its old layout leaves with its config.
-            units.extend(_copy(checkpoint, weight) if not weight.quantized else [_dequantize(checkpoint, weight, torch.bfloat16)])
+            # A quantized input weight left out is decoded to bf16: its old layout leaves with its
+            # config; a float expert of a 3-D tensor is written per expert like the quantized ones.
+            if weight.quantized or weight.view is not None:
+                units.append(_dequantize(checkpoint, weight, checkpoint.info(weight.tensors[0]).torch_dtype if not weight.quantized else torch.bfloat16))
+            else:
+                units.extend(_copy(checkpoint, weight))
             continue
         names = tuple(members.pop(chosen[name].group or name, ()))
         if names:  # a fused group becomes one unit where its first member appears

@@ -28,7 +28,8 @@ from ..api import QuantizedTensor
 from ..errors import DataError, UsageError
 from ..io import Checkpoint
 from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
-from .base import LogicalWeight, StoredWeight
+from ..modules import INTERLEAVED_GATE_UP, expert_tensor_parts
+from .base import ExpertView, LogicalWeight, StoredWeight
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
 # tensor no other format claims is a plain tensor.
@@ -70,9 +71,10 @@ def output_format(name: str) -> ModuleType:
     return OUTPUT_FORMATS[name]
 
 
-def logical_weights(checkpoint: Checkpoint) -> dict[str, LogicalWeight]:
+def logical_weights(checkpoint: Checkpoint, split_experts: bool = False) -> dict[str, LogicalWeight]:
     """Every logical tensor by name, in stored order: each format's weights as one entry (an
-    NVFP4 triple is one "X.weight"), every other stored tensor as itself."""
+    NVFP4 triple is one "X.weight"), every other stored tensor as itself. With split_experts, a
+    3-D expert tensor becomes the per-expert [out, in] weights engines load (see per_expert)."""
     weights: dict[str, LogicalWeight] = {}
     claimed: dict[str, LogicalWeight] = {}
     for module in INPUT_FORMATS:
@@ -90,7 +92,34 @@ def logical_weights(checkpoint: Checkpoint) -> dict[str, LogicalWeight]:
             raise DataError(f"{checkpoint.path}: {name!r} is stored both as a plain tensor and as a {weights[name].format} weight")
         weights[name] = plain.weight(checkpoint, name)
     order = {name: position for position, name in enumerate(checkpoint.tensor_names())}
-    return dict(sorted(weights.items(), key=lambda item: order[item[1].tensors[0]]))
+    weights = dict(sorted(weights.items(), key=lambda item: order[item[1].tensors[0]]))
+    if not split_experts:
+        return weights
+    model_type = (checkpoint.config or {}).get("model_type", "")
+    return {split.name: split for weight in weights.values() for split in per_expert(weight, model_type)}
+
+
+def per_expert(weight: LogicalWeight, model_type: str) -> list[LogicalWeight]:
+    """A 3-D expert tensor as per-expert weights `{prefix}.{e}.{gate_proj|up_proj|down_proj}.weight`
+    of shape [out, in], in expert order (gate and up of an expert side by side); any other weight
+    as itself. MXFP4 stores experts [E, out, in]; float expert tensors are transformers' [E, in, out]."""
+    found = expert_tensor_parts(weight.name) if len(weight.shape) == 3 else None
+    if found is None:
+        return [weight]
+    prefix, parts = found
+    out_first = getattr(ALL_FORMATS[weight.format], "OUT_FIRST", False)
+    experts, out_total, inner = weight.shape if out_first else (weight.shape[0], weight.shape[2], weight.shape[1])
+    if out_total % len(parts):
+        raise DataError(f"{weight.name}: {out_total} rows do not split into {len(parts)} projections")
+    interleaved = model_type in INTERLEAVED_GATE_UP
+    return [
+        LogicalWeight(
+            f"{prefix}.{expert}.{part_name}.weight", (out_total // len(parts), inner), weight.format, weight.tensors,
+            view=ExpertView(expert, part, len(parts), interleaved, in_first=not out_first),
+        )  # fmt: skip
+        for expert in range(experts)
+        for part, part_name in enumerate(parts)
+    ]
 
 
 def load_float(weight: LogicalWeight, checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -15,6 +15,24 @@ METADATA_KEY = "nvfp4"  # one safetensors metadata key holding this tool's recor
 
 
 @dataclass(frozen=True)
+class ExpertView:
+    """One expert's projection inside a 3-D expert tensor [E, ...] (gpt-oss, Llama-4), as the
+    per-expert [out, in] Linear weight that serving engines load."""
+
+    expert: int
+    part: int  # which row group of the fused tensor: gate 0, up 1 of gate_up_proj
+    parts: int
+    interleaved: bool  # rows alternate between the parts (gpt-oss) instead of following in halves (Llama-4)
+    in_first: bool  # stored [E, in, out] (transformers' float layout): transposed to [out, in]
+
+    def rows(self, matrix: torch.Tensor) -> torch.Tensor:
+        """This part's rows of one expert's [out_total, ...] tensor."""
+        if self.interleaved:
+            return matrix[self.part :: self.parts].contiguous()
+        return matrix.chunk(self.parts)[self.part].contiguous()
+
+
+@dataclass(frozen=True)
 class LogicalWeight:
     """One logical tensor: a plain stored tensor, or a weight a format stores in several parts.
 
@@ -27,6 +45,7 @@ class LogicalWeight:
     format: str
     tensors: tuple[str, ...]
     nvfp4: bool = False  # stored as NVFP4 (compressed-tensors or ModelOpt)
+    view: ExpertView | None = None  # one expert's slice of a stored 3-D expert tensor
 
     @property
     def quantized(self) -> bool:

@@ -15,6 +15,7 @@ from ..io import Checkpoint
 from .base import LogicalWeight, StoredWeight
 
 NAME = "mxfp4"
+OUT_FIRST = True  # 3-D expert tensors are stored [E, out, in]
 MX_BLOCK = 32
 E8M0_BIAS = 127
 E8M0_NAN = 255
@@ -39,10 +40,16 @@ def find(checkpoint: Checkpoint) -> list[LogicalWeight]:
 
 
 def read(weight: LogicalWeight, checkpoint: Checkpoint) -> StoredWeight:
-    scales = checkpoint.read(weight.tensors[1])
+    """The blocks and scales (of one expert's rows, for an expert view: rows carry their own
+    scales, so a split never cuts a block)."""
+    view = weight.view
+    expert = None if view is None else view.expert
+    blocks, scales = checkpoint.read(weight.tensors[0], expert), checkpoint.read(weight.tensors[1], expert)
+    if view is not None:
+        blocks, scales = view.rows(blocks), view.rows(scales)
     if (scales == E8M0_NAN).any():
         raise DataError(f"{checkpoint.file(weight.tensors[1])}: tensor {weight.tensors[1]!r} holds NaN (255) E8M0 scales")
-    return StoredWeight(weight, {"blocks": checkpoint.read(weight.tensors[0]), "scales": scales})
+    return StoredWeight(weight, {"blocks": blocks, "scales": scales})
 
 
 def _codes(blocks: torch.Tensor) -> torch.Tensor:
@@ -101,3 +108,17 @@ def lossless(stored: StoredWeight, per_tensor_scale: torch.Tensor, kmax: int, mo
     block_scales = torch.where(nv_exact, e4m3.clamp(0, 255).to(torch.uint8).repeat_interleave(2, dim=-1), q.scales.view(torch.uint8))
     result = QuantizedTensor(packed.reshape(q.packed.shape), block_scales.view(torch.float8_e4m3fn), q.per_tensor_scale, q.mode)
     return result, int(nv_exact.sum())
+
+
+def exact_blocks(stored: StoredWeight) -> tuple[int, int]:
+    """(NVFP4 blocks that lossless() re-encodes exactly, all NVFP4 blocks) of a weight whose
+    leading dim holds experts that each get their own tensor scale, as `nvfp4 quantize` gives
+    each expert's gate and up (one scale) and its down projection. All-zero blocks come back
+    exactly either way; other blocks when within LOSSLESS_SPAN of their expert's largest exponent."""
+    blocks, scales = stored.parts["blocks"], stored.parts["scales"]
+    nonzero = _nonzero_blocks(blocks)
+    experts = scales.reshape(scales.shape[0], -1) if scales.dim() > 2 else scales.reshape(1, -1)
+    nonzero = nonzero.reshape(experts.shape)
+    top = torch.where(nonzero, experts.to(torch.int32), -1).amax(dim=1, keepdim=True)
+    exact = ~nonzero | (top - experts.to(torch.int32) <= LOSSLESS_SPAN)
+    return 2 * int(exact.sum()), 2 * exact.numel()

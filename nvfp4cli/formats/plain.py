@@ -15,7 +15,11 @@ def weight(checkpoint: Checkpoint, name: str) -> LogicalWeight:
 
 
 def read(weight: LogicalWeight, checkpoint: Checkpoint) -> StoredWeight:
-    return StoredWeight(weight, {"values": checkpoint.read(weight.name)})
+    view = weight.view
+    if view is None:
+        return StoredWeight(weight, {"values": checkpoint.read(weight.tensors[0])})
+    values = checkpoint.read(weight.tensors[0], view.expert)
+    return StoredWeight(weight, {"values": view.rows(values.T if view.in_first else values)})
 
 
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
