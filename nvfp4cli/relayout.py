@@ -13,13 +13,13 @@ handler (formats/). A format's stored scale is copied as is when the format does
 scale pts_new >= the largest pts of its members, so every rescaled block scale s8 * pts_old /
 pts_new shrinks and none can overflow E4M3. With the FP4 codes kept, all values of a block scale
 by one factor, so the E4M3 value nearest to s8 * pts_old / pts_new (ties to even) is the block
-scale of least error against the unrepaired values; a generic ratio costs about 32 dB SQNR on
-average (3 mantissa bits), a power-of-two ratio nothing. So pts_new is chosen among the members'
-own pts times the smallest power of two that reaches the largest (each candidate leaves one
-member exact) by the best worst-member SQNR, computed exactly from the codes. measure_repairs
-then reports the SQNR of every repaired tensor as written. --fix also stores NVFP4 MoE routers,
-shared-expert gates and embeddings in float (dequantized), which no engine's NVFP4 path loads.
-A NaN or missing part cannot be repaired: plan_convert refuses and nothing is written.
+scale of least error against the unrepaired values. A weight's error then depends only on how
+much code energy sits on each of the 127 block-scale values, so pts_new is searched: the largest
+pts, each member's pts times the power of two that reaches it (that member stays exact), and
+1 + j/1024 times the largest, scored exactly in O(127) each; the best worst-member SQNR wins.
+measure_repairs reports the SQNR of every repaired tensor as written. --fix also stores NVFP4 MoE
+routers, shared-expert gates and embeddings in float (dequantized), which no engine's NVFP4 path
+loads. A NaN or missing part cannot be repaired: plan_convert refuses and nothing is written.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .modules import default_skip_reason, fused_group_key, module_name
 from .plan import COPY, DEQUANTIZE, Plan, Unit
 from .verify import check_fused, check_tensors, find_modules, view_of
 
+SEARCH_STEPS = 1024  # shared-scale candidates between the largest pts and twice it (see _shared_scale)
 REPACKAGE = "repackage"  # the plan operation and unit action: same codes, new names and conventions
 # What --fix stores in float: weights no engine's NVFP4 path loads (verify's "target" findings).
 FLOAT_ONLY = ("MoE router", "shared expert gate", "embedding")
@@ -94,33 +95,40 @@ def rescale_block_scales(scales: torch.Tensor, ratio: float) -> torch.Tensor:
     return e4m3_nearest(scales.to(torch.float64) * ratio).reshape(scales.shape)
 
 
-def block_energy(packed: torch.Tensor) -> torch.Tensor:
-    """Sum of e2m1(code)^2 over each 16-element block, float64 [..., K/16]: a block's weight in
-    the squared error of its scale."""
-    values = e2m1_values()[unpack_codes(packed).long()].to(torch.float64)
-    return values.square().unflatten(-1, (-1, BLOCK_SIZE)).sum(-1)
+def scale_energy(packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """float64 [127]: for each E4M3 block-scale byte, the summed e2m1(code)^2 of the blocks that
+    use it. A weight's error under a rescale depends only on this (a block of scale s and codes c
+    errs by sum c^2 * (s * ratio - rounded)^2), so candidate scales are scored in O(127) each."""
+    energy = e2m1_values()[unpack_codes(packed).long()].to(torch.float64).square().unflatten(-1, (-1, BLOCK_SIZE)).sum(-1)
+    return torch.zeros(len(E4M3_TABLE), dtype=torch.float64).index_add_(0, scales.view(torch.uint8).reshape(-1).long(), energy.reshape(-1))
 
 
-def rescale_sqnr_db(scales: torch.Tensor, energy: torch.Tensor, ratio: float) -> float:
-    """SQNR (dB) of a weight whose block scales go from s8 to rescale_block_scales(s8, ratio),
-    its codes kept, against the weight before; inf when nothing changes."""
-    exact = scales.to(torch.float64) * ratio
-    noise = float((energy * (exact - rescale_block_scales(scales, ratio).to(torch.float64)).square()).sum())
-    signal = float((energy * exact.square()).sum())
-    return math.inf if noise == 0 else -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+def rescale_sqnr_db(energy: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+    """float64 [len(ratios)]: the SQNR (dB) of a weight whose block scales go from s8 to
+    rescale_block_scales(s8, ratio), its codes kept, against the weight before (energy:
+    scale_energy); inf when nothing changes."""
+    exact = ratios.to(torch.float64)[:, None] * E4M3_TABLE[None, :]
+    noise = (energy * (exact - e4m3_nearest(exact).to(torch.float64)).square()).sum(-1)
+    signal = (energy * exact.square()).sum(-1)
+    return torch.where(noise == 0, math.inf, 10 * torch.log10(signal / noise))
 
 
-def shared_scale_candidates(stored: dict[str, float], fmt: str) -> list[float]:
-    """Stored tensor scales the group may share: each member's pts times the smallest power of
-    two that reaches the largest pts (exact in float32, so that member keeps its block scales)."""
+def shared_scale_candidates(stored: dict[str, float], fmt: str, steps: int = SEARCH_STEPS) -> list[float]:
+    """Stored tensor scales (float32 values) the group may share, all at or above the largest
+    pts: first the largest pts itself and each member's pts times the smallest power of two that
+    reaches it (that member's block scales stay exact), then the largest pts times 1 + j/steps."""
     pts = {name: pts_of(value, fmt) for name, value in stored.items()}
-    largest = max(pts.values())
-    candidates = []
+    largest = max(pts, key=pts.__getitem__)
+    candidates = [stored[largest]]
     for name, value in stored.items():
         k = 0
-        while pts[name] * 2.0**k < largest:
+        while pts[name] * 2.0**k < pts[largest]:
             k += 1
         candidates.append(value * 2.0**-k if fmt == formats.compressed_tensors.NAME else value * 2.0**k)
+    for step in range(1, steps):
+        factor = 1 + step / steps
+        scaled = stored[largest] / factor if fmt == formats.compressed_tensors.NAME else stored[largest] * factor
+        candidates.append(float(torch.tensor(scaled, dtype=torch.float32)))
     return list(dict.fromkeys(candidates))
 
 
@@ -224,18 +232,16 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
 
 def _shared_scale(stored: dict[str, StoredWeight], fmt: str) -> torch.Tensor:
     """The stored tensor scale a group shares: its own for one weight or equal scales, else the
-    candidate with the best worst-member SQNR (the first, the largest pts itself, on ties)."""
+    candidate with the best worst-member SQNR (the earliest on ties)."""
     values = {name: float(parts.parts["tensor_scale"]) for name, parts in stored.items()}
     first = next(iter(stored.values())).parts["tensor_scale"]
     if len(set(values.values())) == 1:
         return first
-    energy = {name: block_energy(parts.parts["packed"]) for name, parts in stored.items()}
-
-    def worst(candidate: float) -> float:
-        return min(rescale_sqnr_db(parts.parts["scales"], energy[name], pts_ratio(values[name], candidate, fmt)) for name, parts in stored.items())
+    energy = {name: scale_energy(parts.parts["packed"], parts.parts["scales"]) for name, parts in stored.items()}
 
     candidates = shared_scale_candidates(values, fmt)
-    best = max(candidates, key=lambda candidate: (worst(candidate), -candidates.index(candidate)))
+    worst = torch.stack([rescale_sqnr_db(energy[name], torch.tensor([pts_ratio(values[name], c, fmt) for c in candidates])) for name in stored]).amin(0)
+    best = candidates[int(torch.argmax(worst))]  # argmax takes the first of equal maxima
     return torch.tensor(best, dtype=torch.float32).reshape(first.shape)
 
 

@@ -183,7 +183,7 @@ def test_fix_on_llm_compressor_output(tmp_path):
                 assert reported is None or reported > 100
             else:
                 assert reported == pytest.approx(ours, abs=1e-4)  # its decode is float32
-    assert report["min_sqnr_db"] > 25  # tiny 32x64 experts: few blocks, so a wide spread around ~32 dB
+    assert report["min_sqnr_db"] >= 30  # the issue's target, on 32x64 experts 2.8x to 4.5x apart
     # Router and embedding stored in float: the input's values (compressed-tensors' decode) in bf16.
     for module in ("model.layers.0.mlp.gate", "model.embed_tokens"):
         assert fixed[f"{module}.weight"].dtype == torch.bfloat16
@@ -283,3 +283,19 @@ def test_sharded_input_gives_sharded_output(tmp_path):
     source, converted = tensors_of(tmp_path / "q"), tensors_of(tmp_path / "mo")
     for module in ct_modules(source):
         assert raw(converted[f"{module}.weight"]) == raw(source[f"{module}.weight_packed"])
+
+
+def test_rescale_sqnr_from_the_scale_histogram_equals_the_decoded_weights():
+    """The O(127) score --fix searches with against the SQNR of the decoded values (numpy)."""
+    from nvfp4cli.relayout import rescale_block_scales, rescale_sqnr_db, scale_energy
+
+    generator = torch.Generator().manual_seed(21)
+    q = quantize(torch.randn(96, 256, generator=generator) * torch.rand(96, 1, generator=generator), "rn")
+    codes = unpack_fp4_from_uint8(q.packed, 96, 256, torch.float64).numpy().reshape(96, -1, 16)
+    ratios = [1.0, 0.5, 0.7312, 0.2049, 0.999]
+    predicted = rescale_sqnr_db(scale_energy(q.packed, q.scales), torch.tensor(ratios))
+    for ratio, score in zip(ratios, predicted.tolist()):
+        before = codes * (q.scales.double().numpy() * ratio)[..., None]
+        after = codes * rescale_block_scales(q.scales, ratio).double().numpy()[..., None]
+        noise = np.square(before - after).sum()
+        assert (score == math.inf and noise == 0) or score == pytest.approx(10 * math.log10(np.square(before).sum() / noise), abs=1e-9)
