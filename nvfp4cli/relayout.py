@@ -107,7 +107,9 @@ def rescale_sqnr_db(energy: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
     """float64 [len(ratios)]: the SQNR (dB) of a weight whose block scales go from s8 to
     rescale_block_scales(s8, ratio), its codes kept, against the weight before (energy:
     scale_energy); inf when nothing changes."""
-    exact = ratios.to(torch.float64)[:, None] * E4M3_TABLE[None, :]
+    if ratios.dtype != torch.float64:
+        raise ValueError("ratios must be float64, as rescale_block_scales uses them")
+    exact = ratios[:, None] * E4M3_TABLE[None, :]
     noise = (energy * (exact - e4m3_nearest(exact).to(torch.float64)).square()).sum(-1)
     signal = (energy * exact.square()).sum(-1)
     return torch.where(noise == 0, math.inf, 10 * torch.log10(signal / noise))
@@ -240,7 +242,7 @@ def _shared_scale(stored: dict[str, StoredWeight], fmt: str) -> torch.Tensor:
     energy = {name: scale_energy(parts.parts["packed"], parts.parts["scales"]) for name, parts in stored.items()}
 
     candidates = shared_scale_candidates(values, fmt)
-    worst = torch.stack([rescale_sqnr_db(energy[name], torch.tensor([pts_ratio(values[name], c, fmt) for c in candidates])) for name in stored]).amin(0)
+    worst = torch.stack([rescale_sqnr_db(energy[name], torch.tensor([pts_ratio(values[name], c, fmt) for c in candidates], dtype=torch.float64)) for name in stored]).amin(0)
     best = candidates[int(torch.argmax(worst))]  # argmax takes the first of equal maxima
     return torch.tensor(best, dtype=torch.float32).reshape(first.shape)
 

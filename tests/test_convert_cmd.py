@@ -293,7 +293,7 @@ def test_rescale_sqnr_from_the_scale_histogram_equals_the_decoded_weights():
     q = quantize(torch.randn(96, 256, generator=generator) * torch.rand(96, 1, generator=generator), "rn")
     codes = unpack_fp4_from_uint8(q.packed, 96, 256, torch.float64).numpy().reshape(96, -1, 16)
     ratios = [1.0, 0.5, 0.7312, 0.2049, 0.999]
-    predicted = rescale_sqnr_db(scale_energy(q.packed, q.scales), torch.tensor(ratios))
+    predicted = rescale_sqnr_db(scale_energy(q.packed, q.scales), torch.tensor(ratios, dtype=torch.float64))
     for ratio, score in zip(ratios, predicted.tolist()):
         before = codes * (q.scales.double().numpy() * ratio)[..., None]
         after = codes * rescale_block_scales(q.scales, ratio).double().numpy()[..., None]
