@@ -153,7 +153,7 @@ def _merged(tensors: Sequence[TensorComparison]) -> ErrorStats:
 
 def _load(weight: LogicalWeight, checkpoint: Checkpoint) -> tuple[torch.Tensor, QuantizedTensor | None]:
     # Float tensors stay in their stored dtype (ErrorStats widens chunk by chunk); the rest decode to float32.
-    dtype = checkpoint.info(weight.name).torch_dtype if not weight.quantized else None
+    dtype = checkpoint.info(weight.tensors[0]).torch_dtype if not weight.quantized else None
     return formats.load_both(weight, checkpoint, dtype if dtype is not None and dtype.is_floating_point else torch.float32)
 
 

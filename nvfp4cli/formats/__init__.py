@@ -55,7 +55,7 @@ def check_decodable(checkpoint: Checkpoint, weights: dict[str, LogicalWeight]) -
     if method == "compressed-tensors" and quantization.get("format", "dense") not in DECODED_COMPRESSED_TENSORS_FORMATS:
         raise DataError(f"{checkpoint.path}: compressed-tensors format {quantization.get('format')!r} is not one nvfp4 decodes ({', '.join(DECODED_COMPRESSED_TENSORS_FORMATS)})")
     for name, weight in weights.items():
-        if weight.format == plain.NAME and name.endswith(".weight") and checkpoint.info(name).dtype.startswith("F8_"):
+        if weight.format == plain.NAME and name.endswith(".weight") and checkpoint.info(weight.tensors[0]).dtype.startswith("F8_"):
             raise DataError(f"{checkpoint.path}: FP8 weight {name!r} has no scale nvfp4 knows (weight_scale_inv, weight_scale): cannot decode it")
 
 
