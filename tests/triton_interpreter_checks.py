@@ -258,3 +258,141 @@ def test_ops_trace_under_torch_compile_fullgraph():
     assert torch.equal(got[0], want[0]) and torch.equal(got[1].view(torch.uint8), want[1].view(torch.uint8))
     want_reference = reference.quantize(x, per_tensor_scale=per_tensor_scale_from_amax(reference.amax(x)), mode=Mode.RS, seed=SEED, offset=OFFSET)
     assert torch.equal(got[0], want_reference[0])
+
+
+# ---------------------------------------------------------------- training primitives (SPEC.md §8)
+
+TRAINING_SHAPES = [(16, 16), (48, 80), (32, 272)]  # odd block and tile counts both ways
+SMALL_TILES = {(Mode.RN, True): (32, 1, 1), (Mode.RS, True): (32, 1, 1)}  # 2 block columns a 2-D tile
+SMALL_TILE_SHAPE = (48, 80)  # 3 x 3 of those tiles, the last one half outside
+
+
+def training_input(shape, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)
+    return x.to(dtype)
+
+
+def assert_same_bytes(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert torch.equal(g.reshape(-1).view(torch.uint8), w.reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 16), (3, 5, 48), (40, 80)], ids=str)
+def test_rht_matches_reference(shape, dtype):
+    x = training_input(shape, dtype, seed=shape[-1])
+    for signs in (nvfp4cli.kernels.HADAMARD_SIGNS, tuple(-s for s in nvfp4cli.kernels.HADAMARD_SIGNS)):
+        for inverse in (False, True):
+            assert torch.equal(triton_backend.rht(x, signs=signs, inverse=inverse), reference.rht(x, signs=signs, inverse=inverse))
+    assert torch.equal(triton_backend.amax(x, hadamard=True), reference.amax(x, hadamard=True))
+
+
+@pytest.mark.parametrize("tiles", ["default", "small"])
+@pytest.mark.parametrize("variant", ["hadamard", "block_2d", "both"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hadamard_and_2d_quantize_match_reference(monkeypatch, dtype, mode, variant, tiles):
+    if tiles == "small":
+        for key, config in SMALL_TILES.items():
+            monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
+        monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, (mode, False), (16, 1, 3))
+        monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
+    flags = {"hadamard": variant != "block_2d", "block_2d": variant != "hadamard"}
+    for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
+        x = training_input(shape, dtype, seed=shape[1] + DTYPES.index(dtype))
+        pts = per_tensor_scale_from_amax(reference.amax(x, hadamard=flags["hadamard"]))
+        got = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, **flags)
+        want = reference.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, **flags)
+        assert_same_bytes(got, want)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_hadamard_with_a_scale_rule_matches_reference(rule):
+    x = training_input((6, 96), torch.bfloat16, seed=3)
+    pts = per_tensor_scale_from_amax(reference.amax(x, hadamard=True))
+    for mode in MODES:
+        got = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, scale_rule=rule, hadamard=True)
+        want = reference.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, scale_rule=rule, hadamard=True)
+        assert_same_bytes(got, want)
+
+
+@pytest.mark.parametrize("tiles", ["default", "small"])
+@pytest.mark.parametrize("flags", ["plain", "block_2d", "col_hadamard", "both"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rowcol_matches_reference(monkeypatch, dtype, mode, flags, tiles):
+    if tiles == "small":
+        for key, config in SMALL_TILES.items():
+            monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
+        monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
+    block_2d, col_hadamard = flags in ("block_2d", "both"), flags in ("col_hadamard", "both")
+    for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
+        x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
+        amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
+        assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
+        pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
+        kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
+        assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
+
+
+@pytest.mark.parametrize("mode", ["rn", "rs"])
+def test_training_api_backends_agree_and_match_the_scalar_oracle(mode):
+    x = training_input((32, 48), torch.bfloat16, seed=9)
+    got = nvfp4cli.quantize_rowcol(x, mode, 5, 7, block_2d=True, col_hadamard=True, backend="triton")
+    want = nvfp4cli.quantize_rowcol(x, mode, 5, 7, block_2d=True, col_hadamard=True, backend="reference")
+    oracle = spec_oracle.quantize_rowcol(x.float().numpy(), mode, 5, 7, True, True)
+    for g, w, o in zip(got, want, oracle):
+        assert_same_bytes((g.packed, g.scales, g.per_tensor_scale), (w.packed, w.scales, w.per_tensor_scale))
+        assert np.array_equal(unpack_codes(g.packed).numpy(), o[0]) and np.array_equal(g.scales.view(torch.uint8).numpy(), o[1])
+    assert torch.equal(nvfp4cli.rht(x, backend="triton"), torch.from_numpy(spec_oracle.rht(x.float().numpy())))
+
+
+@pytest.mark.parametrize("shape", [(0, 64), (0, 3, 32)], ids=str)
+def test_empty_tensors_through_the_api(shape):
+    x = torch.empty(shape)
+    for backend in ("triton", "reference"):
+        for kwargs in ({}, {"hadamard": True}, {"mode": "rs", "seed": 1}):
+            q = nvfp4cli.quantize(x, backend=backend, **kwargs)
+            assert q.packed.shape == (*shape[:-1], shape[-1] // 2) and q.scales.shape == (*shape[:-1], shape[-1] // 16)
+            assert float(q.per_tensor_scale) == 2.0**-120
+            assert nvfp4cli.dequantize(q).shape == shape
+    rows, cols = nvfp4cli.quantize_rowcol(torch.empty(0, 32), backend="triton", col_hadamard=True)
+    assert rows.packed.shape == (0, 16) and cols.packed.shape == (32, 0) and cols.scales.shape == (32, 0)
+
+
+def test_training_ops_pass_opcheck_and_trace_under_torch_compile():
+    x = training_input((32, 64), torch.bfloat16, seed=11)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    seed, offset = torch.tensor(SEED), torch.tensor(OFFSET)
+    torch.library.opcheck(torch.ops.nvfp4.rht.default, (x, True, [1] * 16))
+    torch.library.opcheck(torch.ops.nvfp4.amax.default, (x, True))
+    torch.library.opcheck(torch.ops.nvfp4.amax_rowcol.default, (x, True))
+    torch.library.opcheck(torch.ops.nvfp4.quantize.default, (x, pts, True, seed, offset, False, "max", True, True))
+    torch.library.opcheck(torch.ops.nvfp4.quantize_rowcol.default, (x, pts, pts, True, seed, offset, True, True))
+
+    def step(x, seed, offset):
+        row_amax, col_amax = torch.ops.nvfp4.amax_rowcol(x, True)
+        pts = torch.clamp(row_amax / 2688, min=2.0**-120)
+        col_pts = torch.clamp(col_amax / 2688, min=2.0**-120)
+        return torch.ops.nvfp4.quantize_rowcol(x, pts, col_pts, True, seed, offset, True, True)
+
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(x, seed, offset)
+    want = nvfp4cli.quantize_rowcol(x, "rs", SEED, OFFSET, block_2d=True, col_hadamard=True, backend="reference")
+    assert_same_bytes(got, (want[0].packed, want[0].scales, want[1].packed, want[1].scales))
+
+
+@pytest.mark.parametrize(
+    "call,pattern",
+    [
+        (lambda: torch.ops.nvfp4.quantize_rowcol(torch.zeros(8, 32), torch.tensor(1.0), torch.tensor(1.0), False, None, None), r"2-D tensor whose dims are multiples of 16, got shape \(8, 32\)"),
+        (lambda: torch.ops.nvfp4.quantize_rowcol(torch.zeros(16, 32), torch.tensor(1.0), torch.tensor(1.0), True, None, None), r"needs a seed tensor"),
+        (lambda: torch.ops.nvfp4.rht(torch.zeros(2, 16), False, [1] * 8), r"signs must be 16 values"),
+        (lambda: torch.ops.nvfp4.quantize(torch.zeros(2, 3, 16), torch.tensor(1.0), False, None, None, False, "max", False, True), r"got shape \(2, 3, 16\)"),
+    ],
+)
+def test_training_ops_reject_bad_input(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
