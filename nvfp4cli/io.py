@@ -13,10 +13,12 @@ converted instead of growing with the pages of a mapped shard. Dtypes this tool 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -409,7 +411,18 @@ class SafetensorsWriter:
         header, self._offsets = safetensors_layout(specs, metadata)
         self._pending = set(self._specs)
         self._handle = open(path, "wb")  # noqa: SIM115 - closed by close() or abort()
-        self._handle.write(header)
+        with self._naming_the_file():
+            self._handle.write(header)
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        # A failed write or flush (a full disk) raises an OSError without a file name: name it.
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write a tensor of the planned dtype and shape (or its raw bytes, flat uint8)."""
@@ -418,8 +431,9 @@ class SafetensorsWriter:
         raw = tensor.dtype == torch.uint8 and spec.dtype != "U8" and tensor.dim() == 1
         if (DTYPE_NAMES.get(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape) and not raw or data.numel() != spec.nbytes:
             raise ValueError(f"{self.path}: tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, planned {spec.dtype} {spec.shape}")
-        self._handle.seek(self._offsets[name])
-        self._handle.write(data.numpy())
+        with self._naming_the_file():
+            self._handle.seek(self._offsets[name])
+            self._handle.write(data.numpy())
         self._pending.discard(name)
 
     def close(self) -> None:
@@ -427,8 +441,9 @@ class SafetensorsWriter:
         try:
             if self._pending:
                 raise ValueError(f"{self.path}: tensor {sorted(self._pending)[0]!r} was planned but never written")
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            with self._naming_the_file():
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
         finally:
             self._handle.close()
 

@@ -28,6 +28,17 @@ RETIRED_TAG = "nvfp4-old"
 HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
 
 
+# A staging sibling's name, from which shown_paths recovers the output's name.
+_STAGING_NAME = re.compile(rf"\.([^/]+?)\.{STAGING_TAG}-[A-Za-z0-9._]+-\d+-[0-9a-f]+")
+
+
+def shown_paths(text: str) -> str:
+    """text (an error message) with each staging sibling's name replaced by its output's, so that
+    an error while writing `out/model-00002-of-00004.safetensors` names that, not the hidden
+    `.out.nvfp4-tmp-<host>-<pid>-<random>/model-00002-of-00004.safetensors`."""
+    return _STAGING_NAME.sub(r"\1", text)
+
+
 def _is_within(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 

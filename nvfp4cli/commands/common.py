@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from .. import distributed
 from ..errors import DataError, Terminated, UsageError, message, one_line, sigterm_unwinds
+from ..staging import shown_paths
 
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on errors.")  # every command has it
 
@@ -53,7 +54,7 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
         if debug:
             raise
         code = getattr(exc, "exit_code", 2 if isinstance(exc, UsageError) else 1)
-        typer.echo(f"nvfp4: error: {_message(exc)}", err=True)
+        typer.echo(f"nvfp4: error: {shown_paths(_message(exc))}", err=True)  # never the hidden staging path
         raise typer.Exit(code) from None
 
 
