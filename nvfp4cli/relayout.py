@@ -39,7 +39,7 @@ from .io import Checkpoint, TensorSpec
 from .metrics import sqnr_db
 from .modules import default_skip_reason, fused_group_key, module_name
 from .plan import COPY, DEQUANTIZE, Plan, Unit
-from .verify import check_fused, check_tensors, find_modules, view_of
+from .verify import check_fused, check_tensors, find_modules, float_weights, view_of
 
 SEARCH_STEPS = 1024  # shared-scale candidates between the largest pts and twice it (see _shared_scale)
 REPACKAGE = "repackage"  # the plan operation and unit action: same codes, new names and conventions
@@ -191,7 +191,7 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
     in_fmt, modules = find_modules(view)
     if in_fmt is None:
         raise DataError(f"{checkpoint.path}: no NVFP4 weights to convert")
-    floats = [name for name, (dtype, shape) in view.tensors.items() if name.endswith(".weight") and len(shape) >= 2 and name.removesuffix(".weight") not in modules]
+    floats = float_weights(view, modules)
     problems = list(check_tensors(view, in_fmt, modules))
     if options.fix:  # a fused group partly in float needs quantizing, not re-laying out
         problems += [finding for finding in check_fused(view, modules, floats) if finding.tensor in floats]
@@ -200,6 +200,9 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
     if input_scales:
         raise DataError(f"{checkpoint.path}: activation scales ({input_scales[0]}): convert re-lays out weight-only NVFP4 (W4A16) checkpoints")
     weights = formats.logical_weights(checkpoint)
+    other = next((weight for weight in weights.values() if weight.quantized and not weight.nvfp4), None)
+    if other is not None:  # the output config would describe NVFP4 only and leave it unloadable
+        raise DataError(f"{checkpoint.path}: {other.name} is {other.format}, not NVFP4: convert re-lays out checkpoints whose quantized weights are all NVFP4")
     repairs = _plan_repairs(checkpoint, weights) if options.fix else {}
     dequantized = {name for name, weight in weights.items() if options.fix and weight.nvfp4 and default_skip_reason(name) in FLOAT_ONLY}
     units: list[Unit] = []

@@ -31,6 +31,7 @@ CHECKS = ("format", "tensors", "fused", "config", "target")
 COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT = compressed_tensors.NAME, modelopt.NAME
 CT_FORMAT_NAME = compressed_tensors.FORMAT_NAME
 HF_QUANT_CONFIG_NAME = modelopt.HF_QUANT_CONFIG_NAME
+FLOAT_DTYPE_NAMES = ("BF16", "F16", "F32", "F64")
 MODELOPT_ALGOS = {"W4A16_NVFP4": False, "NVFP4": True}  # quant_algo -> activations quantized (W4A4)
 VLLM_MODELOPT_REQUIRED = ("group_size", "kv_cache_quant_algo", "exclude_modules")  # vLLM raises without them
 
@@ -179,13 +180,13 @@ def find_modules(view: CheckpointView) -> tuple[str | None, dict[str, Module]]:
     return fmt, modules
 
 
-def _float_weights(view: CheckpointView, modules: Mapping[str, Module]) -> list[str]:
+def float_weights(view: CheckpointView, modules: Mapping[str, Module]) -> list[str]:
     """Stored float `*.weight` tensors of 2 or more dims (the Linear-like ones of a module
-    that is not NVFP4)."""
+    that is not NVFP4); FP8 or integer weights belong to another quantization scheme."""
     return [
         name
         for name, (dtype, shape) in view.tensors.items()
-        if name.endswith(".weight") and len(shape) >= 2 and name.removesuffix(".weight") not in modules and dtype not in ("U8", "I8")
+        if name.endswith(".weight") and len(shape) >= 2 and name.removesuffix(".weight") not in modules and dtype in FLOAT_DTYPE_NAMES
     ]
 
 
@@ -496,7 +497,7 @@ def verify(view: CheckpointView, target: str = "vllm") -> dict:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
     fmt, modules = find_modules(view)
-    floats = _float_weights(view, modules)
+    floats = float_weights(view, modules)
     findings: list[Finding] = []
     if fmt is None:
         findings.append(Finding(view.path, "format", "no NVFP4 weights (neither compressed-tensors nor ModelOpt names)"))

@@ -299,3 +299,11 @@ def test_rescale_sqnr_from_the_scale_histogram_equals_the_decoded_weights():
         after = codes * rescale_block_scales(q.scales, ratio).double().numpy()[..., None]
         noise = np.square(before - after).sum()
         assert (score == math.inf and noise == 0) or score == pytest.approx(10 * math.log10(np.square(before).sum() / noise), abs=1e-9)
+
+
+def test_other_quantized_formats_are_refused(tmp_path):
+    tensors = ct_tensors()
+    tensors["model.layers.0.mlp.extra.weight"] = torch.zeros(32, 64).to(torch.float8_e4m3fn)  # compressed-tensors FP8
+    tensors["model.layers.0.mlp.extra.weight_scale"] = torch.ones(32, 1)
+    result = nvfp4("convert", write(tmp_path / "in", tensors, CT_CONFIG), "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "model.layers.0.mlp.extra.weight" in result.stderr and not (tmp_path / "out").exists()
