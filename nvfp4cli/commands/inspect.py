@@ -20,7 +20,8 @@ def inspect(
 ) -> None:
     """List every tensor (NVFP4 triples as one weight) with totals and the compression ratio."""
     with cli_errors(debug):
-        report = inspect_checkpoint(open_checkpoint(path))
+        checkpoint = open_checkpoint(path)
+        report = inspect_checkpoint(checkpoint) | {"skipped_files": checkpoint.skipped_files}
         if json_output:
             print_json(report)
             return
@@ -34,12 +35,17 @@ def inspect(
         print_table(
             [
                 ["tensors", totals["tensors"]],
-                ["NVFP4 weights", totals["quantized"]],
+                ["quantized weights", totals["quantized"]],
                 ["bytes as float (NVFP4 at bf16)", totals["bytes_float"]],
                 ["bytes stored", totals["bytes_stored"]],
                 ["compression ratio", f"{totals['ratio']:.2f}x" if totals["ratio"] else "-"],
             ],
             headers=("", ""),
         )
+        if report["skipped_files"]:  # what quantize would leave out, and why
+            typer.echo("")
+            print_table([[item["file"], item["reason"]] for item in report["skipped_files"]], headers=("other weight file", "when converting"))
+        if report["metadata"]:
+            typer.echo("\nmetadata: " + ", ".join(f"{key}={value}" for key, value in report["metadata"].items()))
         if report["record"]:
             typer.echo(f"\nrecorded by {report['record'].get('producer')}: " + ", ".join(f"{k}={report['record'][k]}" for k in ("format", "mode", "scale_rule", "seed", "dtype") if k in report["record"]))
