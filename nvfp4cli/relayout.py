@@ -243,7 +243,6 @@ def _shared_scale(stored: dict[str, StoredWeight], fmt: str) -> torch.Tensor:
     if len(set(values.values())) == 1:
         return first
     energy = {name: scale_energy(parts.parts["packed"], parts.parts["scales"]) for name, parts in stored.items()}
-
     candidates = shared_scale_candidates(values, fmt)
     worst = torch.stack([rescale_sqnr_db(energy[name], torch.tensor([pts_ratio(values[name], c, fmt) for c in candidates], dtype=torch.float64)) for name in stored]).amin(0)
     best = candidates[int(torch.argmax(worst))]  # argmax takes the first of equal maxima

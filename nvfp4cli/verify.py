@@ -457,9 +457,9 @@ def check_target(view: CheckpointView, fmt: str, modules: Mapping[str, Module], 
         if fmt == COMPRESSED_TENSORS_FORMAT:
             yield Finding("config.json", "target", "TensorRT-LLM loads ModelOpt checkpoints (hf_quant_config.json); convert to modelopt")
         elif view.has_directory:
-            algo = str(section(view.hf_quant_config, "quantization").get("quant_algo", "")).upper()
+            algo = str(section(view.hf_quant_config, "quantization").get("quant_algo") or section(view.config, "quantization_config").get("quant_algo", "")).upper()
             if algo and algo != "NVFP4":
-                yield Finding(HF_QUANT_CONFIG_NAME, "target", f"quant_algo {algo} is not one of TensorRT-LLM's QuantAlgo values; it runs NVFP4 as W4A4 (quant_algo NVFP4, with input scales)")
+                yield Finding(HF_QUANT_CONFIG_NAME if view.hf_quant_config is not None else "config.json", "target", f"quant_algo {algo} is not one of TensorRT-LLM's QuantAlgo values; it runs NVFP4 as W4A4 (quant_algo NVFP4, with input scales)")
     if target != "vllm":
         return
     nvfp4_embed = bool(section(view.hf_quant_config, "quantization").get("nvfp4_embed"))
