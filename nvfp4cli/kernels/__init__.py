@@ -72,7 +72,7 @@ class Backend(Protocol):
         hadamard=col_hadamard), both with block_2d, for a 2-D x with both dims multiples of 16."""
         ...
 
-    def rht(self, x: torch.Tensor, *, signs: tuple[int, ...], inverse: bool = False) -> torch.Tensor:
+    def rht(self, x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
         """The 16-point random Hadamard transform along the last dim (SPEC.md §8), float32."""
         ...
 
