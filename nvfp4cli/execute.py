@@ -41,6 +41,7 @@ from .io import (
     write_json,
 )
 from .kernels import get_backend
+from .modules import is_expert
 from .parallel import threads_for
 from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
 from .relayout import REPACKAGE, produce as relayout_unit
@@ -83,7 +84,9 @@ def _quantize_mxfp4_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict
     one power-of-two tensor scale for the unit (a fused group shares it); None when the unit
     holds other formats, or nothing non-zero, and takes the usual path."""
     options: QuantizeOptions = plan.options
-    if options.scale_rule != "max" or any(plan.weights[name].format != formats.mxfp4.NAME for name in unit.inputs):
+    if options.scale_rule != "max" or options.block_2d or _unit_scale(plan, unit) is not None:
+        return None
+    if any(plan.weights[name].format != formats.mxfp4.NAME for name in unit.inputs):
         return None
     stored = {name: formats.mxfp4.read(plan.weights[name], checkpoint) for name in unit.inputs}
     kmax = formats.mxfp4.top_exponent(list(stored.values()))
@@ -97,6 +100,13 @@ def _quantize_mxfp4_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict
     return results
 
 
+def _unit_scale(plan: Plan, unit: Unit) -> torch.Tensor | None:
+    """pts = 1 for MoE experts when asked (QuantizeOptions.experts_unit_scale); None otherwise."""
+    if plan.options.experts_unit_scale and all(is_expert(name) for name in unit.inputs):
+        return torch.ones((), device=plan.options.device)
+    return None
+
+
 def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
     options: QuantizeOptions = plan.options
     output = formats.output_format(options.fmt)
@@ -105,13 +115,17 @@ def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, 
         return {key: value.cpu() for name, q in lossless.items() for key, value in output.encode(name, q).items()}
     device = torch.device(options.device)
     tensors = {name: _input_values(plan, checkpoint, name, device) for name in unit.inputs}
-    shared_pts = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend) if len(unit.inputs) > 1 else None
+    shared_pts = _unit_scale(plan, unit)
+    if shared_pts is None and len(unit.inputs) > 1:
+        shared_pts = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend)
     outputs: dict[str, torch.Tensor] = {}
     for name in unit.inputs:
         x = tensors.pop(name)  # free each input as soon as it is quantized
         seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
         try:
-            q = quantize(x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=options.backend, scale_rule=options.scale_rule)
+            q = quantize(
+                x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=options.backend, scale_rule=options.scale_rule, block_2d=options.block_2d
+            )
         except DataError as exc:
             raise _weight_error(checkpoint, plan, name, exc) from None
         outputs.update({key: value.cpu() for key, value in output.encode(name, q).items()})

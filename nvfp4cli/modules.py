@@ -30,6 +30,14 @@ DEFAULT_SKIPS = (
 )
 
 
+_EXPERT = re.compile(r"\.experts\.\d+\.")
+
+
+def is_expert(name: str) -> bool:
+    """A routed MoE expert's weight ('...mlp.experts.7.up_proj.weight'); shared experts are not."""
+    return _EXPERT.search(name) is not None
+
+
 def module_name(name: str) -> str:
     """'model.layers.0.mlp.up_proj.weight' -> 'model.layers.0.mlp.up_proj'."""
     return name.removesuffix(".weight")

@@ -70,6 +70,10 @@ class QuantizeOptions:
     backend: str = "auto"  # auto, reference or triton (resolved by plan_quantize)
     device: str = "cpu"
     scale_rule: str = "max"  # how block scales are chosen: max, 4over6 or mse (docs/format.md)
+    block_2d: bool = False  # each block's scale from its 16x16 tile (a weight and its transpose quantize alike)
+    # Experts get tensor scale 1 (global scale 1), the one per-expert layout transformers 5.x
+    # loads correctly (it drops the experts' global scales; docs/moe.md); costs about 3 dB there.
+    experts_unit_scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def _fused_groups(selections: list[Selection]) -> dict[str, list[str]]:
 # ---- which weights are quantized ---------------------------------------------------------------
 
 
-def _ineligible_reason(weight: LogicalWeight, spec: TensorSpec) -> str:
+def _ineligible_reason(weight: LogicalWeight, spec: TensorSpec, block_2d: bool = False) -> str:
     if len(weight.shape) != 2:
         return f"{len(weight.shape)}-D: only 2-D weights are quantized"
     if not weight.quantized and spec.torch_dtype not in SUPPORTED_DTYPES:
@@ -164,6 +168,8 @@ def _ineligible_reason(weight: LogicalWeight, spec: TensorSpec) -> str:
         return f"last dim {weight.shape[-1]} is not a multiple of {BLOCK_SIZE}"
     if weight.shape[0] == 0:
         return "no rows (an empty tensor): nothing to quantize"
+    if block_2d and weight.shape[0] % BLOCK_SIZE:
+        return f"{weight.shape[0]} rows are not a multiple of {BLOCK_SIZE}, which --block-2d needs"
     return ""
 
 
@@ -185,7 +191,11 @@ def _unmatched_patterns(names: list[str], flag: str, patterns: tuple[str, ...]) 
 
 
 def select_weights(
-    checkpoint: Checkpoint, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), weights: dict[str, LogicalWeight] | None = None
+    checkpoint: Checkpoint,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    weights: dict[str, LogicalWeight] | None = None,
+    block_2d: bool = False,
 ) -> list[Selection]:
     """A decision for every `*.weight` of two or more dims; other tensors are always copied.
 
@@ -203,7 +213,7 @@ def select_weights(
     reasons = {}
     for name in candidates:
         weight = weights[name]
-        reasons[name] = _ineligible_reason(weight, checkpoint.info(weight.tensors[0])) or _policy_reason(name, include, exclude, kept)
+        reasons[name] = _ineligible_reason(weight, checkpoint.info(weight.tensors[0]), block_2d) or _policy_reason(name, include, exclude, kept)
     groups: dict[str, list[str]] = {}
     for name in candidates:
         if fused_group_key(name) is not None:
@@ -295,6 +305,8 @@ def check_quantize_options(options: QuantizeOptions) -> QuantizeOptions:
         raise UsageError(f"mode 'rs' needs a seed, an integer in [0, 2^63); got {options.seed!r}")
     if options.scale_rule not in SCALE_RULES:
         raise UsageError(f"unknown scale rule {options.scale_rule!r}; valid: {', '.join(SCALE_RULES)}")
+    if options.block_2d and options.scale_rule != "max":
+        raise UsageError(f"--block-2d takes the scale rule max only, got {options.scale_rule!r}")
     try:
         device = torch.device(options.device)
     except RuntimeError:
@@ -320,7 +332,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
     if already is not None:
         raise DataError(f"{checkpoint.path}: already NVFP4 ({already.format}: {already.tensors[0]}); use `nvfp4 convert` to re-lay it out, or dequantize it first")
     formats.check_decodable(checkpoint, weights)
-    selections = select_weights(checkpoint, options.include, options.exclude, weights)
+    selections = select_weights(checkpoint, options.include, options.exclude, weights, options.block_2d)
     chosen = {selection.name: selection for selection in selections if selection.quantize}
     members: dict[str, list[str]] = {}
     for name, selection in chosen.items():
@@ -348,6 +360,8 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
         "mode": options.mode.value,
         "seed": options.seed,
         "scale_rule": options.scale_rule,
+        **({"block_2d": True} if options.block_2d else {}),
+        **({"experts_unit_scale": True} if options.experts_unit_scale else {}),
         "quantization_config": quantization_config,
     }
     config = None if checkpoint.config is None else {**checkpoint.config, "quantization_config": quantization_config}

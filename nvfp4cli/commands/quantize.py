@@ -47,6 +47,10 @@ def quantize(
     fmt: OutputFormat = typer.Option(OutputFormat["compressed-tensors"], "--format", help="compressed-tensors (vLLM, transformers) or modelopt (vLLM, SGLang, TensorRT-LLM)."),
     include: list[str] = typer.Option([], "--include", help="Quantize only weights whose name matches this glob (repeatable); overrides the default skips."),
     exclude: list[str] = typer.Option([], "--exclude", help="Keep weights whose name matches this glob in high precision (repeatable)."),
+    block_2d: bool = typer.Option(False, "--block-2d", help="Scale each 16x16 tile as one (a trainer's 2-D-scaled weights; same format)."),
+    experts_unit_scale: bool = typer.Option(
+        False, "--experts-unit-scale", help="Give MoE experts global scale 1: the per-expert layout transformers 5.x loads correctly (about 3 dB less accurate experts)."
+    ),
     max_shard_size: str = MAX_SHARD_SIZE_OPTION,
     device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
     workers: int | None = typer.Option(None, "--workers", min=1, metavar="N", help=WORKERS_HELP),
@@ -68,7 +72,9 @@ def quantize(
             elif mode is Mode.RN and seed is not None and reporter:
                 typer.echo("nvfp4: --seed has no effect with --mode rn (it rounds to nearest, with no random bits)", err=True)
             checkpoint = open_checkpoint(input_path)
-            options = QuantizeOptions(mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value)
+            options = QuantizeOptions(
+                mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value, block_2d, experts_unit_scale
+            )
             plan = plan_quantize(checkpoint, options)
             output = output if output is not None else default_output(input_path)
         if reporter:
