@@ -309,11 +309,14 @@ def _matches_modelopt(module: str, entries: list) -> bool:
 
 
 def _ct_targets_module(module: str, targets: list) -> bool:
-    """Whether a float Linear-like module matches a config group's targets."""
+    """Whether a config group's targets match a module: the class name Linear (any Linear-like
+    weight; an embedding is an Embedding), a 're:' regex or the exact name."""
     for target in targets:
         if not isinstance(target, str):
             continue
-        if target == "Linear" or (target.startswith("re:") and not _bad_regex(target[3:]) and re.match(target[3:], module)) or target == module:
+        if target == "Linear" and default_skip_reason(f"{module}.weight") != "embedding":
+            return True
+        if (target.startswith("re:") and not _bad_regex(target[3:]) and re.match(target[3:], module)) or target == module:
             return True
     return False
 
@@ -385,6 +388,9 @@ def check_config_ct(view: CheckpointView, modules: Mapping[str, Module], floats:
         if isinstance(entry, str) and entry.startswith("re:") and _bad_regex(entry[3:]):
             yield Finding("config.json", "config", f"ignore entry {entry!r} is not a valid regular expression (loaders fail on it)")
     yield from _check_ignore(modules, floats, entries, _matches_ct, "ignore", lambda module: _ct_targets_module(module, targets))
+    for module in modules.values():
+        if not _ct_targets_module(module.name, targets) and not _matches_ct(module.name, entries):
+            yield Finding(module.weight, "config", f"NVFP4 but no config group targets it (targets {targets}); loaders leave {module.name} unquantized and have no parameter for its NVFP4 tensors")
     if w4a4:
         yield from _input_scales_needed(modules, "config quantizes input activations to NVFP4 (W4A4)")
     else:
