@@ -459,6 +459,8 @@ def check_target(view: CheckpointView, fmt: str, modules: Mapping[str, Module], 
     """What the target engine's loader does with these names (docs/verify.md has the sources)."""
     if target == "transformers" and fmt == MODELOPT_FORMAT:
         yield Finding("config.json", "target", "transformers does not load ModelOpt NVFP4 checkpoints (it ignores the config); convert to compressed-tensors")
+    elif target == "transformers":
+        yield from _check_expert_scales_for_transformers(view, modules)
     if target == "trtllm":
         if fmt == COMPRESSED_TENSORS_FORMAT:
             yield Finding("config.json", "target", "TensorRT-LLM loads ModelOpt checkpoints (hf_quant_config.json); convert to modelopt")
@@ -482,6 +484,22 @@ def check_target(view: CheckpointView, fmt: str, modules: Mapping[str, Module], 
             if name.rpartition(".")[0] == module.name and name not in known:
                 yield Finding(name, "target", f"vLLM's {module.fmt} NVFP4 layers have no parameter {name.rpartition('.')[2]!r}; the loader cannot map it")
     yield from _check_experts(view, modules)
+
+
+def _check_expert_scales_for_transformers(view: CheckpointView, modules: Mapping[str, Module]) -> Iterator[Finding]:
+    """transformers 5.x merges per-expert NVFP4 experts into its fused expert tensors and
+    dequantizes each without its weight_global_scale (docs/moe.md section 2): only experts whose
+    global scale is 1 load right."""
+    by_layer: dict[str, list[tuple[str, float]]] = {}
+    for module in modules.values():
+        match = EXPERT.match(module.name)
+        value = _healthy_global(view, module) if match else None
+        if value is not None:
+            by_layer.setdefault(match["experts"], []).append((module.name, value))
+    for experts, scales in by_layer.items():
+        off = [(name, value) for name, value in scales if value != 1.0]
+        if off:
+            yield Finding(experts, "target", f"{len(off)} of {len(scales)} expert projections have a global scale other than 1 (e.g. {off[0][0]}: {off[0][1]:.9g}); transformers 5.x dequantizes per-expert NVFP4 experts without it (docs/moe.md): quantize with --experts-unit-scale, or dequantize")
 
 
 def _check_experts(view: CheckpointView, modules: Mapping[str, Module]) -> Iterator[Finding]:

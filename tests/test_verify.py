@@ -165,9 +165,11 @@ def test_llm_compressor_moe_output_findings():
     assert gate != up
     message = next(f["message"] for f in report["findings"] if f["tensor"] == "model.layers.0.mlp.experts.0.gate_up_proj")
     assert f"gate_proj {gate:.9g}" in message and f"up_proj {up:.9g}" in message
-    # transformers loads a quantized router (a Linear the config targets): the fused and config defects remain.
+    # transformers loads a quantized router (a Linear the config targets); it drops per-expert
+    # global scales (docs/moe.md), so every experts block is a finding of its own.
     code, found, _ = findings(FIXTURE, "--target", "transformers")
-    assert (code, found) == (1, expected_fused | embedding)
+    experts = {(f"model.layers.{layer}.mlp.experts", "target") for layer in (0, 1)}
+    assert (code, found) == (1, expected_fused | embedding | experts)
 
 
 # ---- the broken corpus -----------------------------------------------------------------------------
@@ -362,7 +364,7 @@ def test_experts_partly_quantized_for_vllm(tmp_path):
     config = copy_config(ignore=["model.layers.0.block_sparse_moe.experts.1.w1", "model.layers.0.block_sparse_moe.experts.1.w3"])
     code, found, _ = findings(write(tmp_path / "m", tensors, config))
     assert (code, found) == (1, {("model.layers.0.block_sparse_moe.experts", "target")})
-    assert findings(tmp_path / "m", "--target", "transformers")[:2] == (0, set())
+    assert findings(tmp_path / "m", "--target", "transformers")[:2] == (1, {("model.layers.0.block_sparse_moe.experts", "target")})  # global scales 200 and 300, not 1
 
 
 # ---- ModelOpt layout ----------------------------------------------------------------------------
@@ -427,3 +429,15 @@ def test_verify_reads_scales_only_never_the_packed_codes():
     assert report["findings"] and read
     assert all(name.endswith(("weight_scale", "weight_global_scale")) for name in read)
     assert not any(name.endswith("weight_packed") for name in read)
+
+
+def test_transformers_needs_unit_expert_scales(tmp_path):
+    """Per-expert NVFP4 loads in transformers 5.x only with every expert's global scale 1
+    (docs/moe.md); nvfp4 quantize --experts-unit-scale writes that."""
+    moe = Path(__file__).resolve().parent.parent / "sample_ckpts" / "qwen3-moe"
+    assert nvfp4("quantize", moe, "-o", tmp_path / "usual").exit_code == 0
+    assert nvfp4("quantize", moe, "-o", tmp_path / "unit", "--experts-unit-scale").exit_code == 0
+    code, found, _ = findings(tmp_path / "usual", "--target", "transformers")
+    assert code == 1 and found and all(check == "target" and tensor.endswith(".mlp.experts") for tensor, check in found)
+    assert findings(tmp_path / "unit", "--target", "transformers")[:2] == (0, set())
+    assert findings(tmp_path / "usual")[:2] == (0, set())  # vLLM takes the scales as they are
