@@ -19,7 +19,8 @@ pts, each member's pts times the power of two that reaches it (that member stays
 1 + j/1024 times the largest, scored exactly in O(127) each; the best worst-member SQNR wins.
 measure_repairs reports the SQNR of every repaired tensor as written. --fix also stores NVFP4 MoE
 routers, shared-expert gates and embeddings in float (dequantized), which no engine's NVFP4 path
-loads. A NaN or missing part cannot be repaired: plan_convert refuses and nothing is written.
+loads, and quantizes (RN) the float members of a fused group whose others are NVFP4, with the
+group's scale. A NaN or missing part cannot be repaired: plan_convert refuses, nothing is written.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from dataclasses import dataclass, field
 import torch
 
 from . import __version__, formats
-from .api import QuantizedTensor
+from .api import SUPPORTED_DTYPES, QuantizedTensor, quantize, raise_if_not_finite
 from .errors import DataError
-from .format import BLOCK_SIZE, E4M3_MAX, e2m1_values, unpack_codes
+from .format import BLOCK_SIZE, E4M3_MAX, Mode, e2m1_values, per_tensor_scale_from_amax, unpack_codes
 from .formats.base import StoredWeight, record, recorded_mode
 from .formats.modelopt import HF_QUANT_CONFIG_NAME
 from .io import Checkpoint, TensorSpec
 from .metrics import sqnr_db
 from .modules import default_skip_reason, fused_group_key, module_name
 from .plan import COPY, DEQUANTIZE, Plan, Unit
-from .verify import check_fused, check_tensors, find_modules, float_weights, view_of
+from .verify import check_tensors, find_modules, view_of
 
 SEARCH_STEPS = 1024  # shared-scale candidates between the largest pts and twice it (see _shared_scale)
 REPACKAGE = "repackage"  # the plan operation and unit action: same codes, new names and conventions
@@ -58,10 +59,12 @@ class ConvertOptions:
 
 @dataclass(frozen=True)
 class Repair:
-    """A fused group whose members get one tensor scale (chosen when the codes are read)."""
+    """A fused group whose members get one tensor scale (chosen when the codes are read);
+    quantized: its members stored in float, quantized (RN) with that scale."""
 
     group: str
     members: tuple[str, ...]
+    quantized: tuple[str, ...] = ()
 
 
 @dataclass
@@ -118,7 +121,8 @@ def rescale_sqnr_db(energy: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
 def shared_scale_candidates(stored: dict[str, float], fmt: str, steps: int = SEARCH_STEPS) -> list[float]:
     """Stored tensor scales (float32 values) the group may share, all at or above the largest
     pts: first the largest pts itself and each member's pts times the smallest power of two that
-    reaches it (that member's block scales stay exact), then the largest pts times 1 + j/steps."""
+    reaches it (that member's block scales stay exact), then the largest pts times 1 + j/steps.
+    (A float member enters as the stored scale of its own pts: a floor, no block scales.)"""
     pts = {name: pts_of(value, fmt) for name, value in stored.items()}
     largest = max(pts, key=pts.__getitem__)
     candidates = [stored[largest]]
@@ -157,24 +161,37 @@ def _stored_scale(checkpoint: Checkpoint, weight: formats.LogicalWeight) -> floa
     return float(checkpoint.read(weight.tensors[2]).reshape(-1)[0])
 
 
+def _quantizable(weight: formats.LogicalWeight, checkpoint: Checkpoint) -> bool:
+    spec = checkpoint.info(weight.name)
+    return spec.torch_dtype in SUPPORTED_DTYPES and len(weight.shape) == 2 and weight.shape[0] > 0 and weight.shape[-1] % BLOCK_SIZE == 0
+
+
 def _plan_repairs(checkpoint: Checkpoint, weights: dict[str, formats.LogicalWeight]) -> dict[str, Repair]:
-    """Fused groups whose NVFP4 members have different stored scales: the repair, by member."""
+    """Fused groups to give one scale, by member: NVFP4 members with different stored scales,
+    and groups with float members beside NVFP4 ones (those get quantized). DataError for a float
+    member that cannot be quantized."""
     groups: dict[str, list[str]] = {}
     for name, weight in weights.items():
-        if weight.nvfp4 and fused_group_key(name) is not None:
+        if fused_group_key(name) is not None and (weight.nvfp4 or (not weight.quantized and name.endswith(".weight") and len(weight.shape) >= 2)):
             groups.setdefault(fused_group_key(name), []).append(name)
     repairs = {}
     for key, members in groups.items():
-        if len({_stored_scale(checkpoint, weights[name]) for name in members}) > 1:
-            repairs.update({name: Repair(key, tuple(members)) for name in members})
+        floats = tuple(name for name in members if not weights[name].nvfp4)
+        if len(floats) == len(members):
+            continue
+        unusable = next((name for name in floats if not _quantizable(weights[name], checkpoint)), None)
+        if unusable is not None:
+            raise DataError(f"{checkpoint.path}: cannot convert: {unusable} is float in the NVFP4 fused layer {key} and cannot be quantized ({checkpoint.info(unusable).dtype} {list(weights[unusable].shape)})")
+        if floats or len({_stored_scale(checkpoint, weights[name]) for name in members}) > 1:
+            repairs.update({name: Repair(key, tuple(members), floats) for name in members})
     return repairs
 
 
-def _float_modules(weights: dict[str, formats.LogicalWeight], dequantized: set[str]) -> list[str]:
-    """The ignore / exclude list of the output: every 2-D+ weight stored in float, and lm_head
+def _float_modules(weights: dict[str, formats.LogicalWeight], in_float: set[str]) -> list[str]:
+    """The ignore / exclude list of the output: every 2-D+ weight it stores in float, and lm_head
     when it is not NVFP4 (even when tied to the embedding and absent from the file)."""
-    ignore = [module_name(name) for name, weight in weights.items() if name.endswith(".weight") and len(weight.shape) >= 2 and (not weight.nvfp4 or name in dequantized)]
-    if not any(module_name(name).rpartition(".")[2] == "lm_head" for name, weight in weights.items() if weight.nvfp4 and name not in dequantized):
+    ignore = [module_name(name) for name, weight in weights.items() if name in in_float and name.endswith(".weight") and len(weight.shape) >= 2]
+    if not any(module_name(name).rpartition(".")[2] == "lm_head" for name in weights if name not in in_float):
         ignore.append("lm_head")
     return list(dict.fromkeys(ignore))
 
@@ -191,11 +208,7 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
     in_fmt, modules = find_modules(view)
     if in_fmt is None:
         raise DataError(f"{checkpoint.path}: no NVFP4 weights to convert")
-    floats = float_weights(view, modules)
-    problems = list(check_tensors(view, in_fmt, modules))
-    if options.fix:  # a fused group partly in float needs quantizing, not re-laying out
-        problems += [finding for finding in check_fused(view, modules, floats) if finding.tensor in floats]
-    _refuse(checkpoint, problems)
+    _refuse(checkpoint, list(check_tensors(view, in_fmt, modules)))
     input_scales = [module.parts["input"] for module in modules.values() if "input" in module.parts]
     if input_scales:
         raise DataError(f"{checkpoint.path}: activation scales ({input_scales[0]}): convert re-lays out weight-only NVFP4 (W4A16) checkpoints")
@@ -210,16 +223,17 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
     for name, weight in weights.items():
         if name in done:
             continue
-        if not weight.nvfp4:
-            units += [Unit(COPY, (stored,), (checkpoint.info(stored),), checkpoint.info(stored).nbytes, 1) for stored in weight.tensors]
-        elif name in dequantized:
+        if weight.nvfp4 and name in dequantized:
             units.append(Unit(DEQUANTIZE, (name,), (TensorSpec.of(name, options.dtype, weight.shape),), _stored_bytes(checkpoint, weight), 3))
-        else:
+        elif weight.nvfp4 or name in repairs:
             members = repairs[name].members if name in repairs else (name,)
             specs = tuple(spec for member in members for spec in out.specs(member, weights[member].shape))
-            units.append(Unit(REPACKAGE, members, specs, sum(_stored_bytes(checkpoint, weights[m]) for m in members), 3 * len(members)))
+            units.append(Unit(REPACKAGE, members, specs, sum(_stored_bytes(checkpoint, weights[m]) for m in members), sum(len(weights[m].tensors) for m in members)))
             done.update(members)
-    quantization_config, extra_files = out.configs(_float_modules(weights, dequantized))
+        else:
+            units += [Unit(COPY, (stored,), (checkpoint.info(stored),), checkpoint.info(stored).nbytes, 1) for stored in weight.tensors]
+    in_float = {name for name, weight in weights.items() if not weight.nvfp4 and name not in repairs} | dequantized
+    quantization_config, extra_files = out.configs(_float_modules(weights, in_float))
     previous = {key: value for key, value in (record(checkpoint) or {}).items() if key in ("mode", "seed", "scale_rule")}
     run_record = {"producer": f"nvfp4cli {__version__}", **previous, "format": options.fmt, "converted_from": in_fmt, "fix": options.fix, "quantization_config": quantization_config}
     config = None if checkpoint.config is None else {**checkpoint.config, "quantization_config": quantization_config}
@@ -235,31 +249,58 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
 # ---- producing ----------------------------------------------------------------------------------
 
 
-def _shared_scale(stored: dict[str, StoredWeight], fmt: str) -> torch.Tensor:
+def _shared_scale(stored: dict[str, StoredWeight], fmt: str, floor: float | None = None) -> torch.Tensor:
     """The stored tensor scale a group shares: its own for one weight or equal scales, else the
-    candidate with the best worst-member SQNR (the earliest on ties)."""
+    candidate with the best worst-member SQNR (the earliest on ties). floor: the stored scale of
+    the pts its float members need (their amax / 2688), when it has any."""
     values = {name: float(parts.parts["tensor_scale"]) for name, parts in stored.items()}
     first = next(iter(stored.values())).parts["tensor_scale"]
-    if len(set(values.values())) == 1:
+    if len(set(values.values())) == 1 and floor is None:
         return first
     energy = {name: scale_energy(parts.parts["packed"], parts.parts["scales"]) for name, parts in stored.items()}
-    candidates = shared_scale_candidates(values, fmt)
+    candidates = shared_scale_candidates(values if floor is None else {**values, None: floor}, fmt)
     worst = torch.stack([rescale_sqnr_db(energy[name], torch.tensor([pts_ratio(values[name], c, fmt) for c in candidates], dtype=torch.float64)) for name in stored]).amin(0)
     best = candidates[int(torch.argmax(worst))]  # argmax takes the first of equal maxima
     return torch.tensor(best, dtype=torch.float32).reshape(first.shape)
 
 
+def _float_members(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> tuple[dict[str, torch.Tensor], float | None]:
+    """The float members of a repaired group (checked finite) and the stored scale of the pts
+    they need, in the input format's convention; ({}, None) when there are none."""
+    values = {name: checkpoint.read(name).to(torch.float32) for name in unit.inputs if not plan.weights[name].nvfp4}
+    if not values:
+        return {}, None
+    amaxes = []
+    for name, x in values.items():
+        amax = x.abs().amax()
+        try:
+            raise_if_not_finite(x, amax)
+        except DataError as exc:
+            raise DataError(f"{checkpoint.file(name)}: tensor {name!r}: {exc}") from None
+        amaxes.append(amax)
+    pts = per_tensor_scale_from_amax(torch.stack(amaxes).amax())
+    in_fmt = next(plan.weights[name].format for name in unit.inputs if plan.weights[name].nvfp4)
+    return values, float(1.0 / pts if in_fmt == formats.compressed_tensors.NAME else pts)
+
+
 def produce(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
-    """The output tensors of a REPACKAGE unit: one weight, or a fused group given one scale."""
+    """The output tensors of a REPACKAGE unit: one weight, or a fused group given one scale
+    (its float members, if any, quantized with it)."""
     out = formats.output_format(plan.options.fmt)
-    in_fmt = plan.weights[unit.inputs[0]].format
+    in_fmt = next(plan.weights[name].format for name in unit.inputs if plan.weights[name].nvfp4)
     handler = formats.ALL_FORMATS[in_fmt]
-    stored = {name: handler.read(plan.weights[name], checkpoint) for name in unit.inputs}
-    shared = _shared_scale(stored, in_fmt)
+    stored = {name: handler.read(plan.weights[name], checkpoint) for name in unit.inputs if plan.weights[name].nvfp4}
+    floats, floor = _float_members(plan, checkpoint, unit)
+    shared = _shared_scale(stored, in_fmt, floor)
+    pts = handler.per_tensor_scale(shared)
     tensors: dict[str, torch.Tensor] = {}
-    for name, parts in stored.items():
-        ratio = pts_ratio(float(parts.parts["tensor_scale"]), float(shared), in_fmt)
-        q = QuantizedTensor(parts.parts["packed"], rescale_block_scales(parts.parts["scales"], ratio), handler.per_tensor_scale(shared), recorded_mode(checkpoint))
+    for name in unit.inputs:
+        if name in floats:
+            q = quantize(floats.pop(name), Mode.RN, per_tensor_scale=pts, backend="reference")
+        else:
+            parts = stored[name].parts
+            ratio = pts_ratio(float(parts["tensor_scale"]), float(shared), in_fmt)
+            q = QuantizedTensor(parts["packed"], rescale_block_scales(parts["scales"], ratio), pts, recorded_mode(checkpoint))
         encoded = out.encode(name, q)
         if out.NAME == in_fmt:  # the format's own stored scale, not a reciprocal of a reciprocal
             scale_spec = out.specs(name, plan.weights[name].shape)[2]
@@ -280,6 +321,7 @@ def measure_repairs(conversion: Conversion, checkpoint: Checkpoint, output: Chec
             after = formats.load_float(written[name], output, torch.float32)
             sqnr[name] = sqnr_db(before, after)
         pts = float(formats.load_per_tensor_scale(written[repair.members[0]], output))
-        known = [value for value in sqnr.values() if value is not None]
-        rows.append({"group": repair.group, "per_tensor_scale": pts, "sqnr_db": sqnr, "min_sqnr_db": min(known) if known else None})
+        known = [value for name, value in sqnr.items() if value is not None and name not in repair.quantized]
+        row = {"group": repair.group, "per_tensor_scale": pts, "sqnr_db": sqnr, "min_sqnr_db": min(known) if known else None}
+        rows.append(row | ({"quantized_from_float": list(repair.quantized)} if repair.quantized else {}))
     return rows

@@ -241,15 +241,43 @@ def test_unrepairable_input_writes_nothing(tmp_path, defect, fix):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]  # no output, no staging left
 
 
-def test_fix_refuses_a_partly_float_fused_group(tmp_path):
+def test_fix_quantizes_the_float_member_of_a_partly_nvfp4_fused_group(tmp_path):
+    """v_proj in bf16 beside NVFP4 q/k (vLLM refuses the layer): --fix quantizes v with the
+    group's shared scale, which torchao reproduces bit for bit from the same pts."""
+    torchao_nvfp4 = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
     tensors = ct_tensors()
+    v = "model.layers.0.self_attn.v_proj"
     for suffix in ("packed", "scale", "global_scale"):
-        del tensors[f"model.layers.0.self_attn.v_proj.weight_{suffix}"]
-    tensors["model.layers.0.self_attn.v_proj.weight"] = torch.randn(32, 64).bfloat16()
-    source = write(tmp_path / "in", tensors, copy_config(ignore=["lm_head", "model.layers.0.self_attn.v_proj"]))
-    result = nvfp4("convert", source, "-o", tmp_path / "fixed", "--fix")
+        del tensors[f"{v}.weight_{suffix}"]
+    tensors[f"{v}.weight"] = (torch.randn(32, 64, generator=torch.Generator().manual_seed(4)) * 0.05).bfloat16()
+    source = write(tmp_path / "in", tensors, copy_config(ignore=["lm_head", v]))
+    assert nvfp4("verify", source).exit_code == 1  # the partly quantized group
+    result = nvfp4("convert", source, "-o", tmp_path / "fixed", "--fix", "--json")
+    assert result.exit_code == 0, result.output
+    report, fixed = json.loads(result.stdout), tensors_of(tmp_path / "fixed")
+    assert nvfp4("verify", tmp_path / "fixed").exit_code == 0
+    (row,) = report["repairs"]
+    assert row["quantized_from_float"] == [f"{v}.weight"]
+    global_scale = fixed[f"{v}.weight_global_scale"]
+    for member in ("q_proj", "k_proj"):
+        assert torch.equal(fixed[f"model.layers.0.self_attn.{member}.weight_global_scale"], global_scale)
+    pts = 1.0 / global_scale.reshape(())  # what compressed-tensors' decode divides by
+    scales, data = torchao_nvfp4.nvfp4_quantize(tensors[f"{v}.weight"].contiguous(), 16, pts)
+    assert raw(fixed[f"{v}.weight_packed"]) == raw(data) and raw(fixed[f"{v}.weight_scale"]) == raw(scales)
+    # The shared pts covers v's amax: no block of v clips.
+    assert float(pts) >= float(tensors[f"{v}.weight"].float().abs().amax()) / 2688 * (1 - 2**-23)
+    without_fix = nvfp4("convert", source, "-o", tmp_path / "plain", "--format", "modelopt")
+    assert without_fix.exit_code == 0 and f"{v}.weight" in tensors_of(tmp_path / "plain")  # re-laid out as it is
+
+
+def test_fix_refuses_a_float_member_it_cannot_quantize(tmp_path):
+    tensors = ct_tensors()
+    v = "model.layers.0.self_attn.v_proj"
+    for suffix in ("packed", "scale", "global_scale"):
+        del tensors[f"{v}.weight_{suffix}"]
+    tensors[f"{v}.weight"] = torch.zeros(32, 64, dtype=torch.int8)
+    result = nvfp4("convert", write(tmp_path / "in", tensors, copy_config()), "-o", tmp_path / "fixed", "--fix")
     assert result.exit_code == 1 and "v_proj" in result.stderr and not (tmp_path / "fixed").exists()
-    assert nvfp4("convert", source, "-o", tmp_path / "plain", "--format", "modelopt").exit_code == 0  # without --fix: re-laid out as it is
 
 
 def test_output_rules_match_quantize(tmp_path):
