@@ -279,7 +279,7 @@ def check_fused(view: CheckpointView, modules: Mapping[str, Module], floats: lis
         if in_float and len(in_float) < len(members):
             nvfp4 = ", ".join(_leaf(name) for name in members if name in quantized)
             for name in in_float:
-                yield Finding(name, "fused", f"stored in float while {nvfp4} of the same fused layer {key} are NVFP4; engines run the group as one matmul with one scheme")
+                yield Finding(name, "fused", f"stored in float while {nvfp4} of the same fused layer {key} are NVFP4; engines run the group as one matmul with one scheme (nvfp4 convert --fix quantizes it with the group's scale)")
             continue
         values = {name: _healthy_global(view, quantized[name]) for name in members if name in quantized}
         known = {name: value for name, value in values.items() if value is not None}
