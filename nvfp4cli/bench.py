@@ -13,6 +13,12 @@ memory and not the cache.
 
 Peers (torchao's eager `nvfp4_quantize`, `torch.compile` of it, compressed-tensors' NVFP4
 quantizer) run when importable and are skipped with a note otherwise; they round to nearest only.
+
+The FP4 training primitives (SPEC.md §8) are benchmarked as a Workload: op "quantize" with
+hadamard and/or block_2d, "rowcol" (quantize_rowcol; hadamard = col_hadamard; bytes: the input read
+once, both outputs written) or "rht" (bf16 in, float32 out). Their peer, "plain-compile", is
+torch.compile of a plain PyTorch version of the same op (the reference's math on the whole tensor
+at once: plain_quantize, plain_rowcol, reference.rht); the other peers time plain quantize only.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import torch
 
 from . import api
 from .errors import UsageError, message
-from .format import BLOCK_SIZE, Mode, dequantize_blocks, per_tensor_scale_from_amax
-from .kernels import BACKENDS, get_backend, reference, triton_usable
+from .format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, Mode, dequantize_blocks, per_tensor_scale_from_amax
+from .kernels import BACKENDS, get_backend, triton_usable
+from .kernels import reference as reference_backend
 from .metrics import code_agreement, sqnr_db
 
-PEERS = ("torchao", "torchao-compile", "compressed-tensors")
+PEERS = ("torchao", "torchao-compile", "compressed-tensors", "plain-compile")
+OPS = ("quantize", "rowcol", "rht")
+PEER_LABELS = {"plain-compile": "torch.compile(plain PyTorch)"}
 CONTENDERS = (*BACKENDS, *PEERS)
 DTYPE_NAMES = {dtype: name for name, dtype in api.FLOAT_DTYPES.items()}
 # Per device type: default shape, warm-up calls, timed calls. A 2-core CPU runs the reference
@@ -50,8 +59,28 @@ DEFAULT_CACHE_BYTES = 50 * 2**20  # H100's L2, when the device does not report i
 CACHE_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 LAUNCH_COVER_CYCLES = 2_000_000  # GPU clock cycles (about 1 ms) of spin before each timed CUDA call
 
-# packed, scales, and the contender's per-tensor scale in its own convention
-Output = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# packed, scales, and the contender's per-tensor scale in its own convention (rowcol: then the
+# same three of the columnwise part; rht: the transformed tensor alone)
+Output = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is timed: op (one of OPS), with the Hadamard transform (rowcol: of the columnwise
+    part) and/or 2-D scaling."""
+
+    op: str = "quantize"
+    hadamard: bool = False
+    block_2d: bool = False
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.op] + ["hadamard"] * self.hadamard + ["2d"] * self.block_2d)
+
+    @property
+    def plain(self) -> bool:
+        """Plain 1-D quantize: what every peer implements."""
+        return self == Workload()
 
 
 class Unavailable(Exception):
@@ -91,6 +120,7 @@ class BenchResult:
     sqnr_db: float | None
     agreement: float | None  # fraction of codes equal to our RN reference
     matches_reference: bool | None  # RN rows: codes, block scales and pts all bit-equal to the reference
+    op: str = "quantize"  # Workload.label
 
 
 @dataclass(frozen=True)
@@ -192,27 +222,78 @@ def _identity(scale: torch.Tensor) -> torch.Tensor:
     return scale
 
 
-def _our_backend(name: str, device: torch.device) -> Contender:
+def _our_backend(name: str, device: torch.device, work: Workload) -> Contender:
     if name == "triton" and not triton_usable(device):
         raise Unavailable(f"needs a CUDA device (or TRITON_INTERPRET=1 on CPU), got {device.type}")
     try:
         kernels = get_backend(name)
     except ImportError as exc:
         raise Unavailable(f"not importable: {message(exc)}") from None
+    flags = {"hadamard": work.hadamard, "block_2d": work.block_2d}
 
-    def tensor_scale(x: torch.Tensor) -> torch.Tensor:
-        return per_tensor_scale_from_amax(kernels.amax(x))
+    def tensor_scale(x: torch.Tensor):
+        if work.op == "rowcol":
+            return tuple(per_tensor_scale_from_amax(a) for a in kernels.amax_rowcol(x, col_hadamard=work.hadamard))
+        return per_tensor_scale_from_amax(kernels.amax(x, hadamard=work.hadamard))
 
-    def quantize(x: torch.Tensor, pts: torch.Tensor, mode: Mode) -> Output:
-        packed, scales = kernels.quantize(x, per_tensor_scale=pts, mode=mode, seed=RS_SEED, offset=0)
+    def quantize(x: torch.Tensor, pts, mode: Mode) -> Output:
+        if work.op == "rht":
+            return (kernels.rht(x),)
+        if work.op == "rowcol":
+            packed, scales, col_packed, col_scales = kernels.quantize_rowcol(
+                x, per_tensor_scale=pts[0], col_per_tensor_scale=pts[1], mode=mode, seed=RS_SEED, offset=0,
+                block_2d=work.block_2d, col_hadamard=work.hadamard,
+            )
+            return packed, scales, pts[0], col_packed, col_scales, pts[1]
+        packed, scales = kernels.quantize(x, per_tensor_scale=pts, mode=mode, seed=RS_SEED, offset=0, **flags)
         return packed, scales, pts
 
     def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:
         # The input is known finite: skip the API's host-side NaN check, which waits for the GPU.
-        q = api.quantize(x, mode, seed=RS_SEED, backend=name, check_finite=False)
+        if work.op == "rht":
+            return quantize(x, None, mode)
+        if work.op == "rowcol":
+            rows, cols = api.quantize_rowcol(
+                x, mode, RS_SEED, 0, block_2d=work.block_2d, col_hadamard=work.hadamard, backend=name, check_finite=False
+            )
+            return rows.packed, rows.scales, rows.per_tensor_scale, cols.packed, cols.scales, cols.per_tensor_scale
+        q = api.quantize(x, mode, seed=RS_SEED, backend=name, check_finite=False, **flags)
         return q.packed, q.scales, q.per_tensor_scale
 
     return Contender(name, False, tensor_scale, quantize, amax_quantize, _identity, modes=tuple(Mode))
+
+
+def _plain_compile(work: Workload) -> Contender:
+    """torch.compile of a plain PyTorch version of the same op: the peer of the training primitives."""
+    divisor = {}
+
+    def pts_of(amax: torch.Tensor) -> torch.Tensor:
+        # per_tensor_scale_from_amax with a cached divisor tensor (true division; no host copy a call)
+        if amax.device not in divisor:
+            divisor[amax.device] = torch.tensor(PTS_DIVISOR, device=amax.device)
+        return torch.clamp(amax.float() / divisor[amax.device], min=PTS_FLOOR)
+
+    def tensor_scale(x: torch.Tensor):
+        if work.op == "rowcol":
+            cols = reference_backend.rht(x.T) if work.hadamard else x.T
+            return pts_of(x.abs().amax()), pts_of(cols.abs().amax())
+        return pts_of((reference_backend.rht(x) if work.hadamard else x).abs().amax())
+
+    def quantize(x: torch.Tensor, pts, mode: Mode) -> Output:
+        if work.op == "rht":
+            return (reference_backend.rht(x),)
+        if work.op == "rowcol":
+            packed, scales, col_packed, col_scales = plain_rowcol(x, pts[0], pts[1], mode, RS_SEED, 0, work.block_2d, work.hadamard)
+            return packed.reshape(x.shape[0], -1), scales.reshape(x.shape[0], -1), pts[0], col_packed, col_scales, pts[1]
+        packed, scales = plain_quantize(x, pts, mode, RS_SEED, 0, work.hadamard, work.block_2d)
+        return packed.reshape(*x.shape[:-1], -1), scales.reshape(*x.shape[:-1], -1), pts
+
+    def amax_quantize(x: torch.Tensor, mode: Mode) -> Output:
+        return quantize(x, tensor_scale(x), mode)
+
+    torch._dynamo.reset()  # a fresh static-shape graph per input, never the recompile limit
+    compiled_quantize, compiled_amax_quantize = torch.compile(quantize), torch.compile(amax_quantize)
+    return Contender("plain-compile", True, tensor_scale, compiled_quantize, compiled_amax_quantize, _identity, modes=tuple(Mode))
 
 
 def _torchao(compiled: bool) -> Contender:
@@ -278,7 +359,7 @@ def _compressed_tensors() -> Contender:
 def plain_quantize(x, pts, mode: Mode, seed, offset, hadamard: bool = False, block_2d: bool = False):
     """The reference's math on the whole tensor at once, the plain PyTorch version of our quantize
     (with hadamard / block_2d) that the peer "torch.compile(plain PyTorch)" compiles."""
-    return reference.quantize_rows(
+    return reference_backend.quantize_rows(
         x.reshape(-1, x.shape[-1]), per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, hadamard=hadamard, block_2d=block_2d
     )
 
@@ -290,10 +371,16 @@ def plain_rowcol(x, pts, col_pts, mode: Mode, seed, offset, block_2d: bool = Fal
     return (*rows, *cols)
 
 
-def make_contender(name: str, device: torch.device) -> Contender:
+def make_contender(name: str, device: torch.device, work: Workload = Workload()) -> Contender:
     """The contender registered under name, or Unavailable saying why it cannot run here."""
     if name in BACKENDS:
-        return _our_backend(name, device)
+        return _our_backend(name, device, work)
+    if name == "plain-compile":
+        if work.plain:
+            raise Unavailable("the peer of the training primitives (--op rowcol|rht, --hadamard, --block-2d); plain quantize has torchao-compile")
+        return _plain_compile(work)
+    if not work.plain:
+        raise Unavailable(f"times plain 1-D quantize only, not {work.label}")
     if name == "compressed-tensors":
         return _compressed_tensors()
     return _torchao(compiled=name == "torchao-compile")
@@ -365,10 +452,14 @@ def _make_input(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     return torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
 
 
-def _quantize_bytes(x: torch.Tensor, includes_amax: bool) -> int:
+def _quantize_bytes(x: torch.Tensor, includes_amax: bool, op: str = "quantize") -> int:
+    """The fewest bytes the work moves: the input read once (twice with the amax pass), the outputs
+    written once (rowcol: two NVFP4 outputs; rht: a float32 tensor)."""
     reads = x.numel() * x.element_size() * (2 if includes_amax else 1)
+    if op == "rht":
+        return reads + 4 * x.numel()
     writes = x.numel() // 2 + x.numel() // BLOCK_SIZE  # packed codes and E4M3 scales
-    return reads + writes
+    return reads + writes * (2 if op == "rowcol" else 1)
 
 
 @dataclass
@@ -381,6 +472,7 @@ class _Run:
     on_step: Callable[[str], None]
     results: list[BenchResult]
     skipped: list[Skipped]
+    work: Workload = Workload()
 
     def skip(self, contender: str, mode: Mode | None, shape: tuple[int, ...] | None, reason: str) -> None:
         shape_list = None if shape is None else list(shape)
@@ -397,28 +489,35 @@ class _Run:
         return 2 * buffers[0].numel() * buffers[0].element_size() / _percentiles_us(times)[0] / 1e3
 
     def measure(
-        self, contender: Contender, mode: Mode, includes_amax: bool, buffers: list[torch.Tensor], reference, copy_gbps: float
+        self, contender: Contender, mode: Mode, includes_amax: bool, buffers: list[torch.Tensor], reference: Output, copy_gbps: float
     ) -> None:
         x = buffers[0]
-        self.on_step(f"{contender.name} {mode.value} {timed_label(includes_amax)} {shape_text(x.shape)}")
+        self.on_step(f"{contender.name} {self.work.label} {mode.value} {timed_label(includes_amax)} {shape_text(x.shape)}")
         scale = None if includes_amax else contender.tensor_scale(x)
 
         def fn(i: int) -> Output:
             buffer = buffers[i % len(buffers)]
             return contender.amax_quantize(buffer, mode) if includes_amax else contender.quantize(buffer, scale, mode)
 
-        packed, scales, own_scale = fn(0)  # untimed: the output checked, compilers warmed
-        pts = contender.to_pts(own_scale)
+        output = fn(0)  # untimed: the output checked, compilers warmed
+        if self.work.op != "rht":  # per-tensor scales to pts, our convention
+            output = tuple(contender.to_pts(t) if i % 3 == 2 else t for i, t in enumerate(output))
         median, p10, p90 = _percentiles_us(time_calls(fn, self.device, self.warmup, self.iters))
-        nbytes = _quantize_bytes(x, includes_amax)
+        nbytes = _quantize_bytes(x, includes_amax, self.work.op)
         gbps = nbytes / median / 1e3
         matches = None
         if mode is Mode.RN:
-            matches = (
-                torch.equal(packed, reference.packed)
-                and torch.equal(scales.view(torch.uint8), reference.scales.view(torch.uint8))
-                and torch.equal(pts.view(torch.int32), reference.per_tensor_scale.view(torch.int32))
+            matches = len(output) == len(reference) and all(
+                a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+                for a, b in zip(output, reference)
             )
+        sqnr, agreement = None, None
+        if self.work.op != "rht":
+            packed, scales, pts = output[:3]
+            # The signal the codes hold: rht(x) under the Hadamard transform (rowcol's rowwise part: x).
+            signal = reference_backend.rht(x) if self.work.hadamard and self.work.op == "quantize" else x
+            sqnr = sqnr_db(signal, dequantize_blocks(packed, scales, pts, torch.float32))
+            agreement = code_agreement(packed, reference[0])
         self.results.append(
             BenchResult(
                 backend=contender.name,
@@ -435,9 +534,10 @@ class _Run:
                 gbps=gbps,
                 copy_gbps=copy_gbps,
                 pct_of_copy=100.0 * gbps / copy_gbps,
-                sqnr_db=sqnr_db(x, dequantize_blocks(packed, scales, pts, torch.float32)),
-                agreement=code_agreement(packed, reference.packed),
+                sqnr_db=sqnr,
+                agreement=agreement,
                 matches_reference=matches,
+                op=self.work.label,
             )
         )
 
@@ -455,6 +555,18 @@ def _triton_version() -> str | None:
         return None
 
 
+def check_workload(work: Workload, shapes: Sequence[tuple[int, ...]]) -> None:
+    """A usage error for an op the shapes cannot take (rowcol and 2-D scaling: 2-D, rows a multiple of 16)."""
+    if work.op not in OPS:
+        raise UsageError(f"unknown op {work.op!r}; valid: {', '.join(OPS)}")
+    if work.op == "rht" and (work.hadamard or work.block_2d):
+        raise UsageError("--op rht takes neither --hadamard nor --block-2d")
+    if work.op == "rowcol" or work.block_2d:
+        for shape in shapes:
+            if len(shape) != 2 or shape[0] % BLOCK_SIZE:
+                raise UsageError(f"{work.label} needs 2-D shapes with rows a multiple of {BLOCK_SIZE}, got {shape_text(shape)}")
+
+
 def run_bench(
     shapes: Sequence[tuple[int, ...]],
     dtype: torch.dtype,
@@ -464,13 +576,15 @@ def run_bench(
     warmup: int,
     iters: int,
     on_step: Callable[[str], None] = lambda step: None,
+    work: Workload = Workload(),
 ) -> BenchReport:
-    """Time every backend x mode x {quantize, amax+quantize} on a random input of each shape."""
+    """Time every backend x mode x {quantize, amax+quantize} (of work) on a random input of each shape."""
     if iters < 1 or warmup < 0:
         raise UsageError(f"need iters >= 1 and warmup >= 0, got iters={iters} warmup={warmup}")
     if not shapes or not modes or not backends:
         raise UsageError("need at least one shape, mode and backend")
-    run = _Run(device, warmup, iters, on_step, results=[], skipped=[])
+    check_workload(work, shapes)
+    run = _Run(device, warmup, iters, on_step, results=[], skipped=[], work=work)
     unavailable: dict[str, str] = {}
     copies: list[tuple[int, float]] = []
     for shape in shapes:
@@ -479,12 +593,12 @@ def run_bench(
         on_step(f"copy {shape_text(shape)}")
         copy_gbps = run.time_copy(buffers)
         copies.append((x.numel(), copy_gbps))
-        reference = api.quantize(x, Mode.RN, backend="reference")
+        reference = _our_backend("reference", device, work).amax_quantize(x, Mode.RN)
         for name in backends:
             if name in unavailable:
                 continue
             try:
-                contender = make_contender(name, device)
+                contender = make_contender(name, device, work)
             except Unavailable as exc:
                 unavailable[name] = str(exc)
                 run.skip(name, None, None, str(exc))
@@ -499,7 +613,7 @@ def run_bench(
                         run.skip(name, mode, None, "has no stochastic rounding")
                     continue
                 try:
-                    for includes_amax in (False, True):
+                    for includes_amax in (False,) if work.op == "rht" else (False, True):
                         run.measure(contender, mode, includes_amax, buffers, reference, copy_gbps)
                 except Exception as exc:  # a peer (or a broken backend) must not sink the whole run
                     run.skip(name, mode, shape, f"failed: {message(exc)}")

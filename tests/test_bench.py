@@ -7,6 +7,7 @@ import builtins
 import csv
 import json
 import math
+import re
 import sys
 import time
 
@@ -142,10 +143,10 @@ def test_check_fails_on_a_wrong_backend(monkeypatch):
         packed.view(-1)[0] ^= 1
         return packed, scales, pts
 
-    def with_broken_triton(name, device):
+    def with_broken_triton(name, device, work=bench.Workload()):
         if name != "triton":
-            return honest(name, device)
-        good = honest("reference", device)
+            return honest(name, device, work)
+        good = honest("reference", device, work)
         return bench.Contender(
             "triton",
             False,
@@ -248,3 +249,47 @@ def test_small_inputs_rotate_through_more_than_the_cache():
 def test_backend_names_in_order_without_repeats():
     assert bench.parse_backends([]) == list(bench.CONTENDERS)
     assert bench.parse_backends(["torchao", "reference", "torchao"]) == ["torchao", "reference"]
+
+
+def test_training_ops_rows_bytes_and_peer_notes():
+    numel = 32 * 64
+    report = run_json("--op", "rowcol", "--hadamard", "--block-2d", "--backend", "reference", "--backend", "torchao")
+    rows = rows_of(report, "reference")
+    assert {r["op"] for r in rows} == {"rowcol hadamard 2d"} and len(rows) == 2
+    for r in rows:
+        reads = numel * 2 * (2 if r["includes_amax"] else 1)
+        assert r["bytes"] == reads + 2 * (numel // 2 + numel // 16)  # two NVFP4 outputs
+        assert r["matches_reference"] is True and r["agreement"] == 1.0
+    assert any(s["backend"] == "torchao" and "plain 1-D quantize only" in s["reason"] for s in report["skipped"])
+    rht = run_json("--op", "rht", "--backend", "reference", "--mode", "rn")
+    (row,) = rows_of(rht, "reference")
+    assert row["op"] == "rht" and row["bytes"] == numel * 2 + numel * 4 and row["sqnr_db"] is None
+    plain = run_json("--backend", "plain-compile", "--backend", "reference", "--mode", "rn")
+    assert any(s["backend"] == "plain-compile" and "training primitives" in s["reason"] for s in plain["skipped"])
+
+
+def test_hadamard_rows_measure_sqnr_against_the_transformed_signal():
+    report = run_json("--hadamard", "--backend", "reference", "--mode", "rn")
+    x = bench._make_input((32, 64), torch.bfloat16, torch.device("cpu"))
+    import nvfp4cli
+
+    q = nvfp4cli.quantize(x, hadamard=True)
+    y, y_hat = nvfp4cli.rht(x).double(), nvfp4cli.dequantize(q).double()
+    expected = 10 * math.log10(float((y**2).sum() / ((y - y_hat) ** 2).sum()))
+    for r in rows_of(report, "reference"):
+        assert r["op"] == "quantize hadamard" and r["sqnr_db"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["--op", "rowcol", "--shape", "8x64"], r"rowcol needs 2-D shapes with rows a multiple of 16, got 8x64"),
+        (["--block-2d", "--shape", "2x16x16"], r"quantize 2d needs 2-D shapes"),
+        (["--op", "rht", "--hadamard"], r"--op rht takes neither --hadamard nor --block-2d"),
+        (["--op", "gemm"], r"unknown op 'gemm'; valid: quantize, rowcol, rht"),
+    ],
+)
+def test_training_op_usage_errors(args, pattern):
+    result = runner.invoke(app, ["bench", "--iters", "1", "--warmup", "0", "--device", "cpu", "--backend", "reference", *args])
+    assert result.exit_code == 2, result.output
+    assert re.search(pattern, result.output)

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..format import Mode
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
-TABLE_HEADERS = ("backend", "mode", "shape", "dtype", "timed", "median us", "p10 us", "p90 us", "GB/s", "% copy", "SQNR dB", "agreement")
+TABLE_HEADERS = ("backend", "op", "mode", "shape", "dtype", "timed", "median us", "p10 us", "p90 us", "GB/s", "% copy", "SQNR dB", "agreement")
 
 
 def _check_output(path: Path | None, force: bool) -> None:
@@ -26,9 +26,9 @@ def _check_output(path: Path | None, force: bool) -> None:
         check_output_directory(path)
 
 
-def _write_csv(report: core.BenchReport, path: Path) -> None:
+def _write_csv(report: core.BenchReport, path: Path, force: bool) -> None:
     rows = [row | {"shape": core.shape_text(row["shape"])} for row in report.to_dict()["results"]]
-    with staged_output(path, is_dir=False) as tmp, tmp.open("w", newline="") as f:
+    with staged_output(path, is_dir=False, force=force) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(core.BenchResult.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(rows)
@@ -45,14 +45,14 @@ def _import_pyplot():
     return plt
 
 
-def _write_plot(report: core.BenchReport, path: Path) -> None:
+def _write_plot(report: core.BenchReport, path: Path, force: bool) -> None:
     """GB/s against input size, one line per backend, mode and timed work, with the copy line."""
     plt = _import_pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     series: dict[str, list[tuple[int, float]]] = {}
     copies: dict[int, float] = {}
     for r in report.results:
-        label = f"{r.backend}{' (peer)' if r.peer else ''} {r.mode} {core.timed_label(r.includes_amax)}"
+        label = f"{r.backend}{' (peer)' if r.peer else ''} {r.op} {r.mode} {core.timed_label(r.includes_amax)}"
         series.setdefault(label, []).append((r.input_bytes, r.gbps))
         copies[r.input_bytes] = r.copy_gbps
     for label, points in series.items():
@@ -68,7 +68,7 @@ def _write_plot(report: core.BenchReport, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    with staged_output(path, is_dir=False) as tmp:
+    with staged_output(path, is_dir=False, force=force) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
@@ -81,7 +81,8 @@ def _microseconds(value: float) -> float | int:
 def _print_report(report: core.BenchReport) -> None:
     rows = [
         (
-            f"{r.backend} (peer)" if r.peer else r.backend,
+            f"{core.PEER_LABELS.get(r.backend, r.backend)} (peer)" if r.peer else r.backend,
+            r.op,
             r.mode,
             core.shape_text(r.shape),
             r.dtype,
@@ -107,8 +108,11 @@ def bench(
     shape: list[str] = typer.Option(None, "--shape", help="MxK (repeatable); default 8192x8192 on cuda, 2048x2048 on cpu."),
     dtype: str = typer.Option("bf16", "--dtype", help="Input dtype: bf16, fp16 or fp32."),
     mode: list[str] = typer.Option(None, "--mode", help="rn or rs (repeatable); default both."),
+    op: str = typer.Option("quantize", "--op", help=f"What to time: {', '.join(core.OPS)} (rowcol: quantize_rowcol; rht: the Hadamard transform)."),
+    hadamard: bool = typer.Option(False, "--hadamard", help="Quantize rht(x) (with --op rowcol: the columnwise part)."),
+    block_2d: bool = typer.Option(False, "--block-2d", help="16x16-tile block scales (2-D shapes, rows a multiple of 16)."),
     backend: list[str] = typer.Option(
-        None, "--backend", help=f"Repeatable; default all: {', '.join(core.CONTENDERS)} (the last three are peers)."
+        None, "--backend", help=f"Repeatable; default all: {', '.join(core.CONTENDERS)} (the last four are peers)."
     ),
     device: str = typer.Option(None, "--device", help="cpu or cuda[:N]; default cuda when available, else cpu."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed calls first; default 10 on cuda, 2 on cpu."),
@@ -120,7 +124,10 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Overwrite existing --csv / --plot files."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Time quantization (with and without the amax pass) against a copy of the same bytes."""
+    """Time quantization (with and without the amax pass) against a copy of the same bytes.
+
+    --op rowcol / rht and --hadamard / --block-2d time the FP4 training primitives; their peer is
+    torch.compile of a plain PyTorch version of the same op ("plain-compile")."""
     with cli_errors(debug):
         torch_device = core.parse_device(device)
         default_shape, default_warmup, default_iters = core.DEFAULTS[torch_device.type]
@@ -128,6 +135,8 @@ def bench(
         modes = [parse_mode(m) for m in dict.fromkeys(mode)] if mode else list(Mode)
         torch_dtype = parse_dtype(dtype)
         backends = core.parse_backends(backend or [])
+        work = core.Workload(op, hadamard, block_2d)
+        core.check_workload(work, shapes)
         for path in (csv_path, plot_path):
             _check_output(path, force)
         if plot_path is not None:
@@ -142,15 +151,16 @@ def bench(
                 default_warmup if warmup is None else warmup,
                 default_iters if iters is None else iters,
                 on_step=lambda step: status.update(f"benchmarking: {step}"),
+                work=work,
             )
         if json_out:
             print_json(report.to_dict())
         else:
             _print_report(report)
         if csv_path is not None:
-            _write_csv(report, csv_path)
+            _write_csv(report, csv_path, force)
         if plot_path is not None:
-            _write_plot(report, plot_path)
+            _write_plot(report, plot_path, force)
         failures = report.check_failures() if check else []
         for failure in failures:
             typer.echo(f"nvfp4: check failed: {failure}", err=True)
