@@ -116,7 +116,8 @@ def live_pid():
 def small_model(tmp_path) -> Path:
     model = tmp_path / "model"
     model.mkdir()
-    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(32, 64)}, model / "model.safetensors")
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(32, 64, generator=torch.Generator().manual_seed(0))}, model / "model.safetensors")
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     return model
 
 
@@ -141,5 +142,5 @@ def test_old_output_moved_aside_by_a_killed_force_run_comes_back(small_model, tm
     assert result.exit_code == 2 and "exists; pass --force" in result.stderr  # it is back, so not overwritten without --force
     assert (output / "old.txt").read_text() == "the previous output" and not retired.exists()
     rerun(small_model, output, "--force")
-    assert sorted(p.name for p in output.iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors"]
     assert leftovers(output) == []
