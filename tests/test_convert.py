@@ -421,6 +421,7 @@ MEMORY_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for resident memory")
 def test_peak_memory_does_not_grow_with_checkpoint_size(tmp_path):
     # 24 bf16 tensors of 8 MB (192 MB): streaming keeps the growth near a few tensors.

@@ -163,6 +163,7 @@ def test_two_workers_write_the_single_process_tensors(tmp_path, mode):
     assert no_leftovers(tmp_path, "single", "workers")
 
 
+@pytest.mark.slow
 def test_sharded_modelopt_rs_two_workers_one_worker_and_torchrun(sharded, tmp_path):
     """Two workers: same tensors as one process, several shards per rank. One worker: the very
     files of one process. torchrun with two ranks: the very files of --workers 2."""
@@ -191,6 +192,7 @@ def sharded_nvfp4(sharded, tmp_path_factory) -> Path:
     return single_process(sharded, tmp_path_factory.mktemp("quantized") / "model", max_shard_bytes=20_000)
 
 
+@pytest.mark.slow
 def test_dequantize_with_workers_and_torchrun_writes_the_single_process_tensors(sharded_nvfp4, tmp_path):
     args = ("--dtype", "fp32", "--max-shard-size", "40KB")
     reference = tmp_path / "single"
@@ -249,6 +251,7 @@ def test_failing_rank_stops_all_with_one_line_and_leaves_nothing(nan_on_rank1, t
     assert no_leftovers(tmp_path, "model")
 
 
+@pytest.mark.slow
 def test_failing_rank_under_torchrun(nan_on_rank1, tmp_path):
     model, name = nan_on_rank1
     launched = torchrun("quantize", model, "-o", tmp_path / "out", "--json")

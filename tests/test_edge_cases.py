@@ -390,31 +390,40 @@ def test_a_run_finishing_second_never_replaces_the_first_runs_output(tmp_path, t
             assert seeds == {2}
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
-def test_output_modes_follow_the_umask(tmp_path, umask):
-    outputs = {"dir": tmp_path / "out", "file": tmp_path / "out.safetensors"}
-    for source, output in ((SAMPLE, outputs["dir"]), (SAMPLE / "model-00002-of-00002.safetensors", outputs["file"])):
-        subprocess.run([sys.executable, "-m", "nvfp4cli", "quantize", str(source), "-o", str(output)], check=True, capture_output=True, cwd=REPO, preexec_fn=lambda: os.umask(umask))
-    assert outputs["dir"].stat().st_mode & 0o777 == 0o777 & ~umask
-    assert {path.stat().st_mode & 0o777 for path in outputs["dir"].rglob("*")} == {0o666 & ~umask}
-    assert outputs["file"].stat().st_mode & 0o777 == 0o666 & ~umask
+@pytest.fixture
+def umask():
+    """Sets the process umask for the test (the run is in this process), and restores it."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
 
 
-def test_a_run_never_changes_the_process_umask(tmp_path):
-    """Changing it even for a moment would race with other threads of a caller (Python API)."""
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_output_modes_follow_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    ok("quantize", SAMPLE, "-o", tmp_path / "out")
+    ok("quantize", SAMPLE / "model-00002-of-00002.safetensors", "-o", tmp_path / "out.safetensors")
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert {path.stat().st_mode & 0o777 for path in (tmp_path / "out").rglob("*")} == {0o666 & ~mask}
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the umask from Linux /proc")
+def test_a_run_never_changes_the_process_umask(tmp_path, umask):
+    """Changing it even for a moment would race with other threads of a caller (Python API): the
+    umask seen while the run writes (from /proc, which reads it without changing it) stays put."""
     from nvfp4cli.execute import run
     from nvfp4cli.io import open_checkpoint
     from nvfp4cli.plan import QuantizeOptions, plan_quantize
 
-    seen = []
-    previous = os.umask(0o027)
-    try:
-        progress = lambda *_: seen.append(next(line for line in open("/proc/self/status") if line.startswith("Umask:")).split()[1])  # noqa: E731
-        run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()), tmp_path / "out", progress=progress)
-        assert os.umask(0o027) == 0o027
-    finally:
-        os.umask(previous)
+    def current_umask(*_) -> None:
+        seen.append(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("Umask:")))
+
+    seen: list[str] = []
+    umask(0o027)
+    run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()), tmp_path / "out", progress=current_umask)
     assert set(seen) == {"0027"} and len(seen) > 1
+    assert umask(0o027) == 0o027
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
