@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from cli_runner import SAMPLE, nvfp4
 from paused_run import PausedRun
-from test_robustness import fails_cleanly, raw_safetensors
+from test_robustness import fails_cleanly, raw_safetensors, tmpfs
 
 REPO = SAMPLE.parent.parent
 GRID = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
@@ -267,14 +268,10 @@ def test_a_symlinked_input_converts_like_its_target(symlinked_model, tmp_path):
 
 
 @pytest.fixture
-def read_only_directory(tmp_path) -> Path:
-    """A read-only tmpfs (read-only for root too, unlike chmod), or a skip where mounting is not permitted."""
-    directory = tmp_path / "read-only"
-    directory.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield directory
-    subprocess.run(["umount", str(directory)], check=True)
+def read_only_directory(tmp_path) -> Iterator[Path]:
+    """A read-only filesystem (read-only for root too, unlike chmod)."""
+    with tmpfs(tmp_path / "read-only", "ro,size=1m") as directory:
+        yield directory
 
 
 @pytest.mark.parametrize("target, extra", [("out", []), ("out.safetensors", []), ("out", ["--workers", "2"])], ids=["directory", "file", "workers"])
@@ -287,14 +284,10 @@ def test_a_read_only_target_is_named_as_given(tmp_path, read_only_directory, tar
 
 
 @pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A 300 kB tmpfs, or a skip where mounting is not permitted."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 300 kB disk: room for some shards of the model below, not all."""
+    with tmpfs(tmp_path / "disk", "size=300k") as disk:
+        yield disk
 
 
 def test_a_full_disk_under_workers_names_the_output_file_not_the_staging(tmp_path, small_disk):

@@ -9,12 +9,13 @@ library), independently of the code under test. Every case compares the whole wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import struct
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -316,15 +317,24 @@ def test_bad_output_path(work, args, words):
     fails_cleanly(work, [arg.format(tmp=work) for arg in args], 2, *words)
 
 
-@pytest.fixture
-def full_disk(tmp_path) -> Path:
-    """A 2 MB tmpfs, or a skip where mounting is not permitted."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+@contextlib.contextmanager
+def tmpfs(directory: Path, options: str) -> Iterator[Path]:
+    """directory, made, with a tmpfs mounted on it (mount -o options) for the block; a skip where
+    mounting is not permitted (it needs root). A small or read-only filesystem fails for root too."""
+    directory.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Iterator[Path]:
+    """A 2 MB disk."""
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 def test_full_disk(tmp_path, full_disk):
