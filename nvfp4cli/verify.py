@@ -287,6 +287,10 @@ def check_fused(view: CheckpointView, modules: Mapping[str, Module], floats: lis
             listed = ", ".join(f"{_leaf(name)} {value:.9g}" for name, value in known.items())
             spread = max(known.values()) / min(known.values())
             yield Finding(key, "fused", f"members have different global scales ({listed}; {spread:.3g}x apart); engines use one scale for the fused matmul and mis-scale the others (nvfp4 convert --fix repairs this)")
+        inputs = {name: float(view.read(quantized[name].parts["input"]).reshape(-1)[0]) for name in members if name in quantized and "input" in quantized[name].parts}
+        if len(set(inputs.values())) > 1:
+            listed = ", ".join(f"{_leaf(name)} {value:.9g}" for name, value in inputs.items())
+            yield Finding(key, "fused", f"members have different activation scales ({listed}); the fused matmul quantizes its one input with one scale (vLLM takes the largest; nvfp4 convert --fix repairs this)")
 
 
 def _bad_regex(pattern: str) -> bool:

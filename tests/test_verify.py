@@ -271,6 +271,13 @@ def w4a4_without_input_scales(tensors, config):
     return {(f"{module}.weight", "config") for module, _, _ in LINEARS if module != f"{ATTN}.o_proj"}
 
 
+def w4a4_fused_input_scales_differ(tensors, config):
+    config["config_groups"]["group_0"]["input_activations"] = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16, "dynamic": "local", "symmetric": True}
+    for module, _, _ in LINEARS:
+        tensors[f"{module}.input_global_scale"] = torch.tensor([300.0 if module.endswith("k_proj") else 200.0])
+    return {(f"{ATTN}.qkv_proj", "fused")}
+
+
 def lm_head_quantized(tensors, config):
     del tensors["lm_head.weight"]
     packed, scales = nvfp4_parts((128, 64), torch.Generator().manual_seed(3))
@@ -305,7 +312,7 @@ CORPUS = [
     missing_block_scales, v_unquantized, v_unquantized_and_ignored, fused_scales_differ, no_quantization_groups,
     no_quantization_config, group_size_32, wrong_format_name, quantized_module_ignored, lm_head_not_ignored,
     w4a4_without_input_scales, lm_head_quantized, unmapped_name, ignore_not_a_list, invalid_regex_in_ignore,
-    modelopt_config_over_ct_names,
+    modelopt_config_over_ct_names, w4a4_fused_input_scales_differ,
 ]  # fmt: skip
 
 
