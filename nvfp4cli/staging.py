@@ -173,7 +173,8 @@ def staged_output(output: Path, is_dir: bool, force: bool = False) -> Iterator[P
     except OSError as exc:
         _remove(staging)
         if exc.filename is None or str(exc.filename).startswith(str(staging)):
-            raise OSError(exc.errno, exc.strerror, str(output)) from None
+            # the file inside the output that failed (out/model-00002-of-00004.safetensors), or the output
+            raise OSError(exc.errno, exc.strerror, str(output) + str(exc.filename or staging).removeprefix(str(staging))) from None
         raise
     except BaseException:
         _remove(staging)
