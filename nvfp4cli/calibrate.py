@@ -33,10 +33,9 @@ from safetensors import safe_open
 from torch import nn
 
 from .errors import DataError, UsageError, one_line
-from .format import BLOCK_SIZE
 from .formats.compressed_tensors import NAME as COMPRESSED_TENSORS_FORMAT
 from .formats.modelopt import NAME as MODELOPT_FORMAT
-from .io import open_checkpoint
+from .io import TensorSpec, open_checkpoint
 from .modules import fused_group_key, module_name
 
 Progress = Callable[[int, int], None]  # (layers done, layers in all)
@@ -45,6 +44,106 @@ FP4_MAX, FP8_MAX = 6.0, 448.0
 # The weight rule's floor (SPEC section 2: pts >= 2**-120) applied to activations: an input that
 # is all zeros gets finite scales (2**120) instead of an infinite global scale.
 MIN_AMAX = 2688.0 * 2.0**-120
+
+
+# ---- calibration samples ---------------------------------------------------------------------
+
+
+def read_samples(path: str | Path, limit: int) -> list[str]:
+    """At most `limit` samples from a text file (one per non-empty line) or JSONL (a "text"
+    string per line; a .jsonl name, or every non-empty line a JSON object). Empty texts are
+    skipped in both."""
+    path = Path(path)
+    if limit < 1:
+        raise UsageError(f"the number of calibration samples must be at least 1, not {limit}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a text or JSONL file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: no calibration samples (the file is empty)")
+    if path.suffix == ".jsonl" or all(_json_object(line) is not None for _, line in numbered):
+        texts = (_jsonl_text(path, number, line) for number, line in numbered)
+    else:
+        texts = (line for _, line in numbered)
+    samples = []
+    for text in texts:
+        if text.strip():
+            samples.append(text)
+            if len(samples) == limit:
+                break
+    if not samples:
+        raise DataError(f"{path}: no calibration samples (every \"text\" is empty)")
+    return samples
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _jsonl_text(path: Path, number: int, line: str) -> str:
+    record = _json_object(line)
+    if record is None:
+        raise DataError(f"{path}:{number}: not a JSON object")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DataError(f"{path}:{number}: no \"text\" string field")
+    return text
+
+
+# ---- scales ----------------------------------------------------------------------------------
+
+
+def _fp32(value: float) -> torch.Tensor:
+    return torch.tensor(max(value, MIN_AMAX), dtype=torch.float32)
+
+
+def activation_global_scale(amax: float) -> torch.Tensor:
+    """compressed-tensors' input_global_scale, fp32 0-d: 2688 / amax as one IEEE fp32 division
+    (as compressed-tensors' generate_gparam computes it)."""
+    return torch.tensor(FP8_MAX * FP4_MAX, dtype=torch.float32) / _fp32(amax)
+
+
+def activation_input_scale(amax: float) -> torch.Tensor:
+    """ModelOpt's input_scale, fp32 0-d: amax / 2688."""
+    return _fp32(amax) / torch.tensor(FP8_MAX * FP4_MAX, dtype=torch.float32)
+
+
+def shared_amax(amax: dict[str, float]) -> dict[str, float]:
+    """amax with the members of each fused group (q/k/v, gate/up, MLA q_a/kv_a) set to the
+    group's largest: the engines run a fused group as one matmul with one input scale."""
+    largest: dict[str, float] = {}
+    for name, value in amax.items():
+        key = fused_group_key(name)
+        if key is not None:
+            largest[key] = max(largest.get(key, value), value)
+    return {name: largest.get(fused_group_key(name) or "", value) for name, value in amax.items()}
+
+
+def input_scale_tensors(amax_by_module: dict[str, float], fmt: str) -> dict[str, torch.Tensor]:
+    """The tensors to add to a W4A4 output, fused groups sharing their largest amax:
+    compressed-tensors `<module>.input_global_scale` fp32 [1] = 2688 / amax, ModelOpt
+    `<module>.input_scale` fp32 0-d = amax / 2688."""
+    shared = shared_amax(amax_by_module)
+    if fmt == COMPRESSED_TENSORS_FORMAT:
+        return {f"{name}.input_global_scale": activation_global_scale(value).reshape(1) for name, value in shared.items()}
+    if fmt == MODELOPT_FORMAT:
+        return {f"{name}.input_scale": activation_input_scale(value) for name, value in shared.items()}
+    raise UsageError(f"unknown output format {fmt!r}: expected {COMPRESSED_TENSORS_FORMAT} or {MODELOPT_FORMAT}")
+
+
+def input_scale_specs(modules: list[str], fmt: str) -> tuple[TensorSpec, ...]:
+    """What input_scale_tensors writes for these modules, for a plan made before the values."""
+    return tuple(TensorSpec.of(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in input_scale_tensors(dict.fromkeys(modules, 1.0), fmt).items())
 
 
 # ---- calibration samples ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 
 from . import formats
 from .api import QuantizedTensor, quantize, raise_if_not_finite
+from .calibrate import input_scale_tensors
 from .errors import DataError, UsageError
 from .format import Mode, per_tensor_scale_from_amax
 from .formats.base import METADATA_KEY
@@ -41,7 +42,7 @@ from .io import (
     write_json,
 )
 from .kernels import get_backend
-from .modules import is_expert
+from .modules import is_expert, module_name
 from .parallel import threads_for
 from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
 from .relayout import REPACKAGE, produce as relayout_unit
@@ -140,7 +141,9 @@ def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.T
         return {spec.name: formats.load_float(plan.weights[name], checkpoint, spec.torch_dtype) for name, spec in zip(unit.inputs, unit.outputs)}
     if unit.action == REPACKAGE:
         return relayout_unit(plan, checkpoint, unit)
-    return _quantize_unit(plan, checkpoint, unit)
+    amax = dict(plan.options.input_amax)  # W4A4: the unit's input scales too (plan checked they exist)
+    scales = input_scale_tensors({module_name(name): amax[module_name(name)] for name in unit.inputs}, plan.options.fmt) if amax else {}
+    return _quantize_unit(plan, checkpoint, unit) | scales
 
 
 # ---- who writes what ---------------------------------------------------------------------------

@@ -13,13 +13,14 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from . import __version__, formats
 from .api import FLOAT_DTYPES, SUPPORTED_DTYPES
+from .calibrate import input_scale_specs
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode
 from .formats import LogicalWeight
@@ -74,6 +75,8 @@ class QuantizeOptions:
     # Experts get tensor scale 1 (global scale 1), the one per-expert layout transformers 5.x
     # loads correctly (it drops the experts' global scales; docs/moe.md); costs about 3 dB there.
     experts_unit_scale: bool = False
+    # W4A4: each Linear's calibrated input amax by module name (nvfp4cli.calibrate); () is W4A16.
+    input_amax: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,9 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
             bytes_in = sum(_stored_bytes(checkpoint, weights[member]) for member in names)
             tensors_in = sum(len(weights[member].tensors) for member in names)
             units.append(Unit(QUANTIZE, names, specs, bytes_in, tensors_in))
-    quantization_config, extra_files = output.configs(_ignored_modules(selections))
+    if options.input_amax:
+        units = _with_input_scales(checkpoint, units, dict(options.input_amax), options.fmt)
+    quantization_config, extra_files = output.configs(_ignored_modules(selections), activations=bool(options.input_amax))
     record = {
         "producer": f"nvfp4cli {__version__}",
         "format": options.fmt,
@@ -362,6 +367,7 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
         "scale_rule": options.scale_rule,
         **({"block_2d": True} if options.block_2d else {}),
         **({"experts_unit_scale": True} if options.experts_unit_scale else {}),
+        **({"scheme": "w4a4"} if options.input_amax else {}),
         "quantization_config": quantization_config,
     }
     config = None if checkpoint.config is None else {**checkpoint.config, "quantization_config": quantization_config}
@@ -370,6 +376,20 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
         QUANTIZE, checkpoint.path, checkpoint.directory, used, units, options, record, selections, config, extra_files,
         (HF_QUANT_CONFIG_NAME,), checkpoint.skipped_files, _new_metadata(checkpoint),
     )  # fmt: skip
+
+
+def _with_input_scales(checkpoint: Checkpoint, units: list[Unit], amax: dict[str, float], fmt: str) -> list[Unit]:
+    """W4A4: each quantize unit also writes its Linears' input scales (one per fused group)."""
+    result = []
+    for unit in units:
+        if unit.action == QUANTIZE:
+            modules = [module_name(name) for name in unit.inputs]
+            missing = next((module for module in modules if module not in amax), None)
+            if missing is not None:
+                raise DataError(f"{checkpoint.path}: {missing!r} has no calibrated input amax (it never ran on the calibration samples): --exclude it, or use --scheme w4a16")
+            unit = replace(unit, outputs=unit.outputs + input_scale_specs(modules, fmt))
+        result.append(unit)
+    return result
 
 
 def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16) -> Plan:

@@ -360,16 +360,6 @@ def test_input_scale_tensors_in_both_formats():
         cal.input_scale_tensors(amax, "gguf")
 
 
-def test_input_activations_config_is_compressed_tensors_nvfp4_preset():
-    pytest.importorskip("compressed_tensors")
-    from compressed_tensors.quantization import QuantizationArgs
-    from compressed_tensors.quantization.quant_scheme import NVFP4
-
-    config = cal.input_activations_config()
-    assert config == NVFP4["input_activations"].model_dump(mode="json")
-    assert QuantizationArgs.model_validate(config) == NVFP4["input_activations"]
-
-
 # ---- sample files ----------------------------------------------------------------------------
 
 
@@ -429,3 +419,113 @@ def test_unreadable_sample_files(tmp_path):
         cal.read_samples(latin1, 10)
     with pytest.raises(UsageError, match="at least 1"):
         cal.read_samples(CALIBRATION_TEXT, 0)
+
+
+# ---- nvfp4 quantize --scheme w4a4 --------------------------------------------------------------
+
+
+def first_lines(path: Path, count: int) -> list[str]:
+    """The calibration samples as the issue defines them, read here without read_samples."""
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
+
+
+def stored_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        tensors |= load_file(file)
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def w4a4_tiny_llama(tmp_path_factory):
+    from cli_runner import nvfp4
+
+    root = tmp_path_factory.mktemp("w4a4")
+    outputs = {}
+    for fmt in ("compressed-tensors", "modelopt"):
+        result = nvfp4("quantize", TINY_LLAMA, "-o", root / fmt, "--format", fmt, "--scheme", "w4a4", "--calibration", CALIBRATION_TEXT, "--samples", 10, "--seq-len", SEQ_LEN, "--json")
+        assert result.exit_code == 0, result.output
+        outputs[fmt] = (root / fmt, json.loads(result.stdout))
+    return outputs
+
+
+def test_w4a4_output_has_input_scales_of_the_whole_model_amax(w4a4_tiny_llama):
+    oracle = whole_model_amax(TINY_LLAMA, transformers.AutoModelForCausalLM, first_lines(CALIBRATION_TEXT, 10), SEQ_LEN)
+    ct_dir, report = w4a4_tiny_llama["compressed-tensors"]
+    ct = stored_tensors(ct_dir)
+    quantized = [name.removesuffix(".weight_packed") for name in ct if name.endswith(".weight_packed")]
+    assert len(quantized) == 14 and "lm_head" not in quantized  # lm_head stays bf16 by default, so no input scale
+    assert {name.removesuffix(".input_global_scale") for name in ct if name.endswith(".input_global_scale")} == set(quantized)
+    modelopt = stored_tensors(w4a4_tiny_llama["modelopt"][0])
+    for module in quantized:
+        # q/k/v and gate/up read one tensor: their amax are equal, so sharing changes nothing here.
+        expected_global = np.float32(2688) / np.float32(oracle[module])
+        assert ct[f"{module}.input_global_scale"].dtype == torch.float32 and ct[f"{module}.input_global_scale"].shape == (1,)
+        assert ct[f"{module}.input_global_scale"].item() == pytest.approx(float(expected_global), rel=REL), module
+        assert modelopt[f"{module}.input_scale"].dtype == torch.float32 and modelopt[f"{module}.input_scale"].shape == ()
+        assert modelopt[f"{module}.input_scale"].item() == pytest.approx(float(np.float32(oracle[module]) / np.float32(2688)), rel=REL), module
+    assert report["scheme"] == "w4a4" and report["calibration"]["samples"] == 10
+    assert list(report["calibration"]["seconds_per_layer"]) == ["model.layers.0", "model.layers.1"]
+
+
+def test_w4a4_configs(w4a4_tiny_llama):
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.quant_scheme import NVFP4
+
+    ct_config = json.loads((w4a4_tiny_llama["compressed-tensors"][0] / "config.json").read_text())["quantization_config"]
+    group = ct_config["config_groups"]["group_0"]
+    assert group["input_activations"] == NVFP4["input_activations"].model_dump(mode="json")
+    assert QuantizationArgs.model_validate(group["input_activations"]) == NVFP4["input_activations"]
+    assert QuantizationArgs.model_validate(group["weights"]) == NVFP4["weights"]
+    modelopt_dir = w4a4_tiny_llama["modelopt"][0]
+    assert json.loads((modelopt_dir / "config.json").read_text())["quantization_config"]["quant_algo"] == "NVFP4"
+    assert json.loads((modelopt_dir / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] == "NVFP4"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("--scheme", "w4a4"), "--scheme w4a4 needs --calibration"),
+        (("--calibration", str(CALIBRATION_TEXT)), "--calibration is for --scheme w4a4"),
+        (("--scheme", "w4a4", "--calibration", "no-such-file.txt"), "no-such-file.txt"),
+    ],
+)
+def test_w4a4_bad_options_are_one_line_usage_errors(tmp_path, args, match):
+    from cli_runner import nvfp4
+
+    result = nvfp4("quantize", TINY_LLAMA, "-o", tmp_path / "out", *args)
+    assert result.exit_code == 2, result.output
+    assert match in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_w4a4_minilm_runs_with_fake_quantized_activations_in_transformers(tmp_path):
+    # transformers + compressed-tensors load the W4A4 output, quantize each Linear's input with
+    # its static global scale (and dynamic block scales), and the sentence embeddings stay close.
+    from cli_runner import nvfp4
+
+    model_dir = minilm_dir()
+    output = tmp_path / "minilm-w4a4"
+    result = nvfp4("quantize", model_dir, "-o", output, "--scheme", "w4a4", "--calibration", CALIBRATION_TEXT, "--samples", 32, "--seq-len", 48)
+    assert result.exit_code == 0, result.output
+    sentences = first_lines(CALIBRATION_TEXT, 300)[-5:]  # not among the 32 calibration samples
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+
+    def sentence_embeddings(model):  # all-MiniLM-L6-v2's pooling: mean over tokens, unit length
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state.float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    reference = sentence_embeddings(transformers.AutoModel.from_pretrained(model_dir, dtype=torch.float32))
+    model = transformers.AutoModel.from_pretrained(output, dtype=torch.bfloat16)
+    query = model.encoder.layer[0].attention.self.query
+    assert query.quantization_scheme.input_activations.dynamic == "local"
+    assert query.input_global_scale.item() == stored_tensors(output)["encoder.layer.0.attention.self.query.input_global_scale"].item()
+    cosine = torch.nn.functional.cosine_similarity(sentence_embeddings(model), reference, dim=-1)
+    print(f"W4A4 MiniLM cosine to fp32: {cosine.tolist()}")
+    assert cosine.min() >= 0.95, cosine

@@ -156,6 +156,19 @@ def progress_bar(operation: str, total_bytes: int, total_tensors: int, quiet: bo
         yield lambda tensors, done: bar.update(task, completed=done, tensors=tensors)
 
 
+@contextlib.contextmanager
+def steps_bar(operation: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback (steps done, steps in all) drawing a rich bar on a terminal; None when
+    quiet or not a terminal."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(operation, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def print_report(report: dict, title: str) -> None:
     """The summary table of a conversion or a dry run, then what was kept in high precision."""
     operation = report["operation"]

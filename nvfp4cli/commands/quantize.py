@@ -10,6 +10,8 @@ import typer
 
 from .. import formats, runner
 from ..format import SCALE_RULES, Mode
+from ..calibrate import Calibration, calibrate, read_samples
+from ..errors import UsageError
 from ..io import open_checkpoint
 from ..kernels import BACKENDS
 from ..plan import QuantizeOptions, default_output, plan_quantize
@@ -27,12 +29,30 @@ from .common import (
     parse_size,
     progress_bar,
     show_report,
+    steps_bar,
 )
 
 OutputFormat = choices("OutputFormat", list(formats.OUTPUT_FORMATS))
 Backend = choices("Backend", ("auto", *BACKENDS))
 Device = choices("Device", ("cpu", "cuda"))
 ScaleRule = choices("ScaleRule", SCALE_RULES)
+Scheme = choices("Scheme", ("w4a16", "w4a4"))
+
+
+def _calibrate(input_path: Path, scheme, calibration: Path | None, samples: int, seq_len: int, device: str, quiet: bool) -> Calibration | None:
+    """W4A4: each Linear's input amax, measured on the float model one layer at a time."""
+    if scheme is Scheme.w4a16:
+        if calibration is not None:
+            raise UsageError("--calibration is for --scheme w4a4 (w4a16 quantizes weights only)")
+        return None
+    if calibration is None:
+        raise UsageError("--scheme w4a4 needs --calibration FILE (text to measure the activations on)")
+    texts = read_samples(calibration, samples)
+    with steps_bar("calibrate (layers)", quiet) as progress:
+        result = calibrate(input_path, texts, seq_len=seq_len, device=device, progress=progress)
+    if result.unreached_experts and not quiet:
+        typer.echo(f"nvfp4: note: {len(result.unreached_experts)} MoE experts got no calibration token; each takes its layer's largest amax (listed in --json)", err=True)
+    return result
 
 
 def quantize(
@@ -51,6 +71,12 @@ def quantize(
     experts_unit_scale: bool = typer.Option(
         False, "--experts-unit-scale", help="Give MoE experts global scale 1: the per-expert layout transformers 5.x loads correctly (about 3 dB less accurate experts)."
     ),
+    scheme: Scheme = typer.Option(
+        Scheme.w4a16, "--scheme", help="w4a16: weights only; w4a4: also activation scales (vLLM on Blackwell), calibrated on --calibration text, one layer at a time."
+    ),
+    calibration: Path | None = typer.Option(None, "--calibration", metavar="FILE", help="w4a4 calibration text: one sample per non-empty line, or JSONL with a \"text\" field."),
+    samples: int = typer.Option(512, "--samples", min=1, metavar="N", help="w4a4: at most N calibration samples."),
+    seq_len: int = typer.Option(2048, "--seq-len", min=1, metavar="L", help="w4a4: each sample's first L tokens (the model's tokenizer, special tokens added)."),
     max_shard_size: str = MAX_SHARD_SIZE_OPTION,
     device: Device = typer.Option(Device.cpu, "--device", help="Where to quantize: cpu, or cuda (Triton backend)."),
     workers: int | None = typer.Option(None, "--workers", min=1, metavar="N", help=WORKERS_HELP),
@@ -72,8 +98,10 @@ def quantize(
             elif mode is Mode.RN and seed is not None and reporter:
                 typer.echo("nvfp4: --seed has no effect with --mode rn (it rounds to nearest, with no random bits)", err=True)
             checkpoint = open_checkpoint(input_path)
+            calibrated = _calibrate(input_path, scheme, calibration, samples, seq_len, device.value, quiet=json_output or not reporter)
             options = QuantizeOptions(
-                mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value, block_2d, experts_unit_scale
+                mode, seed, fmt.value, tuple(include), tuple(exclude), backend.value, device.value, scale_rule.value, block_2d, experts_unit_scale,
+                tuple(sorted(calibrated.amax.items())) if calibrated else (),
             )
             plan = plan_quantize(checkpoint, options)
             output = output if output is not None else default_output(input_path)
@@ -87,5 +115,7 @@ def quantize(
         else:
             with progress_bar("quantize", plan.bytes_in, plan.tensors_in, json_output or not reporter) as progress:
                 report = runner.run(plan, output, checkpoint=checkpoint, group=group, workers=workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+        if calibrated is not None:
+            report["calibration"] = calibrated.report() | {"file": str(calibration), "seq_len": seq_len}
         if reporter:
             show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")

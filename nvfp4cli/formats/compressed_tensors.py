@@ -59,9 +59,10 @@ def encode(name: str, q: QuantizedTensor) -> dict[str, torch.Tensor]:
     return nvfp4.encode(specs(name, tuple(q.shape)), q, q.global_scale)
 
 
-def configs(ignore: list[str]) -> tuple[dict, dict[str, dict]]:
-    """config.json's quantization_config for weight-only NVFP4, as compressed-tensors writes it;
-    no extra files."""
+def configs(ignore: list[str], activations: bool = False) -> tuple[dict, dict[str, dict]]:
+    """config.json's quantization_config for NVFP4, as compressed-tensors writes it: weight-only,
+    or with activations (its NVFP4 preset: dynamic block scales, a static global scale per
+    Linear, `input_global_scale`); no extra files."""
     weights = {
         "num_bits": 4,
         "type": "float",
@@ -71,7 +72,8 @@ def configs(ignore: list[str]) -> tuple[dict, dict[str, dict]]:
         "dynamic": False,
         "scale_dtype": "torch.float8_e4m3fn",
     }
-    group = {"targets": ["Linear"], "weights": weights, "input_activations": None, "output_activations": None, "format": FORMAT_NAME}
+    input_activations = {**weights, "dynamic": "local", "observer": "static_minmax"} if activations else None
+    group = {"targets": ["Linear"], "weights": weights, "input_activations": input_activations, "output_activations": None, "format": FORMAT_NAME}
     config = {
         "config_groups": {"group_0": group},
         "quant_method": "compressed-tensors",

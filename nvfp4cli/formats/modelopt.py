@@ -14,6 +14,7 @@ from .base import LogicalWeight, StoredWeight, recorded_mode
 
 NAME = "modelopt"
 WEIGHT_ONLY_ALGO = "W4A16_NVFP4"
+W4A4_ALGO = "NVFP4"  # with activations: an `X.input_scale` (amax / 2688) per Linear
 HF_QUANT_CONFIG_NAME = "hf_quant_config.json"
 read = nvfp4.read
 
@@ -59,12 +60,13 @@ def encode(name: str, q: QuantizedTensor) -> dict[str, torch.Tensor]:
     return nvfp4.encode(specs(name, tuple(q.shape)), q, q.per_tensor_scale)
 
 
-def configs(ignore: list[str]) -> tuple[dict, dict[str, dict]]:
+def configs(ignore: list[str], activations: bool = False) -> tuple[dict, dict[str, dict]]:
     """(config.json's quantization_config, {hf_quant_config.json: its payload}); vLLM requires
     all three of group_size, kv_cache_quant_algo and exclude_modules."""
-    quantization_config = {"quant_method": "modelopt", "quant_algo": WEIGHT_ONLY_ALGO, "group_size": BLOCK_SIZE, "ignore": ignore}
+    algo = W4A4_ALGO if activations else WEIGHT_ONLY_ALGO
+    quantization_config = {"quant_method": "modelopt", "quant_algo": algo, "group_size": BLOCK_SIZE, "ignore": ignore}
     hf_quant_config = {
         "producer": {"name": "nvfp4cli", "version": __version__},
-        "quantization": {"quant_algo": WEIGHT_ONLY_ALGO, "kv_cache_quant_algo": None, "group_size": BLOCK_SIZE, "exclude_modules": ignore},
+        "quantization": {"quant_algo": algo, "kv_cache_quant_algo": None, "group_size": BLOCK_SIZE, "exclude_modules": ignore},
     }
     return quantization_config, {HF_QUANT_CONFIG_NAME: hf_quant_config}
