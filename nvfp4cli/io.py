@@ -448,7 +448,10 @@ class SafetensorsWriter:
             self._handle.close()
 
     def abort(self) -> None:
-        self._handle.close()
+        """Close a file being discarded. Closing flushes its buffer, and on a full disk that fails
+        too: the error that made the run abort is the one to report, not this one."""
+        with contextlib.suppress(OSError):
+            self._handle.close()
 
 
 def shard_file_names(count: int, stem: str = "model") -> list[str]:
