@@ -290,15 +290,17 @@ def small_disk(tmp_path) -> Iterator[Path]:
         yield disk
 
 
-def test_a_full_disk_under_workers_names_the_output_file_not_the_staging(tmp_path, small_disk):
+@pytest.mark.parametrize("extra, rank", [(["--max-shard-size", "100kB"], ""), (["--workers", "2"], "rank [01]: ")], ids=["one-process", "workers"])
+def test_a_full_disk_names_the_shard_in_the_output_not_the_staging(tmp_path, small_disk, extra, rank):
     model = tmp_path / "model"
     model.mkdir()
     g = torch.Generator().manual_seed(5)
     save_file(weights(g, *(f"model.layers.{i}.mlp.down_proj.weight" for i in range(8)), shape=(256, 256)) | weights(g, "model.embed_tokens.weight", shape=(512, 256)), model / "model.safetensors")
-    result = nvfp4("quantize", model, "-o", small_disk / "out", "--workers", "2")
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    result = nvfp4("quantize", model, "-o", small_disk / "out", *extra)
     assert result.exit_code == 1 and result.stdout == ""
     (line,) = result.stderr.splitlines()
-    assert re.fullmatch(rf"nvfp4: error: rank [01]: {re.escape(str(small_disk / 'out'))}/model-0000[12]-of-00002\.safetensors: No space left on device", line), line
+    assert re.fullmatch(rf"nvfp4: error: {rank}{re.escape(str(small_disk / 'out'))}/model-\d{{5}}-of-\d{{5}}\.safetensors: No space left on device", line), line
     assert list(small_disk.iterdir()) == []
 
 
