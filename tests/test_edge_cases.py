@@ -526,3 +526,8 @@ def test_diff_headline_sqnr_is_over_the_quantized_tensors(tmp_path):
     assert summary["overall_sqnr_db"] > expected + 20
     lines = ok("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors").stdout.splitlines()
     assert f"SQNR dB, 1 quantized tensor(s)  {expected:.2f}" in [re.sub(r"\s{2,}", "  ", line) for line in lines]
+    # float against float (the dequantized output): no side is quantized, so the headline is over the tensors that differ
+    ok("dequantize", tmp_path / "b.safetensors", "-o", tmp_path / "c.safetensors", "--dtype", "fp32")
+    summary = ok_json("diff", tmp_path / "a.safetensors", tmp_path / "c.safetensors")["summary"]
+    assert summary["sqnr_over"] == "differing" and summary["sqnr_tensors"] == 1
+    assert summary["sqnr_db"] == pytest.approx(expected, rel=1e-6) and summary["overall_sqnr_db"] > expected + 20
