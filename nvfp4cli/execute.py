@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import formats
+from . import formats, pipeline
 from .api import QuantizedTensor, quantize, raise_if_not_finite
 from .calibrate import input_scale_tensors
 from .errors import DataError, UsageError
@@ -43,7 +43,7 @@ from .io import (
 )
 from .kernels import get_backend
 from .modules import is_expert, module_name
-from .parallel import threads_for
+from .process import return_freed_buffers, threads_for
 from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
 from .relayout import REPACKAGE, produce as relayout_unit
 from .rng import tensor_seed
@@ -205,17 +205,30 @@ def file_metadata(plan: Plan) -> dict[str, str]:
     return {**plan.metadata, "format": "pt", METADATA_KEY: json.dumps(plan.record, sort_keys=True)}
 
 
-def write_units(plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None]) -> None:
-    """Make each unit, write its tensors and call unit_written (which may raise to stop); close
-    every file when all is written, or abort them all on any error. A run whose tensors are all
-    small runs on one CPU thread (parallel.py says why)."""
+def write_units(
+    plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None], *, overlap: bool = True
+) -> None:
+    """Make each unit, write its tensors and call unit_written (which may raise to stop) once
+    they are handed to the writer; close every file when all is written, or abort them all on
+    any error. With overlap (pipeline.py) reading, making and writing run side by side, with
+    the same bytes as the plain loop. A run whose tensors are all small runs on one CPU thread,
+    and freed tensor buffers go back to the system (process.py says why)."""
+    return_freed_buffers()
+    device = getattr(plan.options, "device", "cpu")
     largest = max((math.prod(plan.weights[name].shape) for unit in units if unit.action != COPY for name in unit.inputs), default=0)
+
+    def write(name: str, tensor: torch.Tensor) -> None:
+        writers[name].write(name, tensor)
+
     try:
-        with threads_for(largest, getattr(plan.options, "device", "cpu")):
-            for unit in units:
-                for name, tensor in execute(plan, checkpoint, unit).items():
-                    writers[name].write(name, tensor)
-                unit_written(unit)
+        with threads_for(largest, device):
+            if overlap:
+                pipeline.convert_units(plan, checkpoint, units, execute, write, unit_written, pin_memory=torch.device(device).type == "cuda")
+            else:
+                for unit in units:
+                    for name, tensor in execute(plan, checkpoint, unit).items():
+                        write(name, tensor)
+                    unit_written(unit)
         for writer in dict.fromkeys(writers.values()):
             writer.close()
     except BaseException:
@@ -224,11 +237,11 @@ def write_units(plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: 
         raise
 
 
-def write_share(plan: Plan, checkpoint: Checkpoint, layout: Layout, rank: int, directory: Path, unit_written: Callable[[Unit], None]) -> None:
+def write_share(plan: Plan, checkpoint: Checkpoint, layout: Layout, rank: int, directory: Path, unit_written: Callable[[Unit], None], *, overlap: bool = True) -> None:
     """Rank `rank`'s units into its shard files in directory."""
     units = [plan.units[index] for index in layout.shares[rank]]
     writers = open_writers(layout.shards[rank], [directory / name for name in layout.names[rank]], file_metadata(plan))
-    write_units(plan, checkpoint, units, writers, unit_written)
+    write_units(plan, checkpoint, units, writers, unit_written, overlap=overlap)
 
 
 def _copy_side_files(source: Path, target: Path, skipped: set[str]) -> list[str]:
@@ -274,8 +287,18 @@ def check_output(plan: Plan, output: Path, force: bool) -> None:
     check_output_path(output, plan.input_path, force)
 
 
-def run(plan: Plan, output: Path, *, checkpoint: Checkpoint | None = None, force: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> dict:
-    """Write the plan's output at `output` in this process (rank 0 of 1).
+def run(
+    plan: Plan,
+    output: Path,
+    *,
+    checkpoint: Checkpoint | None = None,
+    force: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Progress | None = None,
+    overlap: bool = True,
+) -> dict:
+    """Write the plan's output at `output` in this process (rank 0 of 1); overlap: read, make
+    and write side by side (pipeline.py), else one after the other (the same bytes).
 
     Written under a temporary sibling and renamed when complete: after any error nothing is
     left at `output`, and an existing output is replaced (only with force) at the very end.
@@ -296,12 +319,12 @@ def run(plan: Plan, output: Path, *, checkpoint: Checkpoint | None = None, force
     with staged_output(output, is_dir, force) as staging:
         if is_dir:
             layout = plan_layout(plan, 1, max_shard_bytes)
-            write_share(plan, checkpoint, layout, 0, staging, unit_written)
+            write_share(plan, checkpoint, layout, 0, staging, unit_written, overlap=overlap)
             copied, files = finish(plan, layout, staging), layout.files
         else:  # one file: every unit into the staging file itself
             specs = [spec for unit in plan.units for spec in unit.outputs]
             writers = open_writers([specs], [staging], file_metadata(plan))
-            write_units(plan, checkpoint, plan.units, writers, unit_written)
+            write_units(plan, checkpoint, plan.units, writers, unit_written, overlap=overlap)
             copied, files = [], [output.name]
     return run_report(plan, output, sorted(files), copied, time.perf_counter() - start)
 
