@@ -25,7 +25,9 @@ import nvfp4cli
 
 GRID = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 SLOP = 2.0**-20  # float32 rounding of x * r in the kernel, seen from float64
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+# derandomize: every run of the suite draws the same examples, so a failure reproduces and a pass
+# means the same thing each time (fuzz/fuzz_checkpoint.py --seed N is the place to explore).
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None, derandomize=True)
 # Per dtype: the binades a block's magnitude is drawn from, kept inside the normal range.
 EXPONENTS = {torch.float32: (-60, 60), torch.bfloat16: (-60, 60), torch.float16: (-10, 10)}
 
