@@ -13,6 +13,7 @@ uses one Philox counter per 16-element block, counters offset .. offset + philox
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -81,23 +82,35 @@ def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor | float) -> None:
     raise DataError(f"{count} non-finite value(s) (NaN or Inf) in tensor of shape {tuple(x.shape)}, first at index {index}")
 
 
-_side_streams: dict[torch.device, torch.cuda.Stream] = {}
+class _HostReader(threading.local):
+    """Per thread and device: a side stream, an event and a pinned float32 that one amax goes
+    through. Made once: creating them a call cost more host time than the kernels."""
+
+    def __init__(self):
+        self.parts: dict[torch.device, tuple[torch.cuda.Stream, torch.cuda.Event, torch.Tensor]] = {}
+
+    def get(self, device: torch.device):
+        if device not in self.parts:
+            host = torch.empty((), dtype=torch.float32, pin_memory=True)
+            self.parts[device] = (torch.cuda.Stream(device), torch.cuda.Event(), host)
+        return self.parts[device]
+
+
+_host_reader = _HostReader()
 
 
 def _read_later(value: torch.Tensor):
     """Start copying a device scalar to the host on a side stream; the returned callable waits for
-    that copy alone. So the host learns amax while the GPU already runs the quantize kernel
-    (no bubble on x's stream, and the call returns without waiting for the quantize)."""
+    that copy alone. So the host learns amax while the GPU already runs the quantize kernel (no
+    bubble on x's stream, and the call returns without waiting for the quantize). The caller
+    keeps value alive and calls the result before its next call in this thread."""
     if value.device.type != "cuda":
         return lambda: float(value)
-    stream = _side_streams.setdefault(value.device, torch.cuda.Stream(value.device))
-    host = torch.empty((), dtype=value.dtype, pin_memory=True)
+    stream, done, host = _host_reader.get(value.device)
     stream.wait_stream(torch.cuda.current_stream(value.device))
     with torch.cuda.stream(stream):
         host.copy_(value, non_blocking=True)
-        done = torch.cuda.Event()
         done.record(stream)
-    value.record_stream(stream)  # the allocator keeps amax alive until the side copy ran
 
     def read() -> float:
         done.synchronize()

@@ -32,13 +32,13 @@ from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
 from . import HADAMARD_SIGNS
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), RN and RS
-# tuned on an H100 (docs/benchmarks.md). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one
-# tile a program; 2-D tiles (block_2d, rowcol: 16 rows x blocks/16 block columns) always one.
+# tuned on an H100 (docs/benchmarks.md), the 2-D tiles (block_2d, rowcol: 16 rows x blocks/16
+# block columns) on an H200. Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
 QUANTIZE_CONFIGS = {
     (Mode.RN, False): (256, 4, 1),
     (Mode.RS, False): (128, 4, 2),
     (Mode.RN, True): (256, 4, 1),
-    (Mode.RS, True): (128, 4, 1),
+    (Mode.RS, True): (128, 4, 2),
 }
 MIN_PROGRAMS = 1024
 AMAX_WORDS = 4096  # int32 words an amax tile
@@ -46,7 +46,7 @@ AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 
-AMAX_BLOCKS_CONFIG = (128, 4)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns)
+AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns; H200)
 RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
@@ -473,7 +473,7 @@ def _column_blocks(elements_ptr, tile, scale_cols, n_rows, INPUT_KIND: tl.conste
     group = tile // groups  # the tile's 16-row group
     k = scale_cols * 16
     cols = tile % groups * BLOCKS + tl.arange(0, BLOCKS)
-    mask = cols < k
+    mask = cols < tl.where(group < n_rows // 16, k, 0)  # a prefetched tile past the end is empty
     base = group.to(tl.int64) * 16 * k + cols
     if INPUT_KIND != 2:
         c0 = _column_chunk(elements_ptr, base, k, mask, 0, 2, INPUT_KIND)
@@ -677,18 +677,18 @@ def _rht_kernel(words_ptr, out_ptr, n_blocks, INPUT_KIND: tl.constexpr, SIGN_MAS
             c2, c3 = _signed(c2, SIGN_MASK, 8, 1), _signed(c3, SIGN_MASK, 12, 1)
     else:
         c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
-    lane = tl.arange(0, 4)[None, :]
-    base = blocks[:, None] * 16
-    if INPUT_KIND != 2:  # (even, odd) of 0..7, then of 8..15
-        tl.store(out_ptr + base + 2 * lane, c0, mask=mask[:, None])
-        tl.store(out_ptr + base + 2 * lane + 1, c1, mask=mask[:, None])
-        tl.store(out_ptr + base + 8 + 2 * lane, c2, mask=mask[:, None])
-        tl.store(out_ptr + base + 9 + 2 * lane, c3, mask=mask[:, None])
+    if INPUT_KIND != 2:  # (even, odd) of 0..7, then of 8..15: interleaved back in one thread
+        low = tl.reshape(tl.join(c0, c1), [BLOCKS, 8])
+        high = tl.reshape(tl.join(c2, c3), [BLOCKS, 8])
+        offsets = blocks[:, None] * 16 + tl.arange(0, 8)[None, :]
+        tl.store(out_ptr + offsets, low, mask=mask[:, None])
+        tl.store(out_ptr + offsets + 8, high, mask=mask[:, None])
     else:
-        tl.store(out_ptr + base + lane, c0, mask=mask[:, None])
-        tl.store(out_ptr + base + 4 + lane, c1, mask=mask[:, None])
-        tl.store(out_ptr + base + 8 + lane, c2, mask=mask[:, None])
-        tl.store(out_ptr + base + 12 + lane, c3, mask=mask[:, None])
+        offsets = blocks[:, None] * 16 + tl.arange(0, 4)[None, :]
+        tl.store(out_ptr + offsets, c0, mask=mask[:, None])
+        tl.store(out_ptr + offsets + 4, c1, mask=mask[:, None])
+        tl.store(out_ptr + offsets + 8, c2, mask=mask[:, None])
+        tl.store(out_ptr + offsets + 12, c3, mask=mask[:, None])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -818,11 +818,10 @@ def _launch_quantize(
     blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, tiled)]
     if tiled:
         n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile)
-        tiles = 1
     else:
         n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
-        if n_tiles < MIN_PROGRAMS * tiles:
-            tiles = 1
+    if n_tiles < MIN_PROGRAMS * tiles:
+        tiles = 1
     # The rules' errors must round once an operation, as the reference's do; max keeps Triton's default.
     fusion = {} if scale_rule == "max" else {"enable_fp_fusion": False}
     if n_blocks:
