@@ -8,6 +8,8 @@ verify flags that can be repaired (`--fix`).
 FP4 codes and E4M3 block scales are copied byte for byte; the names, the tensor-scale convention
 (compressed-tensors stores 1/pts, ModelOpt pts) and the config come from the output format's
 handler (formats/). A format's stored scale is copied as is when the format does not change.
+W4A4 activation scales travel with their weights (2688 / amax in compressed-tensors, amax / 2688
+in ModelOpt: float32 reciprocals).
 
 --fix, for members of one fused matmul with different global scales: the group gets one tensor
 scale pts_new >= the largest pts of its members, so every rescaled block scale s8 * pts_old /
@@ -32,6 +34,7 @@ import torch
 
 from . import __version__, formats
 from .api import SUPPORTED_DTYPES, QuantizedTensor, quantize, raise_if_not_finite
+from .calibrate import input_scale_specs
 from .errors import DataError
 from .format import BLOCK_SIZE, E4M3_MAX, Mode, e2m1_values, per_tensor_scale_from_amax, unpack_codes
 from .formats.base import StoredWeight, record, recorded_mode
@@ -40,7 +43,7 @@ from .io import Checkpoint, TensorSpec
 from .metrics import sqnr_db
 from .modules import default_skip_reason, fused_group_key, module_name
 from .plan import COPY, DEQUANTIZE, Plan, Unit
-from .verify import check_tensors, find_modules, view_of
+from .verify import SUFFIXES, check_tensors, find_modules, view_of
 
 SEARCH_STEPS = 1024  # shared-scale candidates between the largest pts and twice it (see _shared_scale)
 REPACKAGE = "repackage"  # the plan operation and unit action: same codes, new names and conventions
@@ -166,10 +169,10 @@ def _quantizable(weight: formats.LogicalWeight, checkpoint: Checkpoint) -> bool:
     return spec.torch_dtype in SUPPORTED_DTYPES and len(weight.shape) == 2 and weight.shape[0] > 0 and weight.shape[-1] % BLOCK_SIZE == 0
 
 
-def _plan_repairs(checkpoint: Checkpoint, weights: dict[str, formats.LogicalWeight]) -> dict[str, Repair]:
-    """Fused groups to give one scale, by member: NVFP4 members with different stored scales,
-    and groups with float members beside NVFP4 ones (those get quantized). DataError for a float
-    member that cannot be quantized."""
+def _plan_repairs(checkpoint: Checkpoint, weights: dict[str, formats.LogicalWeight], fmt: str) -> dict[str, Repair]:
+    """Fused groups to give one scale, by member: NVFP4 members with different stored tensor or
+    activation scales, and groups with float members beside NVFP4 ones (those get quantized).
+    DataError for a float member that cannot be quantized."""
     groups: dict[str, list[str]] = {}
     for name, weight in weights.items():
         if fused_group_key(name) is not None and (weight.nvfp4 or (not weight.quantized and name.endswith(".weight") and len(weight.shape) >= 2)):
@@ -182,7 +185,8 @@ def _plan_repairs(checkpoint: Checkpoint, weights: dict[str, formats.LogicalWeig
         unusable = next((name for name in floats if not _quantizable(weights[name], checkpoint)), None)
         if unusable is not None:
             raise DataError(f"{checkpoint.path}: cannot convert: {unusable} is float in the NVFP4 fused layer {key} and cannot be quantized ({checkpoint.info(unusable).dtype} {list(weights[unusable].shape)})")
-        if floats or len({_stored_scale(checkpoint, weights[name]) for name in members}) > 1:
+        inputs = {float(checkpoint.read(_input_scale_name(name, fmt)).reshape(-1)[0]) for name in members if _input_scale_name(name, fmt) in checkpoint.specs}
+        if floats or len({_stored_scale(checkpoint, weights[name]) for name in members}) > 1 or len(inputs) > 1:
             repairs.update({name: Repair(key, tuple(members), floats) for name in members})
     return repairs
 
@@ -194,6 +198,30 @@ def _float_modules(weights: dict[str, formats.LogicalWeight], in_float: set[str]
     if not any(module_name(name).rpartition(".")[2] == "lm_head" for name in weights if name not in in_float):
         ignore.append("lm_head")
     return list(dict.fromkeys(ignore))
+
+
+def _input_scale_name(weight: str, fmt: str) -> str:
+    return f"{module_name(weight)}.{SUFFIXES[fmt]['input']}"
+
+
+def _input_scale_spec(weight: str, fmt: str) -> TensorSpec:
+    """The activation scale quantize writes for a weight: compressed-tensors' input_global_scale
+    (2688 / amax) [1], ModelOpt's input_scale (amax / 2688) 0-d."""
+    return input_scale_specs([module_name(weight)], fmt)[0]
+
+
+def _input_scales(plan: Plan, checkpoint: Checkpoint, unit: Unit, in_fmt: str) -> dict[str, torch.Tensor]:
+    """The activation scales of a unit's weights in the output's convention (the reciprocal when
+    the format changes); a repaired group shares the largest amax (no activation clips)."""
+    stored = {name: checkpoint.read(_input_scale_name(name, in_fmt)).reshape(()) for name in unit.inputs if _input_scale_name(name, in_fmt) in checkpoint.specs}
+    if not stored:
+        return {}
+    if len(unit.inputs) > 1:  # the largest amax: the smallest 2688/amax, the largest amax/2688
+        shared = (min if in_fmt == formats.compressed_tensors.NAME else max)(stored.values(), key=float)
+        stored = dict.fromkeys(stored, shared)
+    out = plan.options.fmt
+    specs = {name: _input_scale_spec(name, out) for name in stored}
+    return {specs[name].name: (value if out == in_fmt else 1.0 / value).reshape(specs[name].shape) for name, value in stored.items()}
 
 
 def _stored_bytes(checkpoint: Checkpoint, weight: formats.LogicalWeight) -> int:
@@ -209,17 +237,22 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
     if in_fmt is None:
         raise DataError(f"{checkpoint.path}: no NVFP4 weights to convert")
     _refuse(checkpoint, list(check_tensors(view, in_fmt, modules)))
-    input_scales = [module.parts["input"] for module in modules.values() if "input" in module.parts]
-    if input_scales:
-        raise DataError(f"{checkpoint.path}: activation scales ({input_scales[0]}): convert re-lays out weight-only NVFP4 (W4A16) checkpoints")
+    input_scales = {module.weight: module.parts["input"] for module in modules.values() if "input" in module.parts}
+    without = next((module.weight for module in modules.values() if "input" not in module.parts), None)
+    if input_scales and without is not None:
+        raise DataError(f"{checkpoint.path}: cannot convert: activation scales on some NVFP4 weights but not on {without} (W4A4 needs one on every weight)")
     weights = formats.logical_weights(checkpoint)
     other = next((weight for weight in weights.values() if weight.quantized and not weight.nvfp4), None)
     if other is not None:  # the output config would describe NVFP4 only and leave it unloadable
         raise DataError(f"{checkpoint.path}: {other.name} is {other.format}, not NVFP4: convert re-lays out checkpoints whose quantized weights are all NVFP4")
-    repairs = _plan_repairs(checkpoint, weights) if options.fix else {}
+    repairs = _plan_repairs(checkpoint, weights, in_fmt) if options.fix else {}
+    quantized_floats = next((name for repair in repairs.values() for name in repair.quantized), None)
+    if input_scales and quantized_floats is not None:
+        raise DataError(f"{checkpoint.path}: cannot convert: {quantized_floats} would need an activation scale to join its W4A4 fused layer, which takes calibration")
     dequantized = {name for name, weight in weights.items() if options.fix and weight.nvfp4 and default_skip_reason(name) in FLOAT_ONLY}
     units: list[Unit] = []
     done: set[str] = set()
+    done.update(input_scales.values())  # each travels with its weight (and is dropped with a dequantized one)
     for name, weight in weights.items():
         if name in done:
             continue
@@ -228,12 +261,15 @@ def plan_convert(checkpoint: Checkpoint, options: ConvertOptions) -> Conversion:
         elif weight.nvfp4 or name in repairs:
             members = repairs[name].members if name in repairs else (name,)
             specs = tuple(spec for member in members for spec in out.specs(member, weights[member].shape))
-            units.append(Unit(REPACKAGE, members, specs, sum(_stored_bytes(checkpoint, weights[m]) for m in members), sum(len(weights[m].tensors) for m in members)))
+            specs += tuple(_input_scale_spec(member, options.fmt) for member in members if member in input_scales)
+            stored_inputs = [input_scales[member] for member in members if member in input_scales]
+            bytes_in = sum(_stored_bytes(checkpoint, weights[m]) for m in members) + sum(checkpoint.info(stored).nbytes for stored in stored_inputs)
+            units.append(Unit(REPACKAGE, members, specs, bytes_in, sum(len(weights[m].tensors) for m in members) + len(stored_inputs)))
             done.update(members)
         else:
             units += [Unit(COPY, (stored,), (checkpoint.info(stored),), checkpoint.info(stored).nbytes, 1) for stored in weight.tensors]
     in_float = {name for name, weight in weights.items() if not weight.nvfp4 and name not in repairs} | dequantized
-    quantization_config, extra_files = out.configs(_float_modules(weights, in_float))
+    quantization_config, extra_files = out.configs(_float_modules(weights, in_float), activations=bool(input_scales))
     previous = {key: value for key, value in (record(checkpoint) or {}).items() if key in ("mode", "seed", "scale_rule")}
     run_record = {"producer": f"nvfp4cli {__version__}", **previous, "format": options.fmt, "converted_from": in_fmt, "fix": options.fix, "quantization_config": quantization_config}
     config = None if checkpoint.config is None else {**checkpoint.config, "quantization_config": quantization_config}
@@ -306,7 +342,7 @@ def produce(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.T
             scale_spec = out.specs(name, plan.weights[name].shape)[2]
             encoded[scale_spec.name] = shared.reshape(scale_spec.shape)
         tensors.update(encoded)
-    return tensors
+    return tensors | _input_scales(plan, checkpoint, unit, in_fmt)
 
 
 def measure_repairs(conversion: Conversion, checkpoint: Checkpoint, output: Checkpoint) -> list[dict]:

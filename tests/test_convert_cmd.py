@@ -20,6 +20,7 @@ from cli_runner import SAMPLE, nvfp4
 from nvfp4cli.api import quantize
 from nvfp4cli.relayout import e4m3_nearest
 from test_verify import CT_CONFIG, FIXTURE, copy_config, ct_tensors, write
+from test_verify import findings as findings_of
 
 E4M3_FLOATS = torch.arange(0, 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn).double().numpy()
 
@@ -294,11 +295,58 @@ def test_output_rules_match_quantize(tmp_path):
     assert nvfp4("convert", source, "-o", tmp_path / "g", "--format", "gguf").exit_code == 2
 
 
-def test_w4a4_input_is_refused(tmp_path):
+def w4a4_checkpoint(directory: Path, shared: bool = True) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The hand-written checkpoint with an activation scale (2688 / amax) on every NVFP4 weight,
+    one per fused group when shared (as calibration writes them), else one per weight."""
+    tensors = ct_tensors()
+    generator = torch.Generator().manual_seed(8)
+    by_group: dict[str, torch.Tensor] = {}
+    for module in ct_modules(tensors):
+        group = module.rpartition(".")[0] + {"q_proj": ".qkv", "k_proj": ".qkv", "v_proj": ".qkv", "gate_proj": ".gate_up", "up_proj": ".gate_up"}.get(module.rpartition(".")[2], module) if shared else module
+        if group not in by_group:
+            by_group[group] = (2688 / (1 + 10 * torch.rand(1, generator=generator))).float()
+        tensors[f"{module}.input_global_scale"] = by_group[group].clone()
+    config = copy_config()
+    config["config_groups"]["group_0"]["input_activations"] = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16, "symmetric": True, "dynamic": "local"}
+    return write(directory, tensors, config), tensors
+
+
+def test_w4a4_converts_with_its_activation_scales(tmp_path):
+    source, tensors = w4a4_checkpoint(tmp_path / "in")
+    assert nvfp4("verify", source).exit_code == 0
+    assert nvfp4("convert", source, "-o", tmp_path / "mo", "--format", "modelopt").exit_code == 0
+    assert nvfp4("convert", tmp_path / "mo", "-o", tmp_path / "ct").exit_code == 0
+    mo, back = tensors_of(tmp_path / "mo"), tensors_of(tmp_path / "ct")
+    for module in ct_modules(tensors):
+        igs = np.float32(tensors[f"{module}.input_global_scale"].item())
+        assert mo[f"{module}.input_scale"].shape == () and mo[f"{module}.input_scale"].item() == np.float32(1) / igs  # amax / 2688
+        assert back[f"{module}.input_global_scale"].shape == (1,)
+        assert abs(np.float32(back[f"{module}.input_global_scale"].item()) - igs) <= np.spacing(igs)
+    assert json.loads((tmp_path / "mo" / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] == "NVFP4"
+    assert json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]["input_activations"]["num_bits"] == 4
+    assert nvfp4("verify", tmp_path / "mo", "--target", "trtllm").exit_code == 0  # W4A4 ModelOpt: what TensorRT-LLM runs
+    assert nvfp4("verify", tmp_path / "ct").exit_code == 0
+
+
+def test_w4a4_fix_shares_the_largest_activation_amax(tmp_path):
+    source, tensors = w4a4_checkpoint(tmp_path / "in", shared=False)
+    code, found, _ = findings_of(source)
+    assert code == 1 and found == {("model.layers.0.self_attn.qkv_proj", "fused"), ("model.layers.0.mlp.gate_up_proj", "fused")}
+    assert nvfp4("convert", source, "-o", tmp_path / "fixed", "--format", "modelopt", "--fix").exit_code == 0
+    assert nvfp4("verify", tmp_path / "fixed", "--target", "trtllm").exit_code == 0
+    fixed = tensors_of(tmp_path / "fixed")
+    for members in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+        modules = [name for name in ct_modules(tensors) if name.rpartition(".")[2] in members]
+        largest_amax = max(2688 / tensors[f"{module}.input_global_scale"].item() for module in modules)
+        values = {fixed[f"{module}.input_scale"].item() for module in modules}
+        assert len(values) == 1 and values.pop() == pytest.approx(largest_amax / 2688, rel=1e-6)
+
+
+def test_partly_w4a4_input_is_refused(tmp_path):
     tensors = ct_tensors()
     tensors["model.layers.0.self_attn.o_proj.input_global_scale"] = torch.tensor([100.0])
     result = nvfp4("convert", write(tmp_path / "in", tensors, CT_CONFIG), "-o", tmp_path / "out", "--format", "modelopt")
-    assert result.exit_code == 1 and "input_global_scale" in result.stderr and not (tmp_path / "out").exists()
+    assert result.exit_code == 1 and "activation scales" in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_sharded_input_gives_sharded_output(tmp_path):
