@@ -19,6 +19,7 @@ import math
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".safetensors.index.json"
 CONFIG_NAME = "config.json"
 HEADER_LIMIT = 100 * 2**20  # safetensors' own bound on the JSON header
+READ_CHUNK = 32 * 2**20  # a large tensor is read in pieces of this size by a thread pool
 
 # In the order the safetensors library lays tensors out (by dtype, then name): writing in this
 # order gives the library's exact bytes, and wide dtypes come first so every tensor is aligned.
@@ -156,19 +158,32 @@ class SafetensorsFile:
             raise self._bad(f"tensor {name!r} of shape {list(shape)} {dtype} does not fit its {end - begin} bytes")
         return TensorSpec(name, dtype, shape, end - begin)
 
-    def read_bytes(self, name: str, start: int = 0, length: int | None = None) -> torch.Tensor:
-        """The stored bytes of a tensor (or `length` of them from `start`) as flat uint8, any dtype."""
+    def read_bytes(self, name: str, start: int = 0, length: int | None = None, *, out: torch.Tensor | None = None, pool: Executor | None = None) -> torch.Tensor:
+        """The stored bytes of a tensor (or `length` of them from `start`) as flat uint8, any dtype.
+
+        out: the flat uint8 buffer to read into (page-locked memory, say); pool: threads
+        that read a large tensor in READ_CHUNK pieces at once (one thread tops out below the
+        page cache's bandwidth)."""
         spec = self.specs[name]
         length = spec.nbytes - start if length is None else length
-        buffer = torch.empty(length, dtype=torch.uint8)
+        buffer = torch.empty(length, dtype=torch.uint8) if out is None else out
         view = memoryview(buffer.numpy())
+        offset = self._offsets[name] + start
+        if pool is None or length <= READ_CHUNK:
+            self._read_into(name, view, offset)
+        else:
+            pieces = [(view[at : at + READ_CHUNK], offset + at) for at in range(0, length, READ_CHUNK)]
+            for done in [pool.submit(self._read_into, name, piece, at) for piece, at in pieces]:
+                done.result()
+        return buffer
+
+    def _read_into(self, name: str, view: memoryview, offset: int) -> None:
         handle, done = self._file(), 0
-        while done < length:
-            count = os.preadv(handle.fileno(), [view[done:]], self._offsets[name] + start + done)
+        while done < len(view):
+            count = os.preadv(handle.fileno(), [view[done:]], offset + done)
             if count == 0:
                 raise DataError(f"{self.path}: tensor {name!r} is cut short (file truncated?)")
             done += count
-        return buffer
 
     def read(self, name: str, index: int | None = None) -> torch.Tensor:
         """A tensor of a known dtype, shaped as stored (raw uint8 bytes for an unknown dtype); with
@@ -271,10 +286,15 @@ class Checkpoint:
         self.info(name)
         return self._file_of[name].read(name, index)
 
-    def read_bytes(self, name: str) -> torch.Tensor:
-        """A stored tensor's bytes, flat uint8, whatever its dtype."""
+    def read_bytes(self, name: str, *, out: torch.Tensor | None = None, pool: Executor | None = None) -> torch.Tensor:
+        """A stored tensor's bytes, flat uint8, whatever its dtype (SafetensorsFile.read_bytes)."""
         self.info(name)
-        return self._file_of[name].read_bytes(name)
+        return self._file_of[name].read_bytes(name, out=out, pool=pool)
+
+    def view(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+        """A stored tensor's bytes (from read_bytes) as the tensor read() returns."""
+        spec = self.info(name)
+        return raw if spec.torch_dtype is None else raw.view(spec.torch_dtype).reshape(spec.shape)
 
     def close(self) -> None:
         for file in self.files:

@@ -1,0 +1,255 @@
+"""Overlapped conversion: the next units' tensors are read while this one is made, and made
+tensors are written while the next one is made.
+
+    read-ahead thread  ->  this thread: make (H2D, quantize, D2H)  ->  write-behind thread
+
+The file I/O (reading from the page cache, writing the output) is most of a GPU conversion's
+time: here it runs beside the kernels instead of between them. Memory stays bounded: the reader
+runs at most one unit ahead (or several small ones, READ_AHEAD_BYTES together), and at most
+WRITE_BEHIND_UNITS made units wait for the writer, so about two units are in memory at a time.
+For --device cuda the reader reads into page-locked memory, so the copy to the GPU needs no
+staging.
+
+The bytes are those of the sequential loop: each unit is made by the same code from the same
+stored bytes, and each tensor is written at its planned offset. A stored tensor that cannot be
+read raises its error where the sequential loop would, when the unit reads it; a failed write
+raises before the next unit is handed over, or at the end; an error of an earlier unit's write
+wins over a later unit's error. Ctrl-C and SIGTERM reach this thread, which stops the others
+without waiting for them (the files are aborted by the caller).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .io import Checkpoint
+from .plan import COPY, Plan, Unit
+
+READ_AHEAD_BYTES = 16 * 2**20  # beyond one unit, the reader runs ahead by at most this many bytes
+WRITE_BEHIND_UNITS = 2
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))  # a large tensor is read in pieces on these
+
+
+class Prefetched:
+    """The checkpoint as one unit sees it: the stored tensors read ahead come from memory (or
+    raise the error their read raised), any other read goes to the checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, raw: dict[str, torch.Tensor | BaseException]):
+        self._checkpoint = checkpoint
+        self._raw = raw
+
+    def _prefetched(self, name: str) -> torch.Tensor | None:
+        raw = self._raw.get(name)
+        if isinstance(raw, BaseException):
+            raise raw
+        return raw
+
+    def read(self, name: str, index: int | None = None) -> torch.Tensor:
+        raw = self._prefetched(name) if index is None else None
+        return self._checkpoint.read(name, index) if raw is None else self._checkpoint.view(name, raw)
+
+    def read_bytes(self, name: str, **options) -> torch.Tensor:
+        raw = self._prefetched(name)
+        return self._checkpoint.read_bytes(name, **options) if raw is None else raw
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._checkpoint, attribute)
+
+
+def stored_reads(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> list[str]:
+    """The stored tensors a unit reads whole (read ahead); an expert's slice of a 3-D tensor is
+    read when the unit is made."""
+    if unit.action == COPY:
+        return list(unit.inputs)
+    names = [stored for name in unit.inputs if plan.weights[name].view is None for stored in plan.weights[name].tensors]
+    return [name for name in dict.fromkeys(names) if name in checkpoint.specs]
+
+
+def read_buffer(nbytes: int, pin_memory: bool) -> torch.Tensor | None:
+    """Where the reader reads a tensor: page-locked memory for the GPU (reused by torch's
+    pinned-memory cache), else None (io allocates; process.py returns freed buffers)."""
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True) if pin_memory else None
+
+
+def read_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit, pool: ThreadPoolExecutor | None, pin_memory: bool) -> dict[str, torch.Tensor | BaseException]:
+    """A unit's stored tensors by name, each as its bytes or the error reading it raised."""
+    pin = pin_memory and unit.action != COPY
+    raw: dict[str, torch.Tensor | BaseException] = {}
+    for name in stored_reads(plan, checkpoint, unit):
+        try:
+            raw[name] = checkpoint.read_bytes(name, out=read_buffer(checkpoint.info(name).nbytes, pin), pool=pool)
+        except Exception as exc:  # raised when the unit reads it, as without read-ahead
+            raw[name] = exc
+    return raw
+
+
+class _ReadAhead(threading.Thread):
+    def __init__(self, units: list[Unit], read: Callable[[Unit], dict], budget: int):
+        super().__init__(name="nvfp4-read-ahead", daemon=True)
+        self._units, self._read, self._budget = units, read, budget
+        self._ready: deque[dict] = deque()
+        self._ahead = 0  # input bytes read and not yet taken
+        self._stopped = False
+        self._changed = threading.Condition()
+
+    def run(self) -> None:
+        for unit in self._units:
+            with self._changed:
+                while not self._stopped and self._ready and self._ahead + unit.bytes_in > self._budget:
+                    self._changed.wait()
+                if self._stopped:
+                    return
+            try:
+                raw = self._read(unit)
+            except BaseException as exc:  # noqa: BLE001 - a failure outside any one tensor's read, raised in take
+                raw = exc
+            with self._changed:
+                self._ready.append(raw)
+                self._ahead += unit.bytes_in
+                self._changed.notify_all()
+
+    def take(self, unit: Unit) -> dict:
+        with self._changed:
+            while not self._ready:
+                self._changed.wait()
+            raw = self._ready.popleft()
+            self._ahead -= unit.bytes_in
+            self._changed.notify_all()
+        if isinstance(raw, BaseException):
+            raise raw
+        return raw
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._ready.clear()
+            self._changed.notify_all()
+
+
+class _WriteBehind(threading.Thread):
+    def __init__(self, write: Callable[[str, torch.Tensor], None], depth: int):
+        super().__init__(name="nvfp4-write-behind", daemon=True)
+        self._write, self._depth = write, depth
+        self._queue: deque[dict[str, torch.Tensor]] = deque()
+        self._closed = self._stopped = False
+        self._changed = threading.Condition()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closed:
+                    self._changed.wait()
+                if not self._queue or self._stopped:
+                    return
+                outputs = self._queue[0]
+            try:
+                for name, tensor in outputs.items():
+                    if self._stopped:
+                        return
+                    self._write(name, tensor)
+            except BaseException as exc:  # noqa: BLE001 - raised in this thread's caller
+                with self._changed:
+                    self.error = exc
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._queue.popleft()
+                self._changed.notify_all()
+
+    def put(self, outputs: dict[str, torch.Tensor]) -> None:
+        with self._changed:
+            while self.error is None and len(self._queue) >= self._depth:
+                self._changed.wait()
+            if self.error is not None:
+                raise self.error
+            self._queue.append(outputs)
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        """Wait until everything handed over is written; raise a write's error."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        while self.is_alive():
+            self.join(0.1)  # in steps, so that a signal is handled at once
+        if self.error is not None:
+            raise self.error
+
+    def stop(self, wait: bool) -> None:
+        with self._changed:
+            self._stopped = self._closed = True
+            self._queue.clear()
+            self._changed.notify_all()
+        if wait:
+            self.join()
+
+
+def run_units(
+    units: list[Unit],
+    read: Callable[[Unit], dict],
+    make: Callable[[Unit, dict], dict[str, torch.Tensor]],
+    write: Callable[[str, torch.Tensor], None],
+    made: Callable[[Unit], None],
+    *,
+    ahead_bytes: int = READ_AHEAD_BYTES,
+    behind_units: int = WRITE_BEHIND_UNITS,
+) -> None:
+    """For each unit in order: read(unit) on the read-ahead thread, make(unit, what it read)
+    here, then made(unit) here (it may raise to stop) while write(name, tensor) writes the
+    made tensors on the write-behind thread. Returns when every tensor is written."""
+    reader, writer = _ReadAhead(units, read, ahead_bytes), _WriteBehind(write, behind_units)
+    reader.start()
+    writer.start()
+    try:
+        for unit in units:
+            outputs = make(unit, reader.take(unit))
+            writer.put(outputs)
+            del outputs  # the writer holds the only reference: freed once written
+            made(unit)
+        writer.finish()
+    except BaseException as exc:
+        reader.stop()
+        # An error, not a signal: wait for the writer, whose error (of an earlier unit) comes first.
+        writer.stop(wait=isinstance(exc, Exception))
+        if isinstance(exc, Exception) and writer.error is not None and writer.error is not exc:
+            raise writer.error from None
+        raise
+
+
+def convert_units(
+    plan: Plan,
+    checkpoint: Checkpoint,
+    units: list[Unit],
+    make: Callable[[Plan, Checkpoint, Unit], dict[str, torch.Tensor]],
+    write: Callable[[str, torch.Tensor], None],
+    made: Callable[[Unit], None],
+    *,
+    pin_memory: bool = False,
+) -> None:
+    """run_units over a plan's units: make(plan, checkpoint, unit) sees the unit's stored tensors
+    already read (into page-locked memory with pin_memory)."""
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="nvfp4-read") as pool:
+        run_units(
+            units,
+            lambda unit: read_unit(plan, checkpoint, unit, pool, pin_memory),
+            lambda unit, raw: make(plan, Prefetched(checkpoint, raw), unit),
+            write,
+            made,
+        )
+
+
+def read_all(checkpoint: Checkpoint, names: Iterable[str], pin_memory: bool = False) -> int:
+    """Read the named stored tensors as the read-ahead does, one at a time, keeping none: the
+    reading floor of a conversion. Returns the bytes read."""
+    total = 0
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="nvfp4-read") as pool:
+        for name in names:
+            total += checkpoint.read_bytes(name, out=read_buffer(checkpoint.info(name).nbytes, pin_memory), pool=pool).numel()
+    return total
