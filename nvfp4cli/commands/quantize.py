@@ -50,8 +50,11 @@ def _calibrate(input_path: Path, scheme, calibration: Path | None, samples: int,
     texts = read_samples(calibration, samples)
     with steps_bar("calibrate (layers)", quiet) as progress:
         result = calibrate(input_path, texts, seq_len=seq_len, device=device, progress=progress)
-    if result.unreached_experts and not quiet:
-        typer.echo(f"nvfp4: note: {len(result.unreached_experts)} MoE experts got no calibration token; each takes its layer's largest amax (listed in --json)", err=True)
+    if not quiet:
+        seconds = sum(result.seconds_per_layer.values())
+        typer.echo(f"nvfp4: calibrated on {result.samples} samples ({result.tokens} tokens), {len(result.seconds_per_layer)} layers in {seconds:.1f} s", err=True)
+        if result.unreached_experts:
+            typer.echo(f"nvfp4: note: {len(result.unreached_experts)} MoE experts got no calibration token; each takes its layer's largest amax (listed in --json)", err=True)
     return result
 
 
