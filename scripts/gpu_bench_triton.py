@@ -149,13 +149,20 @@ class Report:
         return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
 
 
-def main_shape(report: Report, torchao) -> dict:
+def main_input_and_copy(report: Report, section: str) -> tuple[torch.Tensor, float, float]:
+    """The 8192x8192 bf16 input, and a timed device copy of it (the yardstick): (x, copy us, GB/s)."""
     x = make_input(MAIN_SHAPE)
     nbytes = x.numel() * x.element_size()
     out = torch.empty_like(x)
     copy_us = time_us(lambda: out.copy_(x))
     copy_gbps = 2 * nbytes / copy_us / 1e3
-    report.add("main", "copy (yardstick)", copy_us, 2 * nbytes, copy_gbps)
+    report.add(section, "copy (yardstick)", copy_us, 2 * nbytes, copy_gbps)
+    return x, copy_us, copy_gbps
+
+
+def main_shape(report: Report, torchao) -> dict:
+    x, copy_us, copy_gbps = main_input_and_copy(report, "main")
+    nbytes = x.numel() * x.element_size()
     pts = per_tensor_scale_from_amax(triton_backend.amax(x))
     seed_t, offset_t = torch.tensor(SEED, device="cuda"), torch.tensor(OFFSET, device="cuda")
     r = {}
@@ -272,12 +279,8 @@ def rowcol(x, pts, col_pts, mode, block_2d=False, col_hadamard=False):
 
 
 def training(report: Report, peers: bool) -> dict:
-    x = make_input(MAIN_SHAPE)
+    x, _, copy_gbps = main_input_and_copy(report, "training")
     nbytes = x.numel() * x.element_size()
-    out = torch.empty_like(x)
-    copy_us = time_us(lambda: out.copy_(x))
-    copy_gbps = 2 * nbytes / copy_us / 1e3
-    report.add("training", "copy (yardstick)", copy_us, 2 * nbytes, copy_gbps)
     row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=True)
     pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
     r = {}

@@ -268,6 +268,14 @@ SMALL_TILES = {(Mode.RN, True): (32, 1, 1), (Mode.RS, True): (32, 1, 2)}
 SMALL_TILE_SHAPE = (48, 80)  # 3 x 3 of those tiles, the last one half outside
 
 
+def use_small_tiles(monkeypatch):
+    """Tiny 2-D tiles (and RHT-amax tiles), several a program: many tiles, partial ones at the edges."""
+    for key, config in SMALL_TILES.items():
+        monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
+    monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
+    monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
+
+
 def training_input(shape, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)
@@ -297,10 +305,8 @@ def test_rht_matches_reference(shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hadamard_and_2d_quantize_match_reference(monkeypatch, dtype, mode, variant, tiles):
     if tiles == "small":
-        for key, config in SMALL_TILES.items():
-            monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
+        use_small_tiles(monkeypatch)
         monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, (mode, False), (16, 1, 3))
-        monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     flags = {"hadamard": variant != "block_2d", "block_2d": variant != "hadamard"}
     for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
         x = training_input(shape, dtype, seed=shape[1] + DTYPES.index(dtype))
@@ -326,10 +332,7 @@ def test_hadamard_with_a_scale_rule_matches_reference(rule):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rowcol_matches_reference(monkeypatch, dtype, mode, flags, tiles):
     if tiles == "small":
-        for key, config in SMALL_TILES.items():
-            monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
-        monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
-        monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
+        use_small_tiles(monkeypatch)
     block_2d, col_hadamard = flags in ("block_2d", "both"), flags in ("col_hadamard", "both")
     for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
         x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
