@@ -13,6 +13,7 @@ from ..api import parse_dtype, parse_mode
 from ..staging import check_output_directory, staged_output
 from ..errors import UsageError
 from ..format import Mode
+from .bench_checkpoint import bench_checkpoint
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
 
 TABLE_HEADERS = ("backend", "op", "mode", "shape", "dtype", "timed", "median us", "p10 us", "p90 us", "GB/s", "% copy", "SQNR dB", "agreement")
@@ -123,11 +124,16 @@ def bench(
     check: bool = typer.Option(False, "--check", help="Exit 1 when one of our backends' RN output differs from the reference."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --csv / --plot files."),
     debug: bool = DEBUG_OPTION,
+    checkpoint: Path = typer.Option(None, "--checkpoint", metavar="DIR", help="Time the whole conversion of this checkpoint against its I/O floor (and --peer-python's llm-compressor)."),
+    peer_python: str = typer.Option(None, "--peer-python", metavar="PYTHON", help="With --checkpoint: an interpreter with llmcompressor installed, to time its model_free_ptq NVFP4A16."),
 ) -> None:
     """Time quantization (with and without the amax pass) against a copy of the same bytes.
 
     --op rowcol / rht and --hadamard / --block-2d time the FP4 training primitives; their peer is
     torch.compile of a plain PyTorch version of the same op ("plain-compile")."""
+    if checkpoint is not None:  # the whole conversion (commands/bench_checkpoint.py)
+        with cli_errors(debug):
+            return bench_checkpoint(checkpoint, device or "cpu", peer_python, None, json_out)
     with cli_errors(debug):
         torch_device = core.parse_device(device)
         default_shape, default_warmup, default_iters = core.DEFAULTS[torch_device.type]

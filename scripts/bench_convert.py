@@ -1,0 +1,163 @@
+"""Whole-conversion benchmarks: make a Llama-shaped checkpoint of random weights, and time the
+conversion in this process (plain loop against the overlapped pipeline, after a warm-up run)
+against the I/O floor measured in the same run.
+
+    python scripts/bench_convert.py make /tmp/llama8b --hidden 4096 --intermediate 14336 --layers 8 --kv-heads 8 --vocab 0
+    python scripts/bench_convert.py pipeline /tmp/llama8b --device cuda --repeats 2 [--cpu-check]
+
+`nvfp4 bench --checkpoint DIR` measures the command as users run it (start-up included) and
+against llm-compressor; this script isolates the conversion loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from nvfp4cli.convert_bench import io_floor
+from nvfp4cli.execute import run
+from nvfp4cli.io import TensorSpec, open_checkpoint, shard_file_names, write_index
+from nvfp4cli.plan import QuantizeOptions, plan_quantize
+
+
+def llama_tensors(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    head_dim = hidden // heads
+    shapes: dict[str, tuple[int, ...]] = {}
+    if vocab:
+        shapes["model.embed_tokens.weight"] = (vocab, hidden)
+        shapes["lm_head.weight"] = (vocab, hidden)
+    shapes["model.norm.weight"] = (hidden,)
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        shapes |= {
+            f"{p}.input_layernorm.weight": (hidden,),
+            f"{p}.post_attention_layernorm.weight": (hidden,),
+            f"{p}.self_attn.q_proj.weight": (heads * head_dim, hidden),
+            f"{p}.self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+            f"{p}.self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+            f"{p}.self_attn.o_proj.weight": (hidden, heads * head_dim),
+            f"{p}.mlp.gate_proj.weight": (intermediate, hidden),
+            f"{p}.mlp.up_proj.weight": (intermediate, hidden),
+            f"{p}.mlp.down_proj.weight": (hidden, intermediate),
+        }
+    return shapes
+
+
+def make(args: argparse.Namespace) -> None:
+    """Random N(0, 0.02) bf16 weights (norms 1), in shards of at most --shard-gb, with an index
+    and a Llama config (tie_word_embeddings false)."""
+    directory = Path(args.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator(device=args.device).manual_seed(0)
+    shapes = llama_tensors(args.hidden, args.intermediate, args.layers, args.heads, args.kv_heads, args.vocab)
+    shards: list[dict[str, tuple[int, ...]]] = [{}]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = 2 * torch.Size(shape).numel()
+        if shards[-1] and size + nbytes > args.shard_gb * 1e9:
+            shards.append({})
+            size = 0
+        shards[-1][name] = shape
+        size += nbytes
+    names = shard_file_names(len(shards))
+    for shard, file_name in zip(shards, names):
+        tensors = {
+            name: (torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=g, device=args.device).mul_(0.02)).to(torch.bfloat16).cpu()
+            for name, shape in shard.items()
+        }
+        save_file(tensors, directory / file_name, metadata={"format": "pt"})
+    if len(shards) > 1:
+        specs = [[TensorSpec(name, "BF16", shape, 2 * torch.Size(shape).numel()) for name, shape in shard.items()] for shard in shards]
+        write_index(directory / "model.safetensors.index.json", specs, names)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden, "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers, "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads,
+        "vocab_size": max(args.vocab, 1), "tie_word_embeddings": False, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 4096, "hidden_act": "silu",
+    }  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    total = sum(2 * torch.Size(shape).numel() for shape in shapes.values())
+    print(f"{directory}: {len(shapes)} tensors, {total / 1e9:.2f} GB in {len(shards)} file(s)")
+
+
+def digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    source = Path(args.directory)
+    options = QuantizeOptions(device=args.device)
+    plan = plan_quantize(open_checkpoint(source), options)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nvfp4-pipeline-", dir=args.scratch) as tmp:
+        work = Path(tmp)
+        floor = io_floor(source, plan.bytes_out, work, pin_memory=args.device.startswith("cuda"))
+        rows.append(("floor: read input", floor.read_s))
+        rows.append(("floor: write output + fsync", floor.write_s))
+
+        def once(label: str, overlap: bool, device: str = args.device) -> str:
+            output = work / label.replace(" ", "_")
+            checkpoint = open_checkpoint(source)
+            start = time.perf_counter()
+            run(plan_quantize(checkpoint, QuantizeOptions(device=device)), output, checkpoint=checkpoint, overlap=overlap)
+            rows.append((label, time.perf_counter() - start))
+            found = digest(output)
+            shutil.rmtree(output)
+            return found
+
+        digests = {once("warm-up (overlap)", True)}
+        for repeat in range(args.repeats):
+            digests.add(once(f"plain loop #{repeat + 1}", False))
+            digests.add(once(f"overlapped #{repeat + 1}", True))
+        same = len(digests) == 1
+        cpu_same = None
+        if args.cpu_check:
+            cpu_same = once("overlapped on cpu", True, "cpu") in digests
+    gb = plan.bytes_in / 1e9
+    print(f"{source}: {gb:.2f} GB in, {plan.bytes_out / 1e9:.2f} GB out, device {args.device}"
+          f" ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'})")
+    floor_s = max(floor.read_s, floor.write_s)
+    for label, seconds in rows:
+        print(f"{label:32s} {seconds:7.3f} s  {gb / seconds:6.2f} GB/s of input  {100 * floor_s / seconds:5.1f}% of floor")
+    print(f"same bytes plain/overlapped: {same}" + ("" if cpu_same is None else f"; cuda == cpu: {cpu_same}"))
+    if not same or cpu_same is False:
+        sys.exit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("directory")
+    m.add_argument("--hidden", type=int, default=2048)
+    m.add_argument("--intermediate", type=int, default=5632)
+    m.add_argument("--layers", type=int, default=6)
+    m.add_argument("--heads", type=int, default=32)
+    m.add_argument("--kv-heads", type=int, default=4)
+    m.add_argument("--vocab", type=int, default=32000, help="0: no embeddings, no lm_head")
+    m.add_argument("--shard-gb", type=float, default=5.0)
+    m.add_argument("--device", default="cpu", help="where the random numbers are drawn")
+    p = sub.add_parser("pipeline")
+    p.add_argument("directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scratch", default=None)
+    p.add_argument("--cpu-check", action="store_true", help="also convert on the CPU and compare the bytes")
+    args = parser.parse_args()
+    {"make": make, "pipeline": pipeline}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
