@@ -69,6 +69,13 @@ def weights(generator: torch.Generator, *names: str, shape=(32, 64)) -> dict[str
     return {name: torch.randn(shape, generator=generator) for name in names}
 
 
+@pytest.fixture
+def every_worker(monkeypatch) -> None:
+    """--workers N starts all N processes even for these small checkpoints (it may otherwise
+    convert a checkpoint too small for workers to pay in this process)."""
+    monkeypatch.setenv("NVFP4_WORKER_MIN_BYTES", "0")
+
+
 # ---- a weight with zero rows ----------------------------------------------------------------------
 
 
@@ -237,7 +244,7 @@ def test_unknown_dtypes_pass_through_byte_for_byte(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--workers", "2"]], ids=["one-process", "workers"])
-def test_a_file_output_for_a_directory_input_is_a_usage_error(tmp_path, extra):
+def test_a_file_output_for_a_directory_input_is_a_usage_error(tmp_path, every_worker, extra):
     shutil.copytree(SAMPLE, tmp_path / "model")
     fails_cleanly(tmp_path, ["quantize", tmp_path / "model", "-o", tmp_path / "out.safetensors", *extra], 2, "out.safetensors", "the output is a directory")
 
@@ -275,7 +282,7 @@ def read_only_directory(tmp_path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("target, extra", [("out", []), ("out.safetensors", []), ("out", ["--workers", "2"])], ids=["directory", "file", "workers"])
-def test_a_read_only_target_is_named_as_given(tmp_path, read_only_directory, target, extra):
+def test_a_read_only_target_is_named_as_given(tmp_path, read_only_directory, every_worker, target, extra):
     source = SAMPLE if target == "out" else SAMPLE / "model-00002-of-00002.safetensors"
     output = read_only_directory / target
     result = nvfp4("quantize", source, "-o", output, *extra)
@@ -291,7 +298,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("extra, rank", [(["--max-shard-size", "100kB"], ""), (["--workers", "2"], "rank [01]: ")], ids=["one-process", "workers"])
-def test_a_full_disk_names_the_shard_in_the_output_not_the_staging(tmp_path, small_disk, extra, rank):
+def test_a_full_disk_names_the_shard_in_the_output_not_the_staging(tmp_path, small_disk, every_worker, extra, rank):
     model = tmp_path / "model"
     model.mkdir()
     g = torch.Generator().manual_seed(5)
