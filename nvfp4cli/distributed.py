@@ -301,12 +301,8 @@ def launch(
     hosts the rendezvous store, shows progress, and returns rank 0's report or raises the first
     failure (a worker that dies without one, e.g. killed, is that failure). The plan, pure data,
     goes to each worker pickled."""
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    _check_directory_input(plan)
+    check_workers(plan, workers, device)
     check_output(plan, output, force)
-    if torch.device(device).type == "cuda" and workers > torch.cuda.device_count():
-        raise UsageError(f"--workers {workers} --device cuda needs one GPU per worker; {torch.cuda.device_count()} here")
     start = time.perf_counter()
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     store = _run_store(server)
@@ -325,6 +321,16 @@ def launch(
     report = json.loads(store.get(REPORT_KEY))
     seconds = time.perf_counter() - start  # what the user waits for: worker start-up included
     return report | {"seconds": seconds, "mb_per_s": plan.bytes_in / 1e6 / seconds}
+
+
+def check_workers(plan: Plan, workers: int, device: str) -> None:
+    """Refuse a --workers request that cannot run: fewer than one, a single-file input, more
+    workers than GPUs for --device cuda."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    _check_directory_input(plan)
+    if torch.device(device).type == "cuda" and workers > torch.cuda.device_count():
+        raise UsageError(f"--workers {workers} --device cuda needs one GPU per worker; {torch.cuda.device_count()} here")
 
 
 def _start_worker(args: tuple) -> subprocess.Popen:

@@ -3,11 +3,16 @@ local worker processes. All three write the same tensors (execute.py, distribute
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import distributed, execute
 from .io import Checkpoint
 from .plan import Plan, QuantizeOptions
+
+WORKER_MIN_BYTES_VARIABLE = "NVFP4_WORKER_MIN_BYTES"
+CPU_MIN_BYTES_PER_WORKER = 3 * 10**9
+CUDA_MIN_BYTES_PER_WORKER = 40 * 10**9
 
 
 def run(
@@ -26,8 +31,37 @@ def run(
         return distributed.run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
     if workers:
         device = plan.options.device if isinstance(plan.options, QuantizeOptions) else "cpu"
-        return distributed.launch(plan, output, workers, device=device, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+        used, reason = workers_worth_starting(plan, workers, device)
+        choice = {"workers": used, "workers_requested": workers, "workers_reason": reason}
+        if used > 1:
+            return distributed.launch(plan, output, used, device=device, force=force, max_shard_bytes=max_shard_bytes, progress=progress) | choice
+        distributed.check_workers(plan, workers, device)  # the same refusals as when they start
+        return execute.run(plan, output, checkpoint=checkpoint, force=force, max_shard_bytes=max_shard_bytes, progress=progress) | choice
     return execute.run(plan, output, checkpoint=checkpoint, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+
+
+def min_bytes_per_worker(device: str) -> int:
+    """Input bytes a --workers process must get for its start-up to pay: about twice what one
+    process converts while a worker starts (imports, CUDA and Triton set-up, rendezvous: 3-6 s),
+    at about 0.5 GB/s on CPU and 4 GB/s on a GPU. NVFP4_WORKER_MIN_BYTES overrides it (0: start
+    every worker asked for)."""
+    override = os.environ.get(WORKER_MIN_BYTES_VARIABLE)
+    if override is not None:
+        return int(override)
+    return CUDA_MIN_BYTES_PER_WORKER if device.startswith("cuda") else CPU_MIN_BYTES_PER_WORKER
+
+
+def workers_worth_starting(plan: Plan, workers: int, device: str) -> tuple[int, str]:
+    """How many of the requested --workers processes to start, and why: one (this process, no
+    start-up at all) for a checkpoint too small for more to pay, never more than its units."""
+    per_worker = min_bytes_per_worker(device)
+    by_size = workers if per_worker <= 0 else max(1, plan.bytes_in // per_worker)
+    used = max(1, min(workers, by_size, len(plan.units)))
+    if used == workers:
+        return used, "as requested"
+    if used == len(plan.units) and used < by_size:
+        return used, f"{len(plan.units)} unit(s) to convert"
+    return used, f"{plan.bytes_in / 1e9:.3g} GB of input: a worker pays for its start-up from {per_worker / 1e9:.3g} GB each"
 
 
 def describe(plan: Plan, world_size: int, max_shard_bytes: int) -> dict:

@@ -29,6 +29,13 @@ from cli_runner import SAMPLE, nvfp4
 REPO = SAMPLE.parent.parent
 
 
+@pytest.fixture(autouse=True)
+def start_every_worker(monkeypatch):
+    """These tests exercise the processes themselves on small checkpoints, which --workers would
+    otherwise convert in one process (tests/test_workers_choice.py covers that choice)."""
+    monkeypatch.setenv("NVFP4_WORKER_MIN_BYTES", "0")
+
+
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "nvfp4cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -1,0 +1,49 @@
+"""`--workers N` starts only the processes that pay for their start-up: a checkpoint too small
+for more runs in this process (no worker started), with the choice in the report and the bytes
+of a plain single-process run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from nvfp4cli import runner
+from nvfp4cli.io import open_checkpoint
+from nvfp4cli.plan import QuantizeOptions, plan_quantize
+
+from cli_runner import SAMPLE, nvfp4
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_a_small_checkpoint_runs_in_this_process_with_the_choice_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv(runner.WORKER_MIN_BYTES_VARIABLE, raising=False)
+    started = []
+    monkeypatch.setattr(runner.distributed, "launch", lambda *args, **kwargs: started.append(args))  # an oracle: no process may start
+    result = nvfp4("quantize", SAMPLE, "-o", tmp_path / "workers", "--workers", 4, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert started == [] and report["workers"] == 1 and report["workers_requested"] == 4
+    assert "GB of input" in report["workers_reason"]
+    assert nvfp4("quantize", SAMPLE, "-o", tmp_path / "single").exit_code == 0
+    assert digests(tmp_path / "workers") == digests(tmp_path / "single")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_workers_grow_with_the_input_and_never_exceed_the_request_or_the_units(device, monkeypatch):
+    monkeypatch.delenv(runner.WORKER_MIN_BYTES_VARIABLE, raising=False)
+    plan = plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions())
+    per_worker = runner.min_bytes_per_worker(device)
+    units = len(plan.units)
+    for multiple, requested, expected in [(0, 4, 1), (1, 4, 1), (2, 4, 2), (3.5, 4, 3), (100, 4, 4), (100, 1, 1), (10**6, 10**6, units)]:
+        monkeypatch.setattr(type(plan), "bytes_in", property(lambda self, m=multiple: int(m * per_worker)))
+        used, reason = runner.workers_worth_starting(plan, requested, device)
+        assert used == expected, (multiple, requested, reason)
+        assert (reason == "as requested") == (used == requested)
+    monkeypatch.setenv(runner.WORKER_MIN_BYTES_VARIABLE, "0")
+    assert runner.workers_worth_starting(plan, 3, device) == (3, "as requested")
