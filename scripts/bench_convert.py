@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from nvfp4cli.convert_bench import io_floor
+import nvfp4cli.pipeline
+from nvfp4cli.convert_bench import io_floor, run_measured
 from nvfp4cli.execute import run
 from nvfp4cli.io import TensorSpec, open_checkpoint, shard_file_names, write_index
 from nvfp4cli.plan import QuantizeOptions, plan_quantize
@@ -121,6 +122,10 @@ def pipeline(args: argparse.Namespace) -> None:
         for repeat in range(args.repeats):
             digests.add(once(f"plain loop #{repeat + 1}", False))
             digests.add(once(f"overlapped #{repeat + 1}", True))
+        if args.device.startswith("cuda"):  # the read-ahead into pageable memory, for comparison
+            pinned, nvfp4cli.pipeline.read_buffer = nvfp4cli.pipeline.read_buffer, lambda nbytes, pin_memory: None
+            digests.add(once("overlapped, pageable", True))
+            nvfp4cli.pipeline.read_buffer = pinned
         same = len(digests) == 1
         cpu_same = None
         if args.cpu_check:
@@ -134,6 +139,21 @@ def pipeline(args: argparse.Namespace) -> None:
     print(f"same bytes plain/overlapped: {same}" + ("" if cpu_same is None else f"; cuda == cpu: {cpu_same}"))
     if not same or cpu_same is False:
         sys.exit(1)
+
+
+def cli(args: argparse.Namespace) -> None:
+    """`nvfp4 ARGS` as users run it, --times times: wall time (start-up included), the
+    conversion's own time where the command reports one (--json), and peak resident memory."""
+    for attempt in range(args.times):
+        wall_s, peak, stdout = run_measured([sys.executable, "-m", "nvfp4cli", *args.arguments])
+        try:
+            inner = json.loads(stdout).get("seconds")
+        except json.JSONDecodeError:
+            inner = None
+        inner_text = "-" if inner is None else f"{inner:.3f} s"
+        print(f"nvfp4 {' '.join(args.arguments)} #{attempt + 1}: wall {wall_s:.3f} s, inside {inner_text}, peak {peak / 1e9:.2f} GB", flush=True)
+        if args.clean:
+            shutil.rmtree(args.clean, ignore_errors=True)
 
 
 def main() -> None:
@@ -155,8 +175,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--scratch", default=None)
     p.add_argument("--cpu-check", action="store_true", help="also convert on the CPU and compare the bytes")
+    c = sub.add_parser("cli")
+    c.add_argument("--times", type=int, default=2)
+    c.add_argument("--clean", default=None, help="remove this path after each run (the output)")
+    c.add_argument("arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    {"make": make, "pipeline": pipeline}[args.command](args)
+    {"make": make, "pipeline": pipeline, "cli": cli}[args.command](args)
 
 
 if __name__ == "__main__":

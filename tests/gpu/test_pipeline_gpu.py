@@ -1,0 +1,54 @@
+"""The overlapped conversion on a CUDA GPU (read-ahead into page-locked memory, Triton kernels,
+write-behind) writes the bytes of the plain loop on the CPU, for every sample checkpoint, RN and
+RS, both formats, and for a checkpoint of large tensors read in pieces. Skips without CUDA.
+
+Run on the device machine: PYTHONPATH=. python -m pytest -q tests/gpu/test_pipeline_gpu.py
+"""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU", allow_module_level=True)
+
+from safetensors.torch import save_file  # noqa: E402
+
+from nvfp4cli.execute import run  # noqa: E402
+from nvfp4cli.format import Mode  # noqa: E402
+from nvfp4cli.io import open_checkpoint  # noqa: E402
+from nvfp4cli.plan import QuantizeOptions, plan_quantize  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_ckpts"
+
+
+def digests(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.suffix == ".safetensors"}
+
+
+def cuda_and_cpu(source: Path, tmp_path: Path, **options) -> tuple[dict, dict]:
+    outputs = []
+    for device, overlap in (("cuda", True), ("cpu", False)):
+        output = tmp_path / device
+        run(plan_quantize(open_checkpoint(source), QuantizeOptions(device=device, **options)), output, overlap=overlap, max_shard_bytes=300_000)
+        outputs.append(digests(output))
+    return outputs[0], outputs[1]
+
+
+@pytest.mark.parametrize("sample", ["tiny-llama", "qwen3-moe", "gpt-oss-mxfp4", "deepseek-v3-fp8", "llama-fp8-ct"])
+@pytest.mark.parametrize("options", [{}, {"mode": Mode.RS, "seed": 7, "fmt": "modelopt"}], ids=["rn-ct", "rs-modelopt"])
+def test_pipelined_cuda_writes_the_cpu_bytes(sample, options, tmp_path):
+    cuda, cpu = cuda_and_cpu(SAMPLES / sample, tmp_path, **options)
+    assert cuda and cuda == cpu
+
+
+def test_large_tensors_read_in_pieces_give_the_cpu_bytes(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    g = torch.Generator().manual_seed(0)
+    # 48 MB tensors: read in 32 MB pieces by the read-ahead's thread pool
+    save_file({f"model.layers.{i}.mlp.up_proj.weight": torch.randn(4096, 6144, generator=g).to(torch.bfloat16) for i in range(3)}, model / "model.safetensors")
+    cuda, cpu = cuda_and_cpu(model, tmp_path)
+    assert cuda and cuda == cpu
