@@ -15,10 +15,17 @@
   lowest squared RN error, bit-identical to the reference backend. They are a constexpr branch
   (max compiles exactly as without them) launched with enable_fp_fusion=False, so each error
   term rounds as the reference's does (no FMA in `d * d + e`).
+- training primitives (SPEC.md §8, docs/training.md), in the same kernel: the RHT runs on the
+  thread's own block in registers (each butterfly stage pairs elements inside a 4-element chunk or
+  across two chunks, in SPEC's order); 2-D scaling lays a program's blocks out as 16 rows x N block
+  columns and shares the tile max (one value a block) across threads; quantize_rowcol then takes
+  each column of the same 16-row tile (loads that hit the cache the row pass filled) as a block of
+  x.T. `amax_rowcol` gives amax(x) and amax(rht(x.T)) from one read; `rht` writes float32.
 
-`seed`, `offset` and the per-tensor scale may live in device memory and are read in the kernel, so
-a captured CUDA graph replays with whatever values those tensors hold. The ops `nvfp4::amax` and
-`nvfp4::quantize` (torch.library) let torch.compile(fullgraph=True) trace through both kernels.
+`seed`, `offset` and the per-tensor scales may live in device memory and are read in the kernel,
+so a captured CUDA graph replays with whatever values those tensors hold. The ops `nvfp4::amax`,
+`nvfp4::amax_rowcol`, `nvfp4::rht`, `nvfp4::quantize` and `nvfp4::quantize_rowcol` (torch.library)
+let torch.compile(fullgraph=True) trace through the kernels.
 """
 
 from __future__ import annotations
