@@ -270,11 +270,25 @@ def _leaf(name: str) -> str:
     return name.removesuffix(".weight").rpartition(".")[2]
 
 
+def _input_width(view: CheckpointView, module: Module | None, name: str) -> int | None:
+    """A weight's input width K (packed codes hold K/2 a row); None when its layout is broken."""
+    if module is None:
+        return view.tensors[name][1][-1]
+    if "packed" not in module.parts or not view.tensors[module.parts["packed"]][1]:
+        return None
+    return view.tensors[module.parts["packed"]][1][-1] * 2
+
+
 def check_fused(view: CheckpointView, modules: Mapping[str, Module], floats: list[str]) -> Iterator[Finding]:
     """Members of one fused matmul (q/k/v, gate/up, w1/w3 per expert and shared expert, MLA
     q_a/kv_a): all NVFP4 or none, and one global scale for all."""
     quantized = {module.weight: module for module in modules.values()}
     for key, members in fused_groups([*quantized, *floats]).items():
+        widths = {name: _input_width(view, quantized.get(name), name) for name in members}
+        if len({width for width in widths.values() if width is not None}) > 1:
+            listed = ", ".join(f"{_leaf(name)} {width}" for name, width in widths.items() if width is not None)
+            yield Finding(key, "fused", f"members take inputs of different widths ({listed}); a fused matmul has one input")
+            continue
         in_float = [name for name in members if name not in quantized]
         if in_float and len(in_float) < len(members):
             nvfp4 = ", ".join(_leaf(name) for name in members if name in quantized)
@@ -507,7 +521,8 @@ def _check_expert_scales_for_transformers(view: CheckpointView, modules: Mapping
 
 
 def _check_experts(view: CheckpointView, modules: Mapping[str, Module]) -> Iterator[Finding]:
-    """vLLM stacks a layer's experts into one FusedMoE with one scheme: all NVFP4 or none."""
+    """vLLM stacks a layer's experts into one FusedMoE with one scheme: all NVFP4 or none, and
+    each projection of the same shape in every expert."""
     by_layer: dict[str, dict[str, bool]] = {}
     for name, (_, shape) in view.tensors.items():
         module = name.rpartition(".")[0]
@@ -518,6 +533,16 @@ def _check_experts(view: CheckpointView, modules: Mapping[str, Module]) -> Itera
         if 0 < sum(quantized.values()) < len(quantized):
             floats = sorted(module for module, is_nvfp4 in quantized.items() if not is_nvfp4)
             yield Finding(experts, "target", f"{len(floats)} of {len(quantized)} expert projections are float (e.g. {floats[0]}); vLLM's FusedMoE takes one scheme for all experts")
+            continue
+        shapes: dict[str, dict[tuple[int, ...], str]] = {}
+        for module in quantized:
+            if module in modules and "packed" in modules[module].parts:
+                shape = view.tensors[modules[module].parts["packed"]][1]
+                shapes.setdefault(EXPERT.match(module)["projection"], {}).setdefault(shape, module)
+        for projection, seen in shapes.items():
+            if len(seen) > 1:
+                listed = ", ".join(f"{module} {list(shape)}" for shape, module in seen.items())
+                yield Finding(f"{experts}.*.{projection}", "target", f"experts' {projection} differ in shape ({listed}); vLLM's FusedMoE stacks them into one tensor")
 
 
 def verify(view: CheckpointView, target: str = "vllm") -> dict:

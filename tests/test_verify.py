@@ -271,6 +271,12 @@ def w4a4_without_input_scales(tensors, config):
     return {(f"{module}.weight", "config") for module, _, _ in LINEARS if module != f"{ATTN}.o_proj"}
 
 
+def fused_input_widths_differ(tensors, config):
+    packed, scales = nvfp4_parts((32, 96), torch.Generator().manual_seed(6))  # k_proj reads 96 inputs, q and v 64
+    tensors[f"{ATTN}.k_proj.weight_packed"], tensors[f"{ATTN}.k_proj.weight_scale"] = packed, scales
+    return {(f"{ATTN}.qkv_proj", "fused")}
+
+
 def w4a4_fused_input_scales_differ(tensors, config):
     config["config_groups"]["group_0"]["input_activations"] = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16, "dynamic": "local", "symmetric": True}
     for module, _, _ in LINEARS:
@@ -312,7 +318,7 @@ CORPUS = [
     missing_block_scales, v_unquantized, v_unquantized_and_ignored, fused_scales_differ, no_quantization_groups,
     no_quantization_config, group_size_32, wrong_format_name, quantized_module_ignored, lm_head_not_ignored,
     w4a4_without_input_scales, lm_head_quantized, unmapped_name, ignore_not_a_list, invalid_regex_in_ignore,
-    modelopt_config_over_ct_names, w4a4_fused_input_scales_differ,
+    modelopt_config_over_ct_names, w4a4_fused_input_scales_differ, fused_input_widths_differ,
 ]  # fmt: skip
 
 
@@ -360,6 +366,15 @@ def test_fused_groups_per_expert_shared_expert_and_mla(tmp_path, member, group):
     assert findings(write(tmp_path / "clean", tensors, copy_config()))[:2] == (0, set())
     tensors[f"{member}.weight_global_scale"] = tensors[f"{member}.weight_global_scale"] * 2
     assert findings(write(tmp_path / "broken", tensors, copy_config()))[:2] == (1, {(group, "fused")})
+
+
+def test_experts_of_different_shapes_for_vllm(tmp_path):
+    tensors = moe_and_mla_tensors()
+    packed, scales = nvfp4_parts((48, 64), torch.Generator().manual_seed(2))
+    tensors["model.layers.0.block_sparse_moe.experts.1.w3.weight_packed"] = packed
+    tensors["model.layers.0.block_sparse_moe.experts.1.w3.weight_scale"] = scales
+    code, found, _ = findings(write(tmp_path / "m", tensors, copy_config()))
+    assert (code, found) == (1, {("model.layers.0.block_sparse_moe.experts.*.w3", "target")})
 
 
 def test_experts_partly_quantized_for_vllm(tmp_path):
