@@ -231,16 +231,18 @@ def select_weights(
 
 def _config_flag(config: dict, key: str) -> bool:
     """A config flag, also where a multimodal config nests it in text_config."""
-    return bool(config.get(key, (config.get("text_config") or {}).get(key, False)))
+    text_config = config.get("text_config")
+    return bool(config.get(key, text_config.get(key, False) if isinstance(text_config, dict) else False))
 
 
-def not_converted_patterns(config: dict | None) -> list[str]:
+def not_converted_patterns(checkpoint: Checkpoint) -> list[str]:
     """Module patterns an input's quantization_config lists as left unquantized."""
-    quantization = (config or {}).get("quantization_config") or {}
+    quantization = formats.base.input_quantization(checkpoint)
     patterns: list[str] = []
     for key in ("modules_to_not_convert", "ignored_layers", "ignore", "exclude_modules"):
-        value = quantization.get(key) or []
-        patterns.extend(item for item in value if isinstance(item, str))
+        value = quantization.get(key)
+        if isinstance(value, list):
+            patterns.extend(item for item in value if isinstance(item, str))
     return patterns
 
 
@@ -258,7 +260,7 @@ def always_kept(checkpoint: Checkpoint, names: list[str]) -> dict[str, str]:
     cannot store one tensor under two names (readers refuse overlapping data), so tie_word_embeddings
     is the one way a checkpoint ties weights."""
     config = checkpoint.config or {}
-    patterns = not_converted_patterns(config)
+    patterns = not_converted_patterns(checkpoint)
     kept = {}
     for name in names:
         pattern = next((p for p in patterns if _matches_module(module_name(name), p)), None)

@@ -29,7 +29,7 @@ from ..errors import DataError, UsageError
 from ..io import Checkpoint
 from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
 from ..modules import INTERLEAVED_GATE_UP, expert_tensor_parts
-from .base import ExpertView, LogicalWeight, StoredWeight
+from .base import ExpertView, LogicalWeight, StoredWeight, input_quantization
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
 # tensor no other format claims is a plain tensor.
@@ -48,7 +48,7 @@ DECODED_COMPRESSED_TENSORS_FORMATS = ("float-quantized", compressed_tensors.FORM
 def check_decodable(checkpoint: Checkpoint, weights: dict[str, LogicalWeight]) -> None:
     """Refuse a quantized input this tool cannot decode, with one line, rather than copy its
     quantized tensors under a new config (which would make a broken model)."""
-    quantization = (checkpoint.config or {}).get("quantization_config") or {}
+    quantization = input_quantization(checkpoint)
     method = quantization.get("quant_method")
     if method is not None and method not in DECODED_METHODS:
         raise DataError(f"{checkpoint.path}: quantization_config quant_method {method!r} is not a format nvfp4 decodes ({', '.join(DECODED_METHODS)})")

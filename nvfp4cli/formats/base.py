@@ -82,3 +82,14 @@ def recorded_mode(checkpoint: Checkpoint) -> Mode:
         return Mode(mode)
     except ValueError:
         raise DataError(f"{checkpoint.path}: metadata {METADATA_KEY!r} records an unknown mode {mode!r}") from None
+
+
+def input_quantization(checkpoint: Checkpoint) -> dict:
+    """The input's config.json quantization_config ({} when there is none); a DataError when it
+    is not a JSON object."""
+    quantization = (checkpoint.config or {}).get("quantization_config")
+    if quantization is None:
+        return {}
+    if not isinstance(quantization, dict):
+        raise DataError(f"{checkpoint.path}: config.json quantization_config is {type(quantization).__name__}, not an object")
+    return quantization

@@ -9,14 +9,14 @@ import torch
 
 from ..errors import DataError
 from ..io import Checkpoint
-from .base import LogicalWeight, StoredWeight
+from .base import LogicalWeight, StoredWeight, input_quantization
 
 NAME = "fp8-block"
 DEFAULT_BLOCK = (128, 128)
 
 
 def _block(checkpoint: Checkpoint) -> tuple[int, int]:
-    quantization = (checkpoint.config or {}).get("quantization_config") or {}
+    quantization = input_quantization(checkpoint)
     block = quantization.get("weight_block_size", DEFAULT_BLOCK)
     if not (isinstance(block, list | tuple) and len(block) == 2 and all(isinstance(n, int) and n > 0 for n in block)):
         raise DataError(f"{checkpoint.path}: quantization_config weight_block_size {block!r} is not two positive integers")
