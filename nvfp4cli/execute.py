@@ -223,7 +223,7 @@ def write_units(
     try:
         with threads_for(largest, device):
             if overlap:
-                pipeline.convert_units(plan, checkpoint, units, execute, write, unit_written, pin_memory=torch.device(device).type == "cuda")
+                pipeline.convert_units(plan, checkpoint, units, execute, write, unit_written, device=device)
             else:
                 for unit in units:
                     for name, tensor in execute(plan, checkpoint, unit).items():

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .io import Checkpoint
-from .plan import COPY, Plan, Unit
+from .plan import COPY, DEQUANTIZE, Plan, Unit
 
 READ_AHEAD_BYTES = 16 * 2**20  # beyond one unit, the reader runs ahead by at most this many bytes
 WRITE_BEHIND_UNITS = 2
@@ -40,9 +40,10 @@ class Prefetched:
     """The checkpoint as one unit sees it: the stored tensors read ahead come from memory (or
     raise the error their read raised), any other read goes to the checkpoint."""
 
-    def __init__(self, checkpoint: Checkpoint, raw: dict[str, torch.Tensor | BaseException]):
+    def __init__(self, checkpoint: Checkpoint, raw: dict[str, torch.Tensor | BaseException], device: torch.device | None = None):
         self._checkpoint = checkpoint
         self._raw = raw
+        self._device = device  # where read() puts tensors (what decodes them then runs there)
 
     def _prefetched(self, name: str) -> torch.Tensor | None:
         raw = self._raw.get(name)
@@ -52,7 +53,8 @@ class Prefetched:
 
     def read(self, name: str, index: int | None = None) -> torch.Tensor:
         raw = self._prefetched(name) if index is None else None
-        return self._checkpoint.read(name, index) if raw is None else self._checkpoint.view(name, raw)
+        tensor = self._checkpoint.read(name, index) if raw is None else self._checkpoint.view(name, raw)
+        return tensor if self._device is None else tensor.to(self._device)
 
     def read_bytes(self, name: str, **options) -> torch.Tensor:
         raw = self._prefetched(name)
@@ -231,15 +233,17 @@ def convert_units(
     write: Callable[[str, torch.Tensor], None],
     made: Callable[[Unit], None],
     *,
-    pin_memory: bool = False,
+    device: str = "cpu",
 ) -> None:
     """run_units over a plan's units: make(plan, checkpoint, unit) sees the unit's stored tensors
-    already read (into page-locked memory with pin_memory)."""
+    already read, into page-locked memory for a GPU. A unit to dequantize reads its tensors onto
+    the device, where it decodes them (a quantize unit moves its own inputs)."""
+    on_gpu = torch.device(device).type == "cuda"
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="nvfp4-read") as pool:
         run_units(
             units,
-            lambda unit: read_unit(plan, checkpoint, unit, pool, pin_memory),
-            lambda unit, raw: make(plan, Prefetched(checkpoint, raw), unit),
+            lambda unit: read_unit(plan, checkpoint, unit, pool, on_gpu),
+            lambda unit, raw: make(plan, Prefetched(checkpoint, raw, torch.device(device) if on_gpu and unit.action == DEQUANTIZE else None), unit),
             write,
             made,
         )

@@ -82,6 +82,7 @@ class QuantizeOptions:
 @dataclass(frozen=True)
 class DequantizeOptions:
     dtype: torch.dtype = torch.bfloat16
+    device: str = "cpu"  # where NVFP4 weights are decoded (the bytes are the same)
 
 
 @dataclass
@@ -394,7 +395,7 @@ def _with_input_scales(checkpoint: Checkpoint, units: list[Unit], amax: dict[str
     return result
 
 
-def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16) -> Plan:
+def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> Plan:
     """Quantized weights (any format) back to float `dtype`; every other tensor is copied as is."""
     weights = formats.logical_weights(checkpoint)
     units = []
@@ -410,7 +411,7 @@ def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16)
     record = {"producer": f"nvfp4cli {__version__}", "dtype": short_names[dtype]}
     used = {name: weights[name] for unit in units for name in unit.inputs if name in weights}
     return Plan(
-        DEQUANTIZE, checkpoint.path, checkpoint.directory, used, units, DequantizeOptions(dtype), record,
+        DEQUANTIZE, checkpoint.path, checkpoint.directory, used, units, DequantizeOptions(dtype, device), record,
         config=config, dropped_files=(HF_QUANT_CONFIG_NAME,), skipped_files=checkpoint.skipped_files, metadata=_new_metadata(checkpoint),
     )  # fmt: skip
 

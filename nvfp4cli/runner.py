@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import distributed, execute
 from .io import Checkpoint
-from .plan import Plan, QuantizeOptions
+from .plan import Plan
 
 WORKER_MIN_BYTES_VARIABLE = "NVFP4_WORKER_MIN_BYTES"
 CPU_MIN_BYTES_PER_WORKER = 3 * 10**9
@@ -30,7 +30,7 @@ def run(
     if group is not None:
         return distributed.run(plan, output, group, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
     if workers:
-        device = plan.options.device if isinstance(plan.options, QuantizeOptions) else "cpu"
+        device = getattr(plan.options, "device", "cpu")  # convert has no device: it runs on the CPU
         used, reason = workers_worth_starting(plan, workers, device)
         choice = {"workers": used, "workers_requested": workers, "workers_reason": reason}
         if used > 1:

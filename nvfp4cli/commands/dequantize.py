@@ -21,6 +21,7 @@ def dequantize(
     output: Path = typer.Option(..., "-o", "--output", help="Output file (for a file input) or directory."),
     dtype: FloatDtype = typer.Option(FloatDtype.bf16, "--dtype", help="Float type of the dequantized weights; other tensors keep theirs."),
     max_shard_size: str = MAX_SHARD_SIZE_OPTION,
+    device: str = typer.Option("cpu", "--device", help="Where to decode: cpu, or cuda (the same bytes)."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, metavar="N", help="Convert with N local processes on torch.distributed (gloo): same tensors. Under torchrun, leave it out."
     ),
@@ -30,12 +31,12 @@ def dequantize(
 ) -> None:
     """Dequantize every NVFP4 weight (x = e2m1 * block scale * tensor scale); copy the rest."""
     with cli_errors(debug), contextlib.ExitStack() as stack:
-        group = join_torchrun(stack, workers, "cpu")
+        group = join_torchrun(stack, workers, device)
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
         with group.guard() if group is not None else contextlib.nullcontext():
             max_shard_bytes = parse_size(max_shard_size)
             checkpoint = open_checkpoint(input_path)
-            plan = plan_dequantize(checkpoint, FLOAT_DTYPES[dtype.value])
+            plan = plan_dequantize(checkpoint, FLOAT_DTYPES[dtype.value], device)
         if reporter:
             note_skipped_files(plan.skipped_files)
         with progress_bar("dequantize", plan.bytes_in, plan.tensors_in, json_output or not reporter) as progress:

@@ -52,3 +52,17 @@ def test_large_tensors_read_in_pieces_give_the_cpu_bytes(tmp_path):
     save_file({f"model.layers.{i}.mlp.up_proj.weight": torch.randn(4096, 6144, generator=g).to(torch.bfloat16) for i in range(3)}, model / "model.safetensors")
     cuda, cpu = cuda_and_cpu(model, tmp_path)
     assert cuda and cuda == cpu
+
+
+@pytest.mark.parametrize("fmt", ["compressed-tensors", "modelopt"])
+def test_dequantize_on_cuda_writes_the_cpu_bytes(fmt, tmp_path):
+    from nvfp4cli.plan import plan_dequantize
+
+    quantized = tmp_path / "q"
+    run(plan_quantize(open_checkpoint(SAMPLES / "tiny-llama"), QuantizeOptions(fmt=fmt)), quantized, overlap=False)
+    outputs = []
+    for device, overlap in (("cuda", True), ("cpu", False)):
+        output = tmp_path / f"d-{device}"
+        run(plan_dequantize(open_checkpoint(quantized), torch.bfloat16, device), output, overlap=overlap)
+        outputs.append(digests(output))
+    assert outputs[0] and outputs[0] == outputs[1]
