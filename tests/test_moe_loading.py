@@ -59,3 +59,18 @@ def test_experts_unit_scale_loads_directly_in_transformers(tmp_path, reference):
     assert {value for name, value in scales.items() if ".experts." in name} == {1.0}
     assert any(value != 1.0 for name, value in scales.items() if ".experts." not in name)
     assert nvfp4("verify", tmp_path / "unit").exit_code == 0
+
+
+def test_dequantized_gpt_oss_loads_in_transformers_as_its_float_model(tmp_path):
+    # MXFP4 experts dequantize to transformers' own [E, in, out] parameters: no missing or unexpected
+    # names, and the logits of transformers' own MXFP4 decode (Mxfp4Config(dequantize=True)).
+    gpt_oss = SAMPLE.parent / "gpt-oss-mxfp4"
+    assert nvfp4("dequantize", gpt_oss, "-o", tmp_path / "dq", "--dtype", "fp32").exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(gpt_oss, dtype=torch.float32, quantization_config=transformers.Mxfp4Config(dequantize=True))
+        ours, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dq", dtype=torch.float32, output_loading_info=True)
+    assert not any(info.values()), info
+    tokens = TOKENS[:, :8]
+    with torch.no_grad():
+        assert cosine(ours(tokens).logits.flatten(), theirs(tokens).logits.flatten()) > 0.9999

@@ -27,8 +27,8 @@ import torch
 from ..api import QuantizedTensor
 from ..errors import DataError, UsageError
 from ..io import Checkpoint
-from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
 from ..modules import INTERLEAVED_GATE_UP, expert_tensor_parts
+from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
 from .base import ExpertView, LogicalWeight, StoredWeight, input_quantization
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
@@ -100,22 +100,21 @@ def logical_weights(checkpoint: Checkpoint, split_experts: bool = False) -> dict
 
 
 def per_expert(weight: LogicalWeight, model_type: str) -> list[LogicalWeight]:
-    """A 3-D expert tensor as per-expert weights `{prefix}.{e}.{gate_proj|up_proj|down_proj}.weight`
-    of shape [out, in], in expert order (gate and up of an expert side by side); any other weight
-    as itself. MXFP4 stores experts [E, out, in]; float expert tensors are transformers' [E, in, out]."""
+    """A 3-D expert tensor (logically [E, in, out], transformers' layout) as per-expert weights
+    `{prefix}.{e}.{gate_proj|up_proj|down_proj}.weight` of shape [out, in], in expert order (gate
+    and up of an expert side by side); any other weight as itself."""
     found = expert_tensor_parts(weight.name) if len(weight.shape) == 3 else None
     if found is None:
         return [weight]
     prefix, parts = found
-    out_first = getattr(ALL_FORMATS[weight.format], "OUT_FIRST", False)
-    experts, out_total, inner = weight.shape if out_first else (weight.shape[0], weight.shape[2], weight.shape[1])
+    experts, inner, out_total = weight.shape
     if out_total % len(parts):
         raise DataError(f"{weight.name}: {out_total} rows do not split into {len(parts)} projections")
     interleaved = model_type in INTERLEAVED_GATE_UP
     return [
         LogicalWeight(
             f"{prefix}.{expert}.{part_name}.weight", (out_total // len(parts), inner), weight.format, weight.tensors,
-            view=ExpertView(expert, part, len(parts), interleaved, in_first=not out_first),
+            view=ExpertView(expert, part, len(parts), interleaved),
         )  # fmt: skip
         for expert in range(experts)
         for part, part_name in enumerate(parts)

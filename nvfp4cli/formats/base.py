@@ -16,14 +16,14 @@ METADATA_KEY = "nvfp4"  # one safetensors metadata key holding this tool's recor
 
 @dataclass(frozen=True)
 class ExpertView:
-    """One expert's projection inside a 3-D expert tensor [E, ...] (gpt-oss, Llama-4), as the
-    per-expert [out, in] Linear weight that serving engines load."""
+    """One expert's projection inside a 3-D expert tensor (gpt-oss, Llama-4; logically [E, in, out]
+    as transformers' parameters, whatever the storage), as the per-expert [out, in] Linear weight
+    that serving engines load."""
 
     expert: int
     part: int  # which row group of the fused tensor: gate 0, up 1 of gate_up_proj
     parts: int
     interleaved: bool  # rows alternate between the parts (gpt-oss) instead of following in halves (Llama-4)
-    in_first: bool  # stored [E, in, out] (transformers' float layout): transposed to [out, in]
 
     def rows(self, matrix: torch.Tensor) -> torch.Tensor:
         """This part's rows of one expert's [out_total, ...] tensor."""

@@ -1,8 +1,9 @@
 """MXFP4 (gpt-oss; SPEC.md §7): `P_blocks` uint8 [..., out, in/32, 16], element 2j in the low
 nibble of byte j and 2j+1 in the high nibble (E2M1 codes as NVFP4's), and `P_scales` uint8
 [..., out, in/32], E8M0: scale = 2^(s - 127). w = E2M1(code) * scale, exact in float32. The
-logical weight is `P` of shape [..., out, in]. An input, never written; lossless() re-encodes it
-as NVFP4 without a rounding (see there)."""
+logical weight is `P`: [out, in] for a 2-D tensor, and for 3-D expert tensors [E, in, out], the
+layout of transformers' float parameters (gpt-oss), so a dequantized checkpoint loads there. An
+input, never written; lossless() re-encodes it as NVFP4 without a rounding (see there)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from ..io import Checkpoint
 from .base import LogicalWeight, StoredWeight
 
 NAME = "mxfp4"
-OUT_FIRST = True  # 3-D expert tensors are stored [E, out, in]
 MX_BLOCK = 32
 E8M0_BIAS = 127
 E8M0_NAN = 255
@@ -35,7 +35,9 @@ def find(checkpoint: Checkpoint) -> list[LogicalWeight]:
         scales = specs[f"{base}_scales"]
         if spec.dtype != "U8" or scales.dtype != "U8" or len(spec.shape) < 3 or spec.shape[-1] != MX_BLOCK // 2 or spec.shape[:-1] != scales.shape:
             raise DataError(f"{checkpoint.path}: MXFP4 tensors {name!r} {list(spec.shape)} and {base}_scales {list(scales.shape)} are not uint8 [..., G, 16] and [..., G]")
-        weights.append(LogicalWeight(base, (*scales.shape[:-1], scales.shape[-1] * MX_BLOCK), NAME, (name, f"{base}_scales")))
+        out, inner = scales.shape[-2], scales.shape[-1] * MX_BLOCK
+        shape = (out, inner) if len(scales.shape) == 2 else (*scales.shape[:-2], inner, out)
+        weights.append(LogicalWeight(base, shape, NAME, (name, f"{base}_scales")))
     return weights
 
 
@@ -58,10 +60,15 @@ def _codes(blocks: torch.Tensor) -> torch.Tensor:
 
 
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
-    blocks, scales = stored.parts["blocks"], stored.parts["scales"]
+    """The values in the logical layout: [out, in] for one matrix (an expert's view too), [E, in, out] for all experts."""
+    values = _decode_stored(stored.parts["blocks"], stored.parts["scales"])
+    return (values.transpose(-1, -2).contiguous() if values.dim() > 2 else values).to(dtype)
+
+
+def _decode_stored(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """float32 values in the stored [..., out, in] orientation."""
     values = e2m1_values()[_codes(blocks).long()]
-    scale = _power_of_two(scales.to(torch.int32) - E8M0_BIAS)
-    return (values * scale.unsqueeze(-1)).flatten(-2).to(dtype)
+    return (values * _power_of_two(scales.to(torch.int32) - E8M0_BIAS).unsqueeze(-1)).flatten(-2)
 
 
 def _power_of_two(exponents: torch.Tensor) -> torch.Tensor:
@@ -96,7 +103,7 @@ def lossless(stored: StoredWeight, per_tensor_scale: torch.Tensor, kmax: int, mo
     quantized from their decoded values as SPEC.md §2-3 say, with that tensor scale. Returns the
     tensor and how many of its NVFP4 blocks were re-encoded exactly."""
     blocks, scales = stored.parts["blocks"], stored.parts["scales"]
-    values = decode(stored, torch.float32)
+    values = _decode_stored(blocks, scales)
     q = quantize(values, mode, seed=seed, per_tensor_scale=per_tensor_scale, backend=backend)
     exponent = scales.to(torch.int32) - kmax + TOP_SCALE_EXPONENT
     exact = _nonzero_blocks(blocks) & (exponent >= TOP_SCALE_EXPONENT - LOSSLESS_SPAN)

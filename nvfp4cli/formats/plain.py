@@ -18,8 +18,8 @@ def read(weight: LogicalWeight, checkpoint: Checkpoint) -> StoredWeight:
     view = weight.view
     if view is None:
         return StoredWeight(weight, {"values": checkpoint.read(weight.tensors[0])})
-    values = checkpoint.read(weight.tensors[0], view.expert)
-    return StoredWeight(weight, {"values": view.rows(values.T if view.in_first else values)})
+    values = checkpoint.read(weight.tensors[0], view.expert)  # [in, out], as transformers stores experts
+    return StoredWeight(weight, {"values": view.rows(values.T)})
 
 
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
