@@ -147,11 +147,13 @@ def cli(args: argparse.Namespace) -> None:
     for attempt in range(args.times):
         wall_s, peak, stdout = run_measured([sys.executable, "-m", "nvfp4cli", *args.arguments])
         try:
-            inner = json.loads(stdout).get("seconds")
+            report = json.loads(stdout)
         except json.JSONDecodeError:
-            inner = None
+            report = {}
+        inner = report.get("seconds")
         inner_text = "-" if inner is None else f"{inner:.3f} s"
-        print(f"nvfp4 {' '.join(args.arguments)} #{attempt + 1}: wall {wall_s:.3f} s, inside {inner_text}, peak {peak / 1e9:.2f} GB", flush=True)
+        workers = f", workers {report['workers']} ({report.get('workers_reason', '')})" if "workers" in report else ""
+        print(f"nvfp4 {' '.join(args.arguments)} #{attempt + 1}: wall {wall_s:.3f} s, inside {inner_text}, peak {peak / 1e9:.2f} GB{workers}", flush=True)
         if args.clean:
             shutil.rmtree(args.clean, ignore_errors=True)
 

@@ -66,3 +66,15 @@ def test_dequantize_on_cuda_writes_the_cpu_bytes(fmt, tmp_path):
         run(plan_dequantize(open_checkpoint(quantized), torch.bfloat16, device), output, overlap=overlap)
         outputs.append(digests(output))
     assert outputs[0] and outputs[0] == outputs[1]
+
+
+def test_diff_on_cuda_gives_the_cpu_metrics(tmp_path):
+    from nvfp4cli.compare import compare_checkpoints
+
+    quantized = tmp_path / "q"
+    run(plan_quantize(open_checkpoint(SAMPLES / "tiny-llama"), QuantizeOptions()), quantized, overlap=False)
+    on_cpu, on_cuda = (compare_checkpoints(SAMPLES / "tiny-llama", quantized, device=device) for device in ("cpu", "cuda"))
+    assert [t.name for t in on_cuda.tensors] == [t.name for t in on_cpu.tensors]
+    for a, b in zip(on_cpu.tensors, on_cuda.tensors):
+        assert a.stats.identical == b.stats.identical and a.code_agreement == b.code_agreement, a.name
+        assert b.stats.sqnr_db == pytest.approx(a.stats.sqnr_db, rel=1e-9) if a.stats.sqnr_db is not None else b.stats.sqnr_db is None
