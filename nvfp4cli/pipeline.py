@@ -5,8 +5,9 @@ tensors are written while the next one is made.
 
 The file I/O (reading from the page cache, writing the output) is most of a GPU conversion's
 time: here it runs beside the kernels instead of between them. Memory stays bounded: the reader
-runs at most one unit ahead (or several small ones, READ_AHEAD_BYTES together), and at most
-WRITE_BEHIND_UNITS made units wait for the writer, so about two units are in memory at a time.
+runs at most one unit ahead (or several small ones, READ_AHEAD_BYTES together), and the writer
+holds WRITE_BEHIND_UNITS made unit(s): about three units are in memory at a time, against one
+for the plain loop (a 0.8 GB model dequantized: 560 MB peak against 667 MB with two behind).
 For --device cuda the reader reads into page-locked memory, so the copy to the GPU needs no
 staging.
 
@@ -32,7 +33,7 @@ from .io import Checkpoint
 from .plan import COPY, DEQUANTIZE, Plan, Unit
 
 READ_AHEAD_BYTES = 16 * 2**20  # beyond one unit, the reader runs ahead by at most this many bytes
-WRITE_BEHIND_UNITS = 2
+WRITE_BEHIND_UNITS = 1  # the unit being written; the next waits in the making thread
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))  # a large tensor is read in pieces on these
 
 
