@@ -32,6 +32,8 @@ def test_a_small_checkpoint_runs_in_this_process_with_the_choice_reported(tmp_pa
     assert "GB of input" in report["workers_reason"]
     assert nvfp4("quantize", SAMPLE, "-o", tmp_path / "single").exit_code == 0
     assert digests(tmp_path / "workers") == digests(tmp_path / "single")
+    table = nvfp4("quantize", SAMPLE, "-o", tmp_path / "table", "--workers", 4)
+    assert table.exit_code == 0 and "workers asked for" in table.stdout and "GB of input" in table.stdout
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

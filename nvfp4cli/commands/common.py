@@ -181,6 +181,8 @@ def print_report(report: dict, title: str) -> None:
         ["bytes in", byte_size(report["bytes_in"])],
         ["bytes out", byte_size(report["bytes_out"])],
     ]
+    if report.get("workers_requested", report.get("workers")) != report.get("workers"):  # --workers started fewer
+        rows.append(["workers asked for", f"{report['workers_requested']}: {report['workers_reason']}"])
     if report.get("ratio"):
         rows.append(["compression (NVFP4 at bf16)", f"{report['ratio']:.2f}x"])
     if "seconds" in report:
