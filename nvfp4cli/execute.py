@@ -255,6 +255,8 @@ def _copy_side_files(source: Path, target: Path, skipped: set[str]) -> list[str]
     for entry in sorted(source.iterdir()):
         if entry.name in skipped or is_weight_file(entry):
             continue
+        if entry.is_dir() and not any(path.is_file() and not is_weight_file(path) for path in entry.rglob("*")):
+            continue  # a folder of weight files alone (shards/, original/) would arrive empty
         if entry.is_dir():
             shutil.copytree(entry, target / entry.name, ignore=ignore)
         else:

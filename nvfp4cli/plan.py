@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, formats
-from .api import FLOAT_DTYPES, SUPPORTED_DTYPES
+from .api import FLOAT_DTYPES, SUPPORTED_DTYPES, parse_mode
 from .calibrate import input_scale_specs
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode
@@ -305,7 +305,7 @@ def _dequantize(checkpoint: Checkpoint, weight: LogicalWeight, dtype: torch.dtyp
 
 def check_quantize_options(options: QuantizeOptions) -> QuantizeOptions:
     """The options with mode as a Mode, checked; a UsageError names what is wrong."""
-    mode = Mode(options.mode)
+    mode = parse_mode(options.mode)
     formats.output_format(options.fmt)
     if mode is Mode.RS and not (isinstance(options.seed, int) and 0 <= options.seed < SEED_LIMIT):
         raise UsageError(f"mode 'rs' needs a seed, an integer in [0, 2^63); got {options.seed!r}")
@@ -422,7 +422,7 @@ def default_output(input_path: Path, suffix: str = "nvfp4") -> Path:
     if input_path.is_dir():
         if input_path.name in ("", ".", ".."):
             input_path = input_path.resolve()
-        return input_path.parent / f"{input_path.resolve().name}-{suffix}"
+        return input_path.parent / f"{input_path.name}-{suffix}"  # named as given, not after a symlink's target
     if input_path.name.endswith(INDEX_SUFFIX):
         return default_output(input_path.parent, suffix)
     return input_path.with_name(f"{input_path.name.removesuffix(SAFETENSORS_SUFFIX)}.{suffix}{SAFETENSORS_SUFFIX}")
