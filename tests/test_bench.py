@@ -230,9 +230,13 @@ def test_cpu_timer_measures_what_it_times():
         calls.append(i)
         time.sleep(0.002)
 
+    start = time.perf_counter()
     times = bench.time_calls(sleep_2ms, torch.device("cpu"), warmup=2, iters=5)
+    elapsed = time.perf_counter() - start
     assert calls == list(range(7)) and len(times) == 5
-    assert all(0.002 <= t < 0.05 for t in times)
+    # Each timed call holds its sleep and no more than the whole run took (no absolute bound: a
+    # loaded machine stretches sleeps).
+    assert all(0.002 <= t for t in times) and sum(times) <= elapsed
 
 
 def test_small_inputs_rotate_through_more_than_the_cache():
