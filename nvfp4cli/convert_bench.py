@@ -143,8 +143,6 @@ def run_nvfp4(path: Path, output: Path, device: str, extra: tuple[str, ...] = ()
 
 
 def run_peer(peer_python: str, path: Path, output: Path, device: str) -> tuple[float, int, float]:
-    if not Path(peer_python).exists():
-        raise UsageError(f"--peer-python {peer_python}: no such interpreter")
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     wall_s, peak, stdout = run_measured([peer_python, "-c", PEER_SCRIPT, str(path), str(output), device], env)
     return wall_s, peak, json.loads(stdout.strip().splitlines()[-1])["seconds"]
@@ -152,6 +150,8 @@ def run_peer(peer_python: str, path: Path, output: Path, device: str) -> tuple[f
 
 def bench_checkpoint(path: Path, *, device: str = "cpu", peer_python: str | None = None, scratch: Path | None = None, on_step=lambda step: None) -> dict:
     """The floor, nvfp4 and (with peer_python) llm-compressor on one checkpoint; a JSON-able dict."""
+    if peer_python is not None and not Path(peer_python).is_file():
+        raise UsageError(f"--peer-python {peer_python}: no such interpreter")
     plan = plan_quantize(open_checkpoint(path), QuantizeOptions(device=device))
     rows: list[Contestant] = []
     skipped: list[dict] = []
