@@ -50,6 +50,7 @@ from .rng import tensor_seed
 from .staging import check_output_path, staged_output
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+SYNC_BYTES = 256 * 2**20  # the write-behind thread flushes each file to disk every this many bytes
 Progress = Callable[[int, int], None]  # (input tensors done, input bytes done)
 
 
@@ -220,10 +221,14 @@ def write_units(
     def write(name: str, tensor: torch.Tensor) -> None:
         writers[name].write(name, tensor)
 
+    def write_behind(name: str, tensor: torch.Tensor) -> None:
+        write(name, tensor)
+        writers[name].sync_every(SYNC_BYTES)
+
     try:
         with threads_for(largest, device):
             if overlap:
-                pipeline.convert_units(plan, checkpoint, units, execute, write, unit_written, device=device)
+                pipeline.convert_units(plan, checkpoint, units, execute, write_behind, unit_written, device=device)
             else:
                 for unit in units:
                     for name, tensor in execute(plan, checkpoint, unit).items():

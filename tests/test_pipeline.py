@@ -188,3 +188,18 @@ def test_overlap_holds_about_two_units_more_than_the_plain_loop(tmp_path):
     plain, overlapped = growth(0), growth(1)
     assert overlapped < plain + 4 * tensor_bytes, (plain, overlapped)  # 16 MiB read ahead, outputs behind
     assert overlapped < 16 * tensor_bytes // 2, overlapped  # far from holding the model
+
+
+def test_the_writer_flushes_to_disk_as_it_goes_with_the_same_bytes(tmp_path, monkeypatch):
+    """The write-behind thread hands the disk its bytes during the run (fdatasync every
+    SYNC_BYTES), so that close's fsync has little left; the files are unchanged."""
+    from nvfp4cli import execute, io
+
+    plain, _ = both_ways(lambda checkpoint: plan_quantize(checkpoint, QuantizeOptions()), SAMPLE, tmp_path / "a")
+    synced = []
+    fdatasync = io.os.fdatasync
+    monkeypatch.setattr(io.os, "fdatasync", lambda fd: synced.append(fd) or fdatasync(fd))
+    monkeypatch.setattr(execute, "SYNC_BYTES", 100_000)
+    _, overlapped = both_ways(lambda checkpoint: plan_quantize(checkpoint, QuantizeOptions()), SAMPLE, tmp_path / "b")
+    assert overlapped == plain
+    assert len(synced) >= 5  # 1.9 MB written, one flush per 100 kB or so, in every shard
