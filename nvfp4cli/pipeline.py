@@ -80,9 +80,12 @@ def read_buffer(nbytes: int, pin_memory: bool) -> torch.Tensor | None:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True) if pin_memory else None
 
 
-def read_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit, pool: ThreadPoolExecutor | None, pin_memory: bool) -> dict[str, torch.Tensor | BaseException]:
-    """A unit's stored tensors by name, each as its bytes or the error reading it raised."""
-    pin = pin_memory and unit.action != COPY
+def read_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit, pool: ThreadPoolExecutor | None, gpu: torch.device | None) -> dict[str, torch.Tensor | BaseException]:
+    """A unit's stored tensors by name, each as its bytes or the error reading it raised; for a
+    gpu, what is not copied goes into page-locked memory."""
+    if gpu is not None:
+        torch.cuda.set_device(gpu)  # a thread starts on GPU 0: a --workers rank on GPU 1 would make a context there
+    pin = gpu is not None and unit.action != COPY
     raw: dict[str, torch.Tensor | BaseException] = {}
     for name in stored_reads(plan, checkpoint, unit):
         try:
@@ -239,12 +242,13 @@ def convert_units(
     """run_units over a plan's units: make(plan, checkpoint, unit) sees the unit's stored tensors
     already read, into page-locked memory for a GPU. A unit to dequantize reads its tensors onto
     the device, where it decodes them (a quantize unit moves its own inputs)."""
-    on_gpu = torch.device(device).type == "cuda"
+    gpu = torch.device(device)
+    gpu = None if gpu.type != "cuda" else gpu if gpu.index is not None else torch.device("cuda", torch.cuda.current_device())
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="nvfp4-read") as pool:
         run_units(
             units,
-            lambda unit: read_unit(plan, checkpoint, unit, pool, on_gpu),
-            lambda unit, raw: make(plan, Prefetched(checkpoint, raw, torch.device(device) if on_gpu and unit.action == DEQUANTIZE else None), unit),
+            lambda unit: read_unit(plan, checkpoint, unit, pool, gpu),
+            lambda unit, raw: make(plan, Prefetched(checkpoint, raw, gpu if unit.action == DEQUANTIZE else None), unit),
             write,
             made,
         )
