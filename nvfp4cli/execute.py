@@ -207,13 +207,20 @@ def file_metadata(plan: Plan) -> dict[str, str]:
 
 
 def write_units(
-    plan: Plan, checkpoint: Checkpoint, units: list[Unit], writers: dict[str, SafetensorsWriter], unit_written: Callable[[Unit], None], *, overlap: bool = True
+    plan: Plan,
+    checkpoint: Checkpoint,
+    units: list[Unit],
+    writers: dict[str, SafetensorsWriter],
+    unit_written: Callable[[Unit], None],
+    *,
+    overlap: bool | None = None,
 ) -> None:
     """Make each unit, write its tensors and call unit_written (which may raise to stop) once
     they are handed to the writer; close every file when all is written, or abort them all on
     any error. With overlap (pipeline.py) reading, making and writing run side by side, with
-    the same bytes as the plain loop. A run whose tensors are all small runs on one CPU thread,
-    and freed tensor buffers go back to the system (process.py says why)."""
+    the same bytes as the plain loop; None: overlap unless every unit is under
+    pipeline.OVERLAP_MIN_BYTES. A run whose tensors are all small runs on one CPU thread, and
+    freed tensor buffers go back to the system (process.py says why)."""
     return_freed_buffers()
     device = getattr(plan.options, "device", "cpu")
     largest = max((math.prod(plan.weights[name].shape) for unit in units if unit.action != COPY for name in unit.inputs), default=0)
@@ -227,7 +234,7 @@ def write_units(
 
     try:
         with threads_for(largest, device):
-            if overlap:
+            if overlap or overlap is None and pipeline.worth_overlapping(units):
                 pipeline.convert_units(plan, checkpoint, units, execute, write_behind, unit_written, device=device)
             else:
                 for unit in units:
@@ -242,7 +249,7 @@ def write_units(
         raise
 
 
-def write_share(plan: Plan, checkpoint: Checkpoint, layout: Layout, rank: int, directory: Path, unit_written: Callable[[Unit], None], *, overlap: bool = True) -> None:
+def write_share(plan: Plan, checkpoint: Checkpoint, layout: Layout, rank: int, directory: Path, unit_written: Callable[[Unit], None], *, overlap: bool | None = None) -> None:
     """Rank `rank`'s units into its shard files in directory."""
     units = [plan.units[index] for index in layout.shares[rank]]
     writers = open_writers(layout.shards[rank], [directory / name for name in layout.names[rank]], file_metadata(plan))
@@ -302,10 +309,11 @@ def run(
     force: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Progress | None = None,
-    overlap: bool = True,
+    overlap: bool | None = None,
 ) -> dict:
     """Write the plan's output at `output` in this process (rank 0 of 1); overlap: read, make
-    and write side by side (pipeline.py), else one after the other (the same bytes).
+    and write side by side (pipeline.py), else one after the other (the same bytes); None:
+    overlap where the units are large enough to gain (write_units).
 
     Written under a temporary sibling and renamed when complete: after any error nothing is
     left at `output`, and an existing output is replaced (only with force) at the very end.

@@ -6,8 +6,9 @@ tensors are written while the next one is made.
 The file I/O (reading from the page cache, writing the output) is most of a GPU conversion's
 time: here it runs beside the kernels instead of between them. Memory stays bounded: the reader
 runs at most one unit ahead (or several small ones, READ_AHEAD_BYTES together), and the writer
-holds WRITE_BEHIND_UNITS made unit(s): about three units are in memory at a time, against one
-for the plain loop (a 0.8 GB model dequantized: 560 MB peak against 667 MB with two behind).
+holds one made unit (or several small ones, WRITE_BEHIND_BYTES together): about three units are
+in memory at a time, against one for the plain loop (a 0.8 GB model dequantized: 560 MB peak;
+667 MB when two large units could wait for the writer).
 For --device cuda the reader reads into page-locked memory, so the copy to the GPU needs no
 staging.
 
@@ -33,7 +34,8 @@ from .io import Checkpoint
 from .plan import COPY, DEQUANTIZE, Plan, Unit
 
 READ_AHEAD_BYTES = 16 * 2**20  # beyond one unit, the reader runs ahead by at most this many bytes
-WRITE_BEHIND_UNITS = 1  # the unit being written; the next waits in the making thread
+WRITE_BEHIND_BYTES = 16 * 2**20  # made units wait for the writer up to this many bytes, or one unit
+OVERLAP_MIN_BYTES = 2**20  # units all smaller than this run in the plain loop
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))  # a large tensor is read in pieces on these
 
 
@@ -138,11 +140,16 @@ class _ReadAhead(threading.Thread):
             self._changed.notify_all()
 
 
+def _nbytes(outputs: dict[str, torch.Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in outputs.values())
+
+
 class _WriteBehind(threading.Thread):
-    def __init__(self, write: Callable[[str, torch.Tensor], None], depth: int):
+    def __init__(self, write: Callable[[str, torch.Tensor], None], budget: int):
         super().__init__(name="nvfp4-write-behind", daemon=True)
-        self._write, self._depth = write, depth
+        self._write, self._budget = write, budget
         self._queue: deque[dict[str, torch.Tensor]] = deque()
+        self._queued = 0  # bytes handed over and not yet written
         self._closed = self._stopped = False
         self._changed = threading.Condition()
         self.error: BaseException | None = None
@@ -166,16 +173,18 @@ class _WriteBehind(threading.Thread):
                     self._changed.notify_all()
                 return
             with self._changed:
-                self._queue.popleft()
+                self._queued -= _nbytes(self._queue.popleft())
                 self._changed.notify_all()
 
     def put(self, outputs: dict[str, torch.Tensor]) -> None:
+        nbytes = _nbytes(outputs)
         with self._changed:
-            while self.error is None and len(self._queue) >= self._depth:
+            while self.error is None and self._queue and self._queued + nbytes > self._budget:
                 self._changed.wait()
             if self.error is not None:
                 raise self.error
             self._queue.append(outputs)
+            self._queued += nbytes
             self._changed.notify_all()
 
     def finish(self) -> None:
@@ -192,9 +201,17 @@ class _WriteBehind(threading.Thread):
         with self._changed:
             self._stopped = self._closed = True
             self._queue.clear()
+            self._queued = 0
             self._changed.notify_all()
         if wait:
             self.join()
+
+
+def worth_overlapping(units: list[Unit]) -> bool:
+    """Whether some unit is large enough for the overlap to pay: a unit costs the hand-offs
+    between three threads (about 0.1 ms), which is all of a tiny tensor's I/O (3000 64x64
+    weights: 1.0 s in the plain loop, 1.4 s overlapped)."""
+    return any(unit.bytes_in >= OVERLAP_MIN_BYTES for unit in units)
 
 
 def run_units(
@@ -205,12 +222,12 @@ def run_units(
     made: Callable[[Unit], None],
     *,
     ahead_bytes: int = READ_AHEAD_BYTES,
-    behind_units: int = WRITE_BEHIND_UNITS,
+    behind_bytes: int = WRITE_BEHIND_BYTES,
 ) -> None:
     """For each unit in order: read(unit) on the read-ahead thread, make(unit, what it read)
     here, then made(unit) here (it may raise to stop) while write(name, tensor) writes the
     made tensors on the write-behind thread. Returns when every tensor is written."""
-    reader, writer = _ReadAhead(units, read, ahead_bytes), _WriteBehind(write, behind_units)
+    reader, writer = _ReadAhead(units, read, ahead_bytes), _WriteBehind(write, behind_bytes)
     reader.start()
     writer.start()
     try:

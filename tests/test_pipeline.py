@@ -4,6 +4,7 @@ sample checkpoint, format, mode and action; the same errors; bounded read-ahead 
 from __future__ import annotations
 
 import hashlib
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from nvfp4cli.plan import QuantizeOptions, Unit, plan_dequantize, plan_quantize
 from nvfp4cli.format import Mode
 
 from cli_runner import SAMPLE
+from paused_run import PausedRun
 
 SAMPLES = SAMPLE.parent
 
@@ -203,3 +205,22 @@ def test_the_writer_flushes_to_disk_as_it_goes_with_the_same_bytes(tmp_path, mon
     _, overlapped = both_ways(lambda checkpoint: plan_quantize(checkpoint, QuantizeOptions()), SAMPLE, tmp_path / "b")
     assert overlapped == plain
     assert len(synced) >= 5  # 1.9 MB written, one flush per 100 kB or so, in every shard
+
+
+@pytest.mark.parametrize("sent,status,said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_mid_pipeline_unwinds_and_leaves_nothing(tmp_path, sent, status, said):
+    """tests/test_signals.py with tensors large enough for the overlap (2 MB each): the writer
+    thread is paused after its first tensor while the others wait on it; the signal still
+    unwinds the run and removes the staging directory."""
+    model = tmp_path / "model"
+    model.mkdir()
+    g = torch.Generator().manual_seed(0)
+    save_file({f"model.layers.{i}.mlp.down_proj.weight": torch.randn(512, 1024, generator=g) for i in range(6)}, model / "model.safetensors")
+    output = tmp_path / "out"
+    paused = PausedRun.start(["quantize", model, "-o", output, "--json"], tmp_path)
+    paused.wait_until_paused()
+    assert list(tmp_path.glob(".out.nvfp4-tmp-*"))  # mid-write
+    paused.process.send_signal(sent)
+    returncode, _, stderr = paused.finish()
+    assert returncode == status and stderr.strip().splitlines() == [f"nvfp4: {said}"], stderr
+    assert not output.exists() and not list(tmp_path.glob(".out.*"))
