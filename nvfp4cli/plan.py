@@ -20,6 +20,7 @@ import torch
 
 from . import __version__, formats
 from .api import FLOAT_DTYPES, SUPPORTED_DTYPES, parse_mode
+from .bench import parse_device
 from .calibrate import input_scale_specs
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode
@@ -411,7 +412,7 @@ def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16,
     record = {"producer": f"nvfp4cli {__version__}", "dtype": short_names[dtype]}
     used = {name: weights[name] for unit in units for name in unit.inputs if name in weights}
     return Plan(
-        DEQUANTIZE, checkpoint.path, checkpoint.directory, used, units, DequantizeOptions(dtype, device), record,
+        DEQUANTIZE, checkpoint.path, checkpoint.directory, used, units, DequantizeOptions(dtype, str(parse_device(device))), record,
         config=config, dropped_files=(HF_QUANT_CONFIG_NAME,), skipped_files=checkpoint.skipped_files, metadata=_new_metadata(checkpoint),
     )  # fmt: skip
 

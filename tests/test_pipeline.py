@@ -224,3 +224,12 @@ def test_a_signal_mid_pipeline_unwinds_and_leaves_nothing(tmp_path, sent, status
     returncode, _, stderr = paused.finish()
     assert returncode == status and stderr.strip().splitlines() == [f"nvfp4: {said}"], stderr
     assert not output.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_dequantize_on_cuda_without_a_gpu_is_a_one_line_usage_error(tmp_path):
+    from cli_runner import nvfp4
+
+    result = nvfp4("dequantize", SAMPLES / "llama-fp8-ct", "-o", tmp_path / "out", "--device", "cuda")
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0 and "no CUDA GPU" in result.stderr
+    assert not (tmp_path / "out").exists()
