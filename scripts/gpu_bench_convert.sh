@@ -38,4 +38,9 @@ if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; t
   step "--workers 2 (the default choice for 3.5 GB), then two workers forced"
   timeout 120 python3 scripts/bench_convert.py cli --times 1 --clean /tmp/o8 quantize "$model" -o /tmp/o8 --device cuda --workers 2 --json
   NVFP4_WORKER_MIN_BYTES=0 timeout 150 python3 scripts/bench_convert.py cli --times 2 --clean /tmp/o8 quantize "$model" -o /tmp/o8 --device cuda --workers 2 --json
+  step "a 14 GB checkpoint (32 layers): one process, then --workers 2 forced"
+  rm -rf /tmp/o8
+  python3 scripts/bench_convert.py make /tmp/llama32 --hidden 4096 --intermediate 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 0 --device cuda
+  timeout 120 python3 scripts/bench_convert.py cli --times 2 --clean /tmp/o32 quantize /tmp/llama32 -o /tmp/o32 --device cuda --json
+  NVFP4_WORKER_MIN_BYTES=0 timeout 150 python3 scripts/bench_convert.py cli --times 2 --clean /tmp/o32 quantize /tmp/llama32 -o /tmp/o32 --device cuda --workers 2 --json
 fi
