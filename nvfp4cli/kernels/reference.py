@@ -32,8 +32,6 @@ MSE_SCALE_STEPS = (0, 1, 2, 3, 4, 5, 6, -1)
 # Midpoints between neighbouring E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6. A value on a midpoint
 # rounds to the even code: up (>=) where the upper neighbour's code is even, down (>) elsewhere.
 _RN_MIDPOINTS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
-_RN_TIES_DOWN = tuple(midpoint for midpoint, up in _RN_MIDPOINTS if not up)
-_RN_TIES_UP = tuple(midpoint for midpoint, up in _RN_MIDPOINTS if up)
 
 
 def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
@@ -151,14 +149,11 @@ def _pairwise_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def _rn_codes(a: torch.Tensor) -> torch.Tensor:
-    """E2M1 magnitude code (0..7) of a in [0, 6], round to nearest, ties to even: the number of
-    midpoints a passes, counting a tie where the upper neighbour is even. Two bucketize calls
-    (midpoints < a; even-tie midpoints <= a) instead of a compare and add per midpoint: a few
-    operations an element, which matters for checkpoints of many small tensors."""
-    down = torch.tensor(_RN_TIES_DOWN, dtype=a.dtype, device=a.device)
-    up = torch.tensor(_RN_TIES_UP, dtype=a.dtype, device=a.device)
-    codes = torch.bucketize(a, down, out_int32=True) + torch.bucketize(a, up, out_int32=True, right=True)
-    return codes.to(torch.uint8)
+    """E2M1 magnitude code (0..7) of a in [0, 6], round to nearest, ties to even."""
+    codes = torch.zeros(a.shape, dtype=torch.uint8, device=a.device)
+    for midpoint, tie_goes_up in _RN_MIDPOINTS:
+        codes += a >= midpoint if tie_goes_up else a > midpoint
+    return codes
 
 
 def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
