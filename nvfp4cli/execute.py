@@ -14,7 +14,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from . import formats, pipeline
 from .api import QuantizedTensor, quantize, raise_if_not_finite
 from .calibrate import input_scale_tensors
 from .errors import DataError, UsageError
-from .format import Mode, per_tensor_scale_from_amax
+from .format import Mode, per_tensor_scale_from_amax, per_tensor_scales_from_amaxes
 from .formats.base import METADATA_KEY
 from .io import (
     CONFIG_NAME,
@@ -41,10 +41,10 @@ from .io import (
     write_index,
     write_json,
 )
-from .kernels import get_backend
+from .kernels import get_backend, reference
 from .modules import is_expert, module_name
 from .process import return_freed_buffers, threads_for
-from .plan import COPY, DEQUANTIZE, Plan, QuantizeOptions, Unit
+from .plan import COPY, DEQUANTIZE, QUANTIZE, Plan, QuantizeOptions, Unit
 from .relayout import REPACKAGE, produce as relayout_unit
 from .rng import tensor_seed
 from .staging import check_output_path, staged_output
@@ -132,6 +132,80 @@ def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, 
             raise _weight_error(checkpoint, plan, name, exc) from None
         outputs.update({key: value.cpu() for key, value in output.encode(name, q).items()})
     return outputs
+
+
+# Units whose tensors are this small and alike are quantized together (reference backend, RN, max
+# rule): per call, a tensor of a few thousand elements costs more in overhead than in arithmetic.
+BATCH_MAX_ELEMENTS = 1 << 16
+BATCH_TOTAL_ELEMENTS = 1 << 22
+
+
+def _batchable(plan: Plan, unit: Unit) -> bool:
+    options = plan.options
+    if unit.action != QUANTIZE or not isinstance(options, QuantizeOptions) or options.input_amax:
+        return False
+    if (options.backend, options.mode, options.scale_rule, options.block_2d, options.experts_unit_scale) != ("reference", Mode.RN, "max", False, False):
+        return False
+    weights = [plan.weights[name] for name in unit.inputs]
+    return all(not weight.quantized and math.prod(weight.shape) <= BATCH_MAX_ELEMENTS for weight in weights)
+
+
+def _quantize_batch(plan: Plan, checkpoint: Checkpoint, units: list[Unit]) -> list[dict[str, torch.Tensor]] | None:
+    """The tensors of units (all _batchable, inputs of one shape and dtype) from one reference
+    call; None when an input is not finite (the one-unit path then says where)."""
+    names = [name for unit in units for name in unit.inputs]
+    xs = torch.stack([_input_values(plan, checkpoint, name, torch.device("cpu")) for name in names])
+    low, high = torch.aminmax(xs.reshape(len(names), -1), dim=1)
+    amaxes = torch.maximum(high, -low).to(torch.float32)
+    if not torch.isfinite(amaxes).all():
+        return None
+    # A fused group's members share the largest amax of the group (SPEC §4).
+    group_amax, position = [], 0
+    for unit in units:
+        shared = amaxes[position : position + len(unit.inputs)].amax()
+        group_amax.extend([shared] * len(unit.inputs))
+        position += len(unit.inputs)
+    pts = per_tensor_scales_from_amaxes(torch.stack(group_amax))
+    packed, scales = reference.quantize_many_rn(xs, pts)
+    output = formats.output_format(plan.options.fmt)
+    results, position = [], 0
+    for unit in units:
+        tensors = {}
+        for name in unit.inputs:
+            q = QuantizedTensor(packed[position], scales[position], pts[position], Mode.RN)
+            tensors.update(output.encode(name, q))
+            position += 1
+        results.append(tensors)
+    return results
+
+
+def _largest_call(plan: Plan, units: list[Unit]) -> int:
+    """The most elements one kernel call of these units handles (a batch counts as one call)."""
+    single = max((math.prod(plan.weights[name].shape) for unit in units if unit.action != COPY for name in unit.inputs), default=0)
+    return max(single, BATCH_TOTAL_ELEMENTS) if any(_batchable(plan, unit) for unit in units) else single
+
+
+def execute_all(plan: Plan, checkpoint: Checkpoint, units: list[Unit]) -> Iterator[tuple[Unit, dict[str, torch.Tensor]]]:
+    """(unit, its tensors) for each unit in order, as execute() gives them; runs of small,
+    alike float weights to quantize go through the reference backend as one batch (same bytes)."""
+    index = 0
+    while index < len(units):
+        batch = [units[index]]
+        if _batchable(plan, units[index]):
+            signature = {(plan.weights[name].shape, checkpoint.info(plan.weights[name].tensors[0]).dtype) for name in units[index].inputs}
+            elements = sum(math.prod(plan.weights[name].shape) for name in units[index].inputs)
+            while index + len(batch) < len(units) and elements < BATCH_TOTAL_ELEMENTS:
+                following = units[index + len(batch)]
+                alike = {(plan.weights[name].shape, checkpoint.info(plan.weights[name].tensors[0]).dtype) for name in following.inputs}
+                if not _batchable(plan, following) or alike != signature or len(signature) != 1:
+                    break
+                batch.append(following)
+                elements += sum(math.prod(plan.weights[name].shape) for name in following.inputs)
+        results = _quantize_batch(plan, checkpoint, batch) if len(batch) > 1 else None
+        if results is None:
+            batch, results = batch[:1], [execute(plan, checkpoint, batch[0])]
+        yield from zip(batch, results)
+        index += len(batch)
 
 
 def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.Tensor]:
@@ -223,7 +297,7 @@ def write_units(
     freed tensor buffers go back to the system (process.py says why)."""
     return_freed_buffers()
     device = getattr(plan.options, "device", "cpu")
-    largest = max((math.prod(plan.weights[name].shape) for unit in units if unit.action != COPY for name in unit.inputs), default=0)
+    largest = _largest_call(plan, units)
 
     def write(name: str, tensor: torch.Tensor) -> None:
         writers[name].write(name, tensor)
@@ -237,8 +311,8 @@ def write_units(
             if overlap or overlap is None and pipeline.worth_overlapping(units):
                 pipeline.convert_units(plan, checkpoint, units, execute, write_behind, unit_written, device=device)
             else:
-                for unit in units:
-                    for name, tensor in execute(plan, checkpoint, unit).items():
+                for unit, tensors in execute_all(plan, checkpoint, units):
+                    for name, tensor in tensors.items():
                         write(name, tensor)
                     unit_written(unit)
         for writer in dict.fromkeys(writers.values()):

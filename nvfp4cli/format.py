@@ -36,11 +36,16 @@ def e2m1_values(device: torch.device | str = "cpu") -> torch.Tensor:
 
 def per_tensor_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     """pts = max(amax / 2688, 2^-120) in float32, as a 0-d tensor."""
-    amax = amax.to(torch.float32)
+    return per_tensor_scales_from_amaxes(amax).reshape(())
+
+
+def per_tensor_scales_from_amaxes(amaxes: torch.Tensor) -> torch.Tensor:
+    """per_tensor_scale_from_amax of each element of amaxes (several tensors at once)."""
+    amaxes = amaxes.to(torch.float32)
     # Divide by a tensor: CUDA turns division by a Python number into a multiply by its
     # reciprocal, which rounds differently from the true division the spec asks for.
-    divisor = torch.full((), PTS_DIVISOR, dtype=torch.float32, device=amax.device)  # no host copy, no sync
-    return torch.clamp(amax / divisor, min=PTS_FLOOR).reshape(())
+    divisor = torch.full((), PTS_DIVISOR, dtype=torch.float32, device=amaxes.device)  # no host copy, no sync
+    return torch.clamp(amaxes / divisor, min=PTS_FLOOR)
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from .base import LogicalWeight, StoredWeight, recorded_mode
 
 NAME = "compressed-tensors"
 FORMAT_NAME = "nvfp4-pack-quantized"
+TENSOR_SCALE_SHAPE = (1,)
 read = nvfp4.read
 
 
@@ -52,11 +53,11 @@ def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
 
 
 def specs(name: str, shape: tuple[int, ...]) -> tuple[TensorSpec, ...]:
-    return nvfp4.specs(_names(name), shape, (1,))
+    return nvfp4.specs(_names(name), shape, TENSOR_SCALE_SHAPE)
 
 
 def encode(name: str, q: QuantizedTensor) -> dict[str, torch.Tensor]:
-    return nvfp4.encode(specs(name, tuple(q.shape)), q, q.global_scale)
+    return nvfp4.encode(_names(name), q, q.global_scale, TENSOR_SCALE_SHAPE)
 
 
 def configs(ignore: list[str], activations: bool = False) -> tuple[dict, dict[str, dict]]:

@@ -16,6 +16,7 @@ NAME = "modelopt"
 WEIGHT_ONLY_ALGO = "W4A16_NVFP4"
 W4A4_ALGO = "NVFP4"  # with activations: an `X.input_scale` (amax / 2688) per Linear
 HF_QUANT_CONFIG_NAME = "hf_quant_config.json"
+TENSOR_SCALE_SHAPE = ()  # a 0-d float32
 read = nvfp4.read
 
 
@@ -53,11 +54,11 @@ def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
 
 
 def specs(name: str, shape: tuple[int, ...]) -> tuple[TensorSpec, ...]:
-    return nvfp4.specs(_names(name), shape, ())
+    return nvfp4.specs(_names(name), shape, TENSOR_SCALE_SHAPE)
 
 
 def encode(name: str, q: QuantizedTensor) -> dict[str, torch.Tensor]:
-    return nvfp4.encode(specs(name, tuple(q.shape)), q, q.per_tensor_scale)
+    return nvfp4.encode(_names(name), q, q.per_tensor_scale, TENSOR_SCALE_SHAPE)
 
 
 def configs(ignore: list[str], activations: bool = False) -> tuple[dict, dict[str, dict]]:

@@ -62,6 +62,5 @@ def specs(names: tuple[str, str, str], shape: tuple[int, ...], tensor_scale_shap
     )
 
 
-def encode(layout: tuple[TensorSpec, ...], q: QuantizedTensor, tensor_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    packed, scales, scale_spec = layout
-    return {packed.name: q.packed, scales.name: q.scales, scale_spec.name: tensor_scale.reshape(scale_spec.shape)}
+def encode(names: tuple[str, str, str], q: QuantizedTensor, tensor_scale: torch.Tensor, tensor_scale_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    return {names[0]: q.packed, names[1]: q.scales, names[2]: tensor_scale.reshape(tensor_scale_shape)}

@@ -262,3 +262,16 @@ def quantize_rowcol(
         hadamard=col_hadamard, block_2d=block_2d,
     )
     return (*rows, *cols)
+
+
+def quantize_many_rn(xs: torch.Tensor, per_tensor_scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RN with the max rule of n small tensors of one shape at once: xs [n, ..., K], per_tensor_scales
+    [n]. The same bytes as quantize() of each xs[i] with its own scale (every step is elementwise,
+    with each block's pts beside it); one pass of a few operations instead of n, for checkpoints
+    of many small tensors where the per-call cost dominates."""
+    n, k = xs.shape[0], xs.shape[-1]
+    rows = xs.reshape(-1, k)
+    blocks_each = xs[0].numel() // BLOCK_SIZE
+    pts = per_tensor_scales.to(torch.float32).repeat_interleave(blocks_each)  # one per block
+    packed, scales = quantize_rows(rows, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)
+    return packed.reshape(*xs.shape[:-1], k // 2), scales.reshape(*xs.shape[:-1], k // BLOCK_SIZE)
