@@ -3,7 +3,7 @@
     q = nvfp4cli.quantize(x, mode="rs", seed=7, offset=0)
     x_hat = nvfp4cli.dequantize(q)
     rowwise, columnwise = nvfp4cli.quantize_rowcol(x, "rs", 7, 0, col_hadamard=True)
-    y = nvfp4cli.rht(x)  # the 16-point random Hadamard transform (SPEC.md §8)
+    y = nvfp4cli.rht(x)  # the 16-point random Hadamard transform (docs/format.md §9)
 
 Random bits are never reused when a caller quantizing several tensors (or steps) with one seed
 advances `offset` by `philox_counters(x)` after each call (twice that after quantize_rowcol): RS
@@ -49,7 +49,7 @@ class QuantizedTensor:
         return 1.0 / self.per_tensor_scale
 
     def swizzled_scales(self) -> torch.Tensor:
-        """Block scales in the GEMM-ready 128x4-tile layout (SPEC.md §5); 2-D tensors only."""
+        """Block scales in the GEMM-ready 128x4-tile layout (docs/format.md §6); 2-D tensors only."""
         return swizzle_scales(self.scales)
 
 
@@ -188,7 +188,7 @@ def _check_signs(signs) -> tuple[int, ...]:
 
 
 def rht(x: torch.Tensor, inverse: bool = False, signs=None, backend: str = "auto") -> torch.Tensor:
-    """The 16-point random Hadamard transform along the last dim (SPEC.md §8), as float32.
+    """The 16-point random Hadamard transform along the last dim (docs/format.md §9), as float32.
 
     Per 16-element block: v = fp32(x) * signs; the Sylvester butterfly in the fixed order h = 1, 2,
     4, 8 (pairs (i, i + h) inside each 2h-group -> (a + b, a - b)); v * 0.25. signs defaults to
@@ -212,17 +212,17 @@ def quantize(
     hadamard: bool = False,
     block_2d: bool = False,
 ) -> QuantizedTensor:
-    """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per SPEC.md.
+    """Quantize x (bf16/fp16/fp32, last dim a multiple of 16) to NVFP4 per docs/format.md.
 
     mode "rn" rounds to nearest even, bit-exact with torchao's nvfp4_quantize; "rs" rounds
     stochastically with Philox bits fixed by (seed, offset): see philox_counters(). seed and
     offset may be 0-d int64 tensors on x's device (CUDA graphs replay with a new offset).
     per_tensor_scale (pts = amax / 2688) lets fused tensors share one scale; default: from x's amax.
     backend: "auto" (triton on CUDA, reference otherwise), "reference" or "triton".
-    scale_rule: how each block's scale is chosen (docs/format.md "Scale rules"): "max" (block max
+    scale_rule: how each block's scale is chosen (docs/format.md §4): "max" (block max
     -> 6, torchao's rule), "4over6" or "mse" (lowest squared RN error among candidate scales;
     the choice ignores the random bits, so RS stays unbiased given the scales).
-    hadamard: quantize rht(x) (SPEC.md §8), its per-tensor scale from rht(x)'s amax.
+    hadamard: quantize rht(x) (docs/format.md §9), its per-tensor scale from rht(x)'s amax.
     block_2d: each block's scale from the amax of its 16x16 tile (2-D x, both dims multiples of
     16, scale rule max); the layout stays [M, K/16], so that a weight and its transpose quantize
     to the same values with RN.
@@ -238,7 +238,7 @@ def quantize(
     if block_2d:
         _check_block_2d(x, "block_2d")
         if scale_rule != "max":
-            raise UsageError(f"block_2d takes scale rule 'max' only (SPEC.md §8), got {scale_rule!r}")
+            raise UsageError(f"block_2d takes scale rule 'max' only (docs/format.md §9), got {scale_rule!r}")
     seed, offset = _check_seed_offset(mode, seed, offset, x.device)
     _check_offset_range(offset, philox_counters(x))
     kernels = get_backend(name)

@@ -14,7 +14,7 @@ memory and not the cache.
 Peers (torchao's eager `nvfp4_quantize`, `torch.compile` of it, compressed-tensors' NVFP4
 quantizer) run when importable and are skipped with a note otherwise; they round to nearest only.
 
-The FP4 training primitives (SPEC.md §8) are benchmarked as a Workload: op "quantize" with
+The FP4 training primitives (docs/format.md §9) are benchmarked as a Workload: op "quantize" with
 hadamard and/or block_2d, "rowcol" (quantize_rowcol; hadamard = col_hadamard; bytes: the input read
 once, both outputs written) or "rht" (bf16 in, float32 out). Their peer, "plain-compile", is
 torch.compile of a plain PyTorch version of the same op (the reference's math on the whole tensor

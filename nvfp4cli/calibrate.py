@@ -1,4 +1,4 @@
-"""Activation calibration for W4A4 (SPEC section 9): each quantized Linear's input amax, measured
+"""Activation calibration for W4A4 (docs/format.md §10): each quantized Linear's input amax, measured
 on the float model one decoder layer (or encoder block) at a time.
 
     samples = read_samples("calibration.txt", limit=512)
@@ -41,7 +41,7 @@ from .modules import fused_group_key, module_name
 Progress = Callable[[int, int], None]  # (layers done, layers in all)
 
 FP4_MAX, FP8_MAX = 6.0, 448.0
-# The weight rule's floor (SPEC section 2: pts >= 2**-120) applied to activations: an input that
+# The weight rule's floor (docs/format.md §2: pts >= 2**-120) applied to activations: an input that
 # is all zeros gets finite scales (2**120) instead of an infinite global scale.
 MIN_AMAX = 2688.0 * 2.0**-120
 

@@ -14,7 +14,7 @@ output; once every rank is done, rank 0 writes the index, config and side files 
 staging directory into place.
 
 Tensors are the same bytes as a single-process run: each unit is made by the same code from the
-same inputs, and RS streams are per tensor (SPEC §3). The shard files are not: they group tensors
+same inputs, and RS streams are per tensor (docs/format.md §3). The shard files are not: they group tensors
 by rank, so the index's weight_map differs. For a given number of ranks every run writes the same
 files, and one rank writes exactly the single-process files.
 

@@ -82,7 +82,7 @@ def _input_values(plan: Plan, checkpoint: Checkpoint, name: str, device: torch.d
 
 
 def _quantize_mxfp4_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, QuantizedTensor] | None:
-    """MXFP4 weights re-encoded without a rounding where their block exponents allow (SPEC §7):
+    """MXFP4 weights re-encoded without a rounding where their block exponents allow (docs/format.md §7):
     one power-of-two tensor scale for the unit (a fused group shares it); None when the unit
     holds other formats, or nothing non-zero, and takes the usual path."""
     options: QuantizeOptions = plan.options
@@ -159,7 +159,7 @@ def _quantize_batch(plan: Plan, checkpoint: Checkpoint, units: list[Unit]) -> li
     amaxes = torch.maximum(high, -low).to(torch.float32)
     if not torch.isfinite(amaxes).all():
         return None
-    # A fused group's members share the largest amax of the group (SPEC §4).
+    # A fused group's members share the largest amax of the group (docs/format.md §5).
     group_amax, position = [], 0
     for unit in units:
         shared = amaxes[position : position + len(unit.inputs)].amax()

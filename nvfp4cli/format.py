@@ -1,4 +1,4 @@
-"""NVFP4 format constants, E2M1 code tables, nibble packing and the swizzled scale layout (SPEC.md §1, §5)."""
+"""NVFP4 format constants, E2M1 code tables, nibble packing and the swizzled scale layout (docs/format.md §1, §5)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ E4M3_MIN_NORMAL = 2.0**-6  # block scales are clamped to [2^-6, 448]: always E4M
 PTS_DIVISOR = E4M3_MAX * E2M1_MAX  # 2688: per-tensor scale = amax / 2688
 PTS_FLOOR = 2.0**-120  # keeps 1/pts and the block-scale ratio finite for all-zero tensors
 SIGN_BIT = 8
-# How each block's E4M3 scale is chosen (docs/format.md "Scale rules"): max maps the block max to
+# How each block's E4M3 scale is chosen (docs/format.md §4): max maps the block max to
 # 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
 SCALE_RULES = ("max", "4over6", "mse")
 
@@ -69,12 +69,12 @@ def dequantize_blocks(
 
 
 def swizzled_shape(rows: int, cols: int) -> tuple[int, int]:
-    """The scale grid [rows, cols] padded to whole 128x4 tiles of the GEMM layout (SPEC.md §5)."""
+    """The scale grid [rows, cols] padded to whole 128x4 tiles of the GEMM layout (docs/format.md §6)."""
     return -(-rows // 128) * 128, -(-cols // 4) * 4
 
 
 def swizzle_scales(scales: torch.Tensor) -> torch.Tensor:
-    """Row-major block scales [M, K/16] -> the GEMM layout of SPEC.md §5, flat.
+    """Row-major block scales [M, K/16] -> the GEMM layout of docs/format.md §6, flat.
 
     Pads to (ceil(M/128)*128, ceil(K/16/4)*4) with zeros; each 128x4 tile is 512 contiguous
     bytes, tiles row-major, and scale (row 32*i + j, col c) of a tile sits at byte 16*j + 4*i + c.

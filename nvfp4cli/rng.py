@@ -1,4 +1,4 @@
-"""Philox4x32-10 in torch integer ops, equal to Triton's `tl.randint4x` (SPEC.md §3).
+"""Philox4x32-10 in torch integer ops, equal to Triton's `tl.randint4x` (docs/format.md §3).
 
 One Philox call per 16-element block: key = (seed low 32, seed high 32), counter =
 (offset + block_index) split into (c0 = low 32, c1 = high 32, 0, 0). The four 32-bit outputs
@@ -44,7 +44,7 @@ def philox4x32(
 def block_random_bytes(
     seed: torch.Tensor | int, offset: torch.Tensor | int, first_block: int, num_blocks: int, device: torch.device
 ) -> torch.Tensor:
-    """uint8 [num_blocks, 16]: the random byte of every element of blocks first_block.. (SPEC.md §3)."""
+    """uint8 [num_blocks, 16]: the random byte of every element of blocks first_block.. (docs/format.md §3)."""
     seed_t = torch.as_tensor(seed, dtype=torch.int64, device=device)
     counter = torch.as_tensor(offset, dtype=torch.int64, device=device) + first_block
     counter = counter + torch.arange(num_blocks, dtype=torch.int64, device=device)

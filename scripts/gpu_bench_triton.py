@@ -5,7 +5,7 @@ the training primitives, torch.compile of a plain PyTorch version of the same op
 
     PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api]
 
---training times the FP4 training primitives (SPEC.md §8) at 8192x8192 bf16: quantize_rowcol (RN,
+--training times the FP4 training primitives (docs/format.md §9) at 8192x8192 bf16: quantize_rowcol (RN,
 RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
 quantize against 1-D, the rht op, and the default API call against the kernels it runs.
 --tile-tune times other 2-D tile shapes (outputs checked equal to the default's); --api the
@@ -407,7 +407,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
-    parser.add_argument("--training", action="store_true", help="time the training primitives (SPEC.md §8) and the API call")
+    parser.add_argument("--training", action="store_true", help="time the training primitives (docs/format.md §9) and the API call")
     parser.add_argument("--tile-tune", action="store_true", help="time other 2-D tile shapes (rowcol, block_2d, RHT amax)")
     parser.add_argument("--api", action="store_true", help="the default API call's host time and its finiteness read")
     parser.add_argument("--no-training-peer", action="store_true", help="skip torch.compile of the plain PyTorch rowcol")

@@ -1,4 +1,4 @@
-"""Independent decoders for the already-quantized inputs of SPEC.md §7, in plain numpy, written from
+"""Independent decoders for the already-quantized inputs of docs/format.md §7, in plain numpy, written from
 the spec and the formats' public descriptions (DeepSeek-V3's FP8 block layout, compressed-tensors'
 float-quantized format, the OCP MX spec as gpt-oss stores it). They share no code with nvfp4cli and
 none with transformers or compressed-tensors, so agreement with either is evidence.

@@ -1,5 +1,5 @@
 """Blocks whose scale choice under 4over6 or mse depends on how the 16 squared errors are added:
-the documented tree (docs/format.md "Scale rules") picks another candidate than a left-to-right
+the documented tree (docs/format.md §4) picks another candidate than a left-to-right
 sum, a tree over another element order (e.g. even elements first), or a fused multiply-add in the
 first level would. Shared by the Triton backend tests (CPU interpreter and GPU), which check that
 the kernel chooses as the reference does on exactly these blocks.

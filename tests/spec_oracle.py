@@ -1,4 +1,4 @@
-"""A second, deliberately naive implementation of SPEC.md §2-§3: scalar numpy float32 arithmetic,
+"""A second, deliberately naive implementation of docs/format.md §2-§3: scalar numpy float32 arithmetic,
 Philox in Python integers, E4M3 rounding by bit operations and E2M1 rounding by nearest-grid search.
 It shares no code with nvfp4cli, so agreement between the two is evidence, not a tautology."""
 
@@ -23,7 +23,7 @@ def philox_randint4x(seed: int, counter: int) -> tuple[int, int, int, int]:
 
 
 def e4m3_round(value: np.float32) -> np.float32:
-    """RNE of a float32 normal in [2^-6, 448] to E4M3, via its bits (SPEC.md §6)."""
+    """RNE of a float32 normal in [2^-6, 448] to E4M3, via its bits (docs/format.md §11)."""
     bits = int(np.array(value, dtype=np.float32).view(np.uint32))
     bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & 0xFFF00000
     return np.array(bits, dtype=np.uint32).view(np.float32)[()]
@@ -65,7 +65,7 @@ def quantize(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, pt
     return _quantize_with_block_amax(x, block_amax, mode, seed, offset, np.float32(pts))
 
 
-# ---------------------------------------------------------------- SPEC.md §8, one scalar at a time
+# ---------------------------------------------------------------- docs/format.md §9, one scalar at a time
 
 TE_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)  # TransformerEngine's RHT signs
 
@@ -112,7 +112,7 @@ def tile_amax(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_2d(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, pts: float | None = None):
-    """quantize() with each block's scale from its 16x16 tile's amax (SPEC.md §8)."""
+    """quantize() with each block's scale from its 16x16 tile's amax (docs/format.md §9)."""
     x = np.asarray(x, dtype=np.float32)
     if pts is None:
         pts = max(np.float32(np.float32(np.max(np.abs(x))) / np.float32(2688.0)), np.float32(2.0**-120))
@@ -120,7 +120,7 @@ def quantize_2d(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0,
 
 
 def _quantize_with_block_amax(x, block_amax, mode, seed, offset, pts):
-    """SPEC.md §2-§3 element by element, each block's scale from block_amax [rows, K/16]."""
+    """docs/format.md §2-§3 element by element, each block's scale from block_amax [rows, K/16]."""
     rows, k = x.shape
     codes = np.zeros((rows, k), dtype=np.uint8)
     scale_bytes = np.zeros((rows, k // 16), dtype=np.uint8)
@@ -142,7 +142,7 @@ def _quantize_with_block_amax(x, block_amax, mode, seed, offset, pts):
 
 def quantize_rowcol(x: np.ndarray, mode: str = "rn", seed: int = 0, offset: int = 0, block_2d: bool = False, col_hadamard: bool = False):
     """((codes, scale bytes, pts) of x, the same of x.T): x.T RHT'd with col_hadamard, its Philox
-    counters from offset + numel / 16, each pts from its own input's amax (SPEC.md §8)."""
+    counters from offset + numel / 16, each pts from its own input's amax (docs/format.md §9)."""
     x = np.asarray(x, dtype=np.float32)
     quantize_one = quantize_2d if block_2d else quantize
     columns = np.ascontiguousarray(x.T)

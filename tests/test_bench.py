@@ -67,9 +67,9 @@ def test_json_rows_reference_and_torchao():
         for r in rows:
             assert r["shape"] == [32, 64] and r["dtype"] == "bf16"
             assert r["peer"] is (backend == "torchao")
-            # Our RN equals torchao's bit for bit (SPEC.md §2), so both rows agree fully.
+            # Our RN equals torchao's bit for bit (docs/format.md §2), so both rows agree fully.
             assert r["agreement"] == 1.0 and r["matches_reference"] is True
-            # x_hat is float32 (SPEC.md §2 dequantize); the oracle decodes in float64.
+            # x_hat is float32 (docs/format.md §2 dequantize); the oracle decodes in float64.
             assert r["sqnr_db"] == pytest.approx(expected_sqnr, rel=1e-6)
             reads = numel * 2 * (2 if r["includes_amax"] else 1)
             assert r["bytes"] == reads + numel // 2 + numel // 16
@@ -122,7 +122,7 @@ def test_compressed_tensors_peer_is_close_but_not_bit_exact():
     rows = rows_of(report, "compressed-tensors")
     assert len(rows) == 2 and all(r["peer"] for r in rows)
     for r in rows:
-        # It computes its global scale in the input dtype, so a few codes differ from SPEC RN.
+        # It computes its global scale in the input dtype, so a few codes differ from our RN (docs/format.md §2).
         assert r["agreement"] > 0.9 and 15 < r["sqnr_db"] < 25
 
 

@@ -1,5 +1,5 @@
 """Checkpoint conversion: selection, fused scales, both formats and RS streams against independent
-oracles (torchao, compressed-tensors' own decompressor, the naive spec oracle, SPEC formulas)."""
+oracles (torchao, compressed-tensors' own decompressor, the naive spec oracle, the formulas of docs/format.md)."""
 
 import hashlib
 import json

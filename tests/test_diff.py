@@ -49,7 +49,7 @@ def modelopt_layout(name, packed, scales, pts):
 
 
 def save_nvfp4(path, weights, layout=compressed_tensors_layout, quantized=torchao_rn):
-    """Every weight but the norm quantized and stored in the given layout (SPEC.md §4)."""
+    """Every weight but the norm quantized and stored in the given layout (docs/format.md §5)."""
     tensors = {}
     for name, x in weights.items():
         tensors |= {name: x} if name == NORM else layout(name, *quantized(x))

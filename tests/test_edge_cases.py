@@ -523,7 +523,7 @@ def test_diff_headline_sqnr_is_over_the_quantized_tensors(tmp_path):
     test = decode_compressed_tensors(*(b[f"model.layers.0.mlp.down_proj.{part}"] for part in ("weight_packed", "weight_scale", "weight_global_scale")))
     expected = 10 * np.log10(np.sum(ref**2) / np.sum((ref - test) ** 2))
     summary = ok_json("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors")["summary"]
-    # rel 1e-6: the tool decodes to float32 (SPEC), the oracle keeps float64
+    # rel 1e-6: the tool decodes to float32 (docs/format.md §7), the oracle keeps float64
     assert summary["sqnr_db"] == pytest.approx(expected, rel=1e-6) and 15 < expected < 25
     assert summary["sqnr_over"] == "quantized" and summary["sqnr_tensors"] == 1
     everything = np.sum(a["model.embed_tokens.weight"].double().numpy() ** 2) + np.sum(ref**2)

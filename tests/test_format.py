@@ -1,4 +1,4 @@
-"""Packing, the E2M1 table and the swizzled scale layout against SPEC.md's own formulas."""
+"""Packing, the E2M1 table and the swizzled scale layout against the formulas of docs/format.md."""
 
 import pytest
 import torch

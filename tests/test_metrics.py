@@ -105,7 +105,7 @@ def test_code_agreement_counts_changed_nibbles():
     changed = set(rng.sample(range(256), 37))
     other = [(c + 1) % 16 if i in changed else c for i, c in enumerate(codes)]
 
-    def pack(values):  # element 2i in the low nibble (SPEC.md §1), written out independently
+    def pack(values):  # element 2i in the low nibble (docs/format.md §1), written out independently
         return torch.tensor(
             [values[i] | (values[i + 1] << 4) for i in range(0, len(values), 2)], dtype=torch.uint8
         ).reshape(8, 16)

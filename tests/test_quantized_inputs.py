@@ -68,7 +68,7 @@ def global_scales(path: Path) -> dict[str, float]:
 
 
 def expected_nvfp4(values: dict[str, np.ndarray], group: list[str]) -> dict[str, nvfp4cli.QuantizedTensor]:
-    """SPEC §2 on the oracle's float32 values, the group sharing pts from its largest amax."""
+    """docs/format.md §2 on the oracle's float32 values, the group sharing pts from its largest amax."""
     amax = max(float(np.abs(values[name]).max()) for name in group)
     pts = torch.tensor(amax, dtype=torch.float32) / torch.tensor(2688.0)
     return {name: nvfp4cli.quantize(torch.from_numpy(values[name]), per_tensor_scale=pts) for name in group}

@@ -62,7 +62,7 @@ def test_rs_lands_on_the_two_neighbouring_grid_points_and_stays_in_range():
     q = nvfp4cli.quantize(x, mode="rs", seed=1)
     grid = torch.tensor(E2M1_GRID)
     ratio = ((1 / q.per_tensor_scale) / q.scales.float()).repeat_interleave(16, dim=-1)
-    v = (x * ratio).abs().clamp(max=6)  # the scaled value as SPEC.md §2 computes it
+    v = (x * ratio).abs().clamp(max=6)  # the scaled value as docs/format.md §2 computes it
     lower = grid[(torch.searchsorted(grid, v, right=True) - 1).clamp(min=0)]
     upper = grid[torch.searchsorted(grid, v).clamp(max=7)]
     got = e2m1_values()[unpack_codes(q.packed).long()]

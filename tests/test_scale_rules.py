@@ -1,4 +1,4 @@
-"""Block scale rules (max, 4over6, mse) against a naive scalar oracle of docs/format.md "Scale rules",
+"""Block scale rules (max, 4over6, mse) against a naive scalar oracle of docs/format.md §4,
 float64 error checks, RS unbiasedness given the chosen scales, and the accuracy goals on MiniLM."""
 
 import json

@@ -1,4 +1,4 @@
-"""FP4 training primitives (SPEC.md §8) on the reference backend: the random Hadamard transform,
+"""FP4 training primitives (docs/format.md §9) on the reference backend: the random Hadamard transform,
 2-D scaling and rowwise + columnwise quantization against tests/spec_oracle.py (plain Python loops,
 no shared code), the transpose property of 2-D scaling, the inverse transform, RS unbiasedness
 after the transform, empty tensors and every documented error. Triton == reference for the same

@@ -81,7 +81,7 @@ def own_threshold_blocks(seed: int, offset: int, rows: int, blocks_a_row: int) -
     stochastic-rounding threshold of their own random byte (spec_oracle's Philox for this seed and
     offset), in every step region, with either sign. Block (0, 0) starts with 2688 (pts = 1), every
     other block with 6.0 (block scale 1), so a = |x|. Below 1/4 a + 1 drops the ulp: only a
-    rounding that keeps it exact (SPEC.md §3) tells the three apart."""
+    rounding that keeps it exact (docs/format.md §3) tells the three apart."""
     from spec_oracle import philox_randint4x  # tests/: shares no code with nvfp4cli
 
     steps = (0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 2.0)

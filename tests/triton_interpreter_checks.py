@@ -260,7 +260,7 @@ def test_ops_trace_under_torch_compile_fullgraph():
     assert torch.equal(got[0], want_reference[0])
 
 
-# ---------------------------------------------------------------- training primitives (SPEC.md §8)
+# ---------------------------------------------------------------- training primitives (docs/format.md §9)
 
 TRAINING_SHAPES = [(16, 16), (48, 80), (32, 272)]  # odd block and tile counts both ways
 # 2 block columns a 2-D tile; RS runs two tiles a program (an odd count: the last one past the end)

@@ -1,4 +1,4 @@
-"""compressed-tensors NVFP4, format "nvfp4-pack-quantized" (SPEC.md §4): loads in vLLM and
+"""compressed-tensors NVFP4, format "nvfp4-pack-quantized" (docs/format.md §5): loads in vLLM and
 transformers. `X.weight_packed`, `X.weight_scale`, `X.weight_global_scale` = 1 / pts."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""compressed-tensors FP8, format "float-quantized" (SPEC.md §7): `X.weight` float8_e4m3fn [N, K]
+"""compressed-tensors FP8, format "float-quantized" (docs/format.md §7): `X.weight` float8_e4m3fn [N, K]
 and `X.weight_scale` float32 per output channel [N, 1] or per tensor [1]; w = fp32(w8) * scale.
 An input, never written."""
 

@@ -1,4 +1,4 @@
-"""FP8 with 128x128 block scales (DeepSeek-V3/R1, Kimi-K2, Qwen3-FP8; SPEC.md §7): `X.weight`
+"""FP8 with 128x128 block scales (DeepSeek-V3/R1, Kimi-K2, Qwen3-FP8; docs/format.md §7): `X.weight`
 float8_e4m3fn [N, K] and `X.weight_scale_inv` float32 [ceil(N/128), ceil(K/128)];
 w[i, j] = fp32(w8[i, j]) * scale_inv[i // 128, j // 128], in float32 (no bf16 step between).
 Blocks at the edges are partial. An input, never written."""

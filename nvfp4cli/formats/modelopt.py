@@ -1,4 +1,4 @@
-"""ModelOpt NVFP4 (SPEC.md §4): loads in vLLM, SGLang and TensorRT-LLM. `X.weight` (packed),
+"""ModelOpt NVFP4 (docs/format.md §5): loads in vLLM, SGLang and TensorRT-LLM. `X.weight` (packed),
 `X.weight_scale`, `X.weight_scale_2` = pts itself; quant_algo W4A16_NVFP4 for weight-only."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MXFP4 (gpt-oss; SPEC.md §7): `P_blocks` uint8 [..., out, in/32, 16], element 2j in the low
+"""MXFP4 (gpt-oss; docs/format.md §7): `P_blocks` uint8 [..., out, in/32, 16], element 2j in the low
 nibble of byte j and 2j+1 in the high nibble (E2M1 codes as NVFP4's), and `P_scales` uint8
 [..., out, in/32], E8M0: scale = 2^(s - 127). w = E2M1(code) * scale, exact in float32. The
 logical weight is `P`: [out, in] for a 2-D tensor, and for 3-D expert tensors [E, in, out], the
@@ -100,7 +100,7 @@ def lossless(stored: StoredWeight, per_tensor_scale: torch.Tensor, kmax: int, mo
     """NVFP4 of an MXFP4 weight with the tensor scale from lossless_per_tensor_scale(kmax): each
     MXFP4 block is two NVFP4 blocks; where its exponent k has kmax - k <= 17 it keeps every code
     and gets the exact E4M3 scale 2^(k - kmax + 8). Other blocks (further down, or all zero) are
-    quantized from their decoded values as SPEC.md §2-3 say, with that tensor scale. Returns the
+    quantized from their decoded values as docs/format.md §2-§3 say, with that tensor scale. Returns the
     tensor and how many of its NVFP4 blocks were re-encoded exactly."""
     blocks, scales = stored.parts["blocks"], stored.parts["scales"]
     values = _decode_stored(blocks, scales)

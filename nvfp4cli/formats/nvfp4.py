@@ -1,4 +1,4 @@
-"""What the two NVFP4 layouts share (SPEC.md §4): a weight is three stored tensors, packed
+"""What the two NVFP4 layouts share (docs/format.md §5): a weight is three stored tensors, packed
 E2M1 codes uint8 [..., K/2], E4M3 block scales [..., K/16] and one float32 tensor scale; they
 differ in names and in whether the tensor scale is pts or its reciprocal."""
 

@@ -2,7 +2,7 @@
 
 x is contiguous bf16/fp16/fp32 with last dim a multiple of 16 and the arguments are already
 validated by nvfp4cli.api; every backend implements every scale rule of format.SCALE_RULES, the
-Hadamard transform and 2-D scaling, bit for bit like the reference backend (SPEC.md §2, §3, §8).
+Hadamard transform and 2-D scaling, bit for bit like the reference backend (docs/format.md §2, §3, §8).
 tests/test_backend_conformance.py checks each registered backend against this Protocol.
 """
 
@@ -23,7 +23,7 @@ from ..format import Mode
 BACKENDS = ("reference", "triton")
 _MODULES = {"reference": ".reference", "triton": ".triton_backend"}
 
-# TransformerEngine's fixed random-sign vector of its 16-point RHT (SPEC.md §8).
+# TransformerEngine's fixed random-sign vector of its 16-point RHT (docs/format.md §9).
 HADAMARD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
 
 Counter = torch.Tensor | int | None  # a seed or offset: a Python int or a 0-d int64 tensor on x's device
@@ -74,7 +74,7 @@ class Backend(Protocol):
         ...
 
     def rht(self, x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
-        """The 16-point random Hadamard transform along the last dim (SPEC.md §8), float32."""
+        """The 16-point random Hadamard transform along the last dim (docs/format.md §9), float32."""
         ...
 
 

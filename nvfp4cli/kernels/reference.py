@@ -1,5 +1,5 @@
-"""Reference backend: SPEC.md §2-§3 and §8 in plain, vectorized PyTorch (CPU and CUDA), plus the
-block scale rules of docs/format.md "Scale rules" (max, 4over6, mse): the Backend Protocol of
+"""Reference backend: docs/format.md §2-§3 and §8 in plain, vectorized PyTorch (CPU and CUDA), plus the
+block scale rules of docs/format.md §4 (max, 4over6, mse): the Backend Protocol of
 kernels/__init__.py, the contract every other backend matches bit for bit.
 
 Tensors are processed in row chunks, so extra memory beyond the input and the outputs stays
@@ -56,7 +56,7 @@ def _maybe_rht(x: torch.Tensor, hadamard: bool) -> torch.Tensor:
 
 
 def rht(x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
-    """SPEC.md §8: per 16-element block along the last dim, v = fp32(x) * signs, the Sylvester
+    """docs/format.md §9: per 16-element block along the last dim, v = fp32(x) * signs, the Sylvester
     butterfly (h = 1, 2, 4, 8: pairs (i, i + h) inside each 2h-group -> (a + b, a - b)), v * 0.25.
     inverse undoes it (butterfly, * 0.25, then * signs; H H = 16 I): exact up to fp32 rounding."""
     sign = torch.tensor(signs, dtype=torch.float32, device=x.device)
@@ -97,7 +97,7 @@ def _e4m3_step(scales: torch.Tensor, steps: int) -> torch.Tensor:
 def block_scales(
     blocks: torch.Tensor, per_tensor_scale: torch.Tensor, scale_rule: str = "max", block_amax: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """E4M3 scale of each block [N, 16] under scale_rule (docs/format.md "Scale rules").
+    """E4M3 scale of each block [N, 16] under scale_rule (docs/format.md §4).
 
     max: fp8(clamp((block_amax / 6) / pts, 2^-6, 448)), RNE (torchao's rule). 4over6 and mse
     pick, per block, the candidate scale with the lowest squared RN error; ties go to the
@@ -158,7 +158,7 @@ def _rn_codes(a: torch.Tensor) -> torch.Tensor:
 
 def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
     """E2M1 magnitude code of a in [0, 6], rounded up with probability equal to its fraction
-    of the grid step (SPEC.md §3); all arithmetic here is exact in float32."""
+    of the grid step (docs/format.md §3); all arithmetic here is exact in float32."""
     ge2, ge4 = a >= 2, a >= 4
     # Steps 0.5, 1, 2 below 2, below 4, up to 6: q = a / step counts steps; codes of the three
     # ranges start at 0, 2 + 2, 4 + 2, i.e. code = q + 2 * (number of ranges passed).
@@ -220,7 +220,7 @@ def quantize(
     """Packed codes uint8 [..., K/2] and row-major E4M3 scales [..., K/16] of a contiguous x.
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
-    hadamard quantizes rht(x) (SPEC.md §8); block_2d (2-D x, rows a multiple of 16) gives each
+    hadamard quantizes rht(x) (docs/format.md §9); block_2d (2-D x, rows a multiple of 16) gives each
     block the scale of its 16x16 tile's amax.
     """
     k = x.shape[-1]
@@ -253,7 +253,7 @@ def quantize_rowcol(
     block_2d: bool = False,
     col_hadamard: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """quantize(x) and quantize(x.T) (SPEC.md §8): the columnwise Philox stream starts where the
+    """quantize(x) and quantize(x.T) (docs/format.md §9): the columnwise Philox stream starts where the
     rowwise one ends, at offset + numel(x) / 16, so no random bit is used twice."""
     rows = quantize(x, per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, block_2d=block_2d)
     col_offset = offset + x.numel() // BLOCK_SIZE

@@ -1,23 +1,23 @@
-"""Triton backend: SPEC.md §2-§3 as two memory-bound kernels (CUDA, or CPU under TRITON_INTERPRET=1).
+"""Triton backend: docs/format.md §2-§3 as two memory-bound kernels (CUDA, or CPU under TRITON_INTERPRET=1).
 
 - amax: max |x| as an integer max over the magnitude bits (exact, and NaN bits sort above Inf),
   one partial per program and a one-program finish that widens the bits to float32.
 - quantize: one thread owns whole 16-element blocks, so the block max, the scale, the Philox call
   (`tl.randint4x`, one per block) and the packing into one int64 of 16 nibbles stay in registers.
   The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3
-  rounding is integer bit operations (the interpreter's float8 cast is wrong, SPEC §6), E2M1
+  rounding is integer bit operations (the interpreter's float8 cast is wrong, docs/format.md §11), E2M1
   rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`. Stochastic
   rounding is an integer carry test on the bits of 2a, or of a + 1 rounded up (`add.rp`, inline
   PTX) below 1; each code lands in the top nibble of a word with its sign, and funnel shifts pack
   eight of them. That keeps RS within a few percent of RN, which is memory-bound (docs/benchmarks.md).
-- block scale rules (docs/format.md "Scale rules"): `max` (block max -> 6, torchao's rule) is
+- block scale rules (docs/format.md §4): `max` (block max -> 6, torchao's rule) is
   the default; `4over6` and `mse` pick each block's scale among 2 or 8 E4M3 candidates by the
   lowest squared RN error, bit-identical to the reference backend. They are a constexpr branch
   (max compiles exactly as without them) launched with enable_fp_fusion=False, so each error
   term rounds as the reference's does (no FMA in `d * d + e`).
-- training primitives (SPEC.md §8, docs/training.md), in the same kernel: the RHT runs on the
+- training primitives (docs/format.md §9, docs/training.md), in the same kernel: the RHT runs on the
   thread's own block in registers (each butterfly stage pairs elements inside a 4-element chunk or
-  across two chunks, in SPEC's order); 2-D scaling lays a program's blocks out as 16 rows x N block
+  across two chunks, in docs/format.md's order); 2-D scaling lays a program's blocks out as 16 rows x N block
   columns and shares the tile max (one value a block) across threads; quantize_rowcol then takes
   each column of the same 16-row tile (loads that hit the cache the row pass filled) as a block of
   x.T. `amax_rowcol` gives amax(x) and amax(rht(x.T)) from one read; `rht` writes float32.
@@ -157,7 +157,7 @@ def _e2m1_rn(a):
 
 @triton.jit
 def _e4m3_bits(scale):
-    """float32 bits of e4m3(clamp(scale, 2^-6, 448)), RNE, rounded by integer bit operations (SPEC §6)."""
+    """float32 bits of e4m3(clamp(scale, 2^-6, 448)), RNE, rounded by integer bit operations (docs/format.md §11)."""
     scale = tl.minimum(tl.maximum(scale, 0.015625), 448.0)
     bits = scale.to(tl.int32, bitcast=True)
     return (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000
@@ -249,7 +249,7 @@ def _add_one_round_up(a, PTX: tl.constexpr):
 @triton.jit
 def _e2m1_rs_high(a, threshold, PTX: tl.constexpr):
     """E2M1 code of a in [0, 6], rounded up iff its fraction of the grid step exceeds
-    u = (byte + 0.5) / 256 (SPEC.md §3), exactly, in bits 28..30 of a uint32 (bit 31 clear, bits
+    u = (byte + 0.5) / 256 (docs/format.md §3), exactly, in bits 28..30 of a uint32 (bit 31 clear, bits
     below it garbage); threshold is the byte's term from _rs_thresholds.
 
     t = max(a + 1 rounded up, 2a) is 2a for a >= 1 and a + 1 below. Either way the code is
@@ -399,7 +399,7 @@ def _signed(v, SIGN_MASK: tl.constexpr, FIRST: tl.constexpr, STEP: tl.constexpr)
 
 @triton.jit
 def _rht_chunks(c0, c1, c2, c3, PAIRED: tl.constexpr, SIGN_MASK: tl.constexpr):
-    """SPEC.md §8's RHT of each block, held in one thread as four [BLOCKS, 4] chunks: for 16-bit
+    """docs/format.md §9's RHT of each block, held in one thread as four [BLOCKS, 4] chunks: for 16-bit
     input (PAIRED) the even and odd elements of 0..7, then of 8..15; for fp32 elements 4k..4k+3.
     Stage h pairs elements i and i + h: within a column pair of a chunk, or across two chunks."""
     if PAIRED:
@@ -446,7 +446,7 @@ def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, 
 
 @triton.jit
 def _load_element(elements_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
-    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (SPEC §6)."""
+    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (docs/format.md §11)."""
     if INPUT_KIND == 2:
         x = tl.load(elements_ptr + offsets, mask=mask, other=0.0)
     else:
@@ -537,7 +537,7 @@ def _quantize_blocks(
     elements = (c0, c1, c2, c3)
     block_max = _tile_max(_chunks_abs_max(c0, c1, c2, c3), BLOCKS, TILE_MAX)
 
-    # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (SPEC §6).
+    # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (docs/format.md §11).
     scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 6.0), pts))
     if SCALE_RULE != 0:
         scale_bits = _rule_scale_bits(elements, block_max, scale_bits, pts, inv_pts, PAIRED, SCALE_RULE)
@@ -545,7 +545,7 @@ def _quantize_blocks(
     ratio = tl.div_rn(inv_pts, scale_bits.to(tl.float32, bitcast=True))
 
     bias = (unit_stride * 0x2FF7FFC0).to(tl.uint32)  # see _rs_thresholds
-    if STOCHASTIC:  # one Philox call a block (SPEC.md §3)
+    if STOCHASTIC:  # one Philox call a block (docs/format.md §3)
         r0, r1, r2, r3 = tl.randint4x(seed, offset + blocks)
     else:  # unused
         r0 = blocks.to(tl.uint32)
@@ -566,7 +566,7 @@ def _quantize_blocks(
     tl.store(packed_ptr + blocks * unit_stride, packed.to(tl.int64, bitcast=True), mask=mask)
 
     if SWIZZLE:
-        # SPEC §5: 128x4 tiles of 512 bytes, row-major over tiles; (32*i + j, c) -> 16*j + 4*i + c.
+        # docs/format.md §6: 128x4 tiles of 512 bytes, row-major over tiles; (32*i + j, c) -> 16*j + 4*i + c.
         row = blocks // scale_cols
         col = blocks % scale_cols
         swizzled_tile = (row // 128) * ((scale_cols + 3) // 4) + col // 4
@@ -609,7 +609,7 @@ def _quantize_kernel(
 ):
     """Rowwise NVFP4 of x (of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs
     TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd
-    with COL_HADAMARD, their Philox counters from offset + n_blocks (SPEC.md §8)."""
+    with COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9)."""
     # Each program quantizes TILES consecutive tiles, loading the next tile's words before
     # quantizing the current one, so memory stays busy while it computes.
     pts = tl.load(pts_ptr)
@@ -725,7 +725,7 @@ def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
 
 
 def _elements_view(x: torch.Tensor) -> torch.Tensor:
-    """x's elements as the column loads read them: int16 bits for 16-bit input (SPEC §6), else fp32."""
+    """x's elements as the column loads read them: int16 bits for 16-bit input (docs/format.md §11), else fp32."""
     flat = x.reshape(-1)
     return flat if x.dtype == torch.float32 else flat.view(torch.int16)
 
@@ -786,7 +786,7 @@ def amax_rowcol(x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.T
 
 
 def rht(x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
-    """The 16-point RHT along the last dim (SPEC.md §8) as float32, x's shape."""
+    """The 16-point RHT along the last dim (docs/format.md §9) as float32, x's shape."""
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     n_blocks = x.numel() // BLOCK_SIZE
     if n_blocks:
@@ -869,7 +869,7 @@ def quantize(
     swizzle: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and E4M3 scales of a contiguous x: row-major [..., K/16], or
-    with swizzle the flat GEMM layout of SPEC.md §5 (rows = all leading dims).
+    with swizzle the flat GEMM layout of docs/format.md §6 (rows = all leading dims).
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x), transformed in registers; block_2d (2-D x, rows a multiple of 16)
@@ -955,7 +955,7 @@ def _(x, col_hadamard=False):
 
 @torch.library.custom_op("nvfp4::rht", mutates_args=())
 def rht_op(x: torch.Tensor, inverse: bool = False, signs: list[int] | None = None) -> torch.Tensor:
-    """The 16-point RHT of SPEC.md §8 along the last dim, float32 (signs: 16 values +-1, default TransformerEngine's)."""
+    """The 16-point RHT of docs/format.md §9 along the last dim, float32 (signs: 16 values +-1, default TransformerEngine's)."""
     _check_op_input(x)
     signs = HADAMARD_SIGNS if signs is None else tuple(signs)
     if len(signs) != BLOCK_SIZE or any(sign not in (1, -1) for sign in signs):
@@ -985,7 +985,7 @@ def quantize_op(
 
     seed and offset: 0-d int64 tensors on x's device (read in the kernel, so a CUDA graph replays
     with their current values); seed is needed when stochastic, offset None means 0.
-    scale_rule: one of SCALE_RULES (docs/format.md "Scale rules")."""
+    scale_rule: one of SCALE_RULES (docs/format.md §4)."""
     _check_op_input(x)
     if stochastic and seed is None:
         raise ValueError("nvfp4::quantize with stochastic=True needs a seed tensor")

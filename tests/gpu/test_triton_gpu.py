@@ -7,7 +7,7 @@ mse (compiled without FP contraction: blocks whose choice a fused multiply-add o
 summation order would change are among the cases). Skips without CUDA.
 
 The oracles run on the CPU because PyTorch on CUDA divides by a Python scalar as a multiplication
-by its reciprocal (one bit less exact than SPEC.md's division), which changes about one block
+by its reciprocal (one bit less exact than docs/format.md's division), which changes about one block
 scale in a million for float32 input.
 
 Run on the device machine: PYTHONPATH=. python -m pytest -q tests/gpu/test_triton_gpu.py
@@ -203,7 +203,7 @@ def test_torch_compile_fullgraph_around_the_ops():
     assert_same(got, reference_on_cpu(x, pts, Mode.RS, 11, 2**35))
 
 
-# ---------------------------------------------------------------- training primitives (SPEC.md §8)
+# ---------------------------------------------------------------- training primitives (docs/format.md §9)
 
 TRAINING_SHAPES = [(16, 16), (48, 80), (272, 1040), (2048, 4096)]  # odd block counts both ways
 SIGNS = HADAMARD_SIGNS
