@@ -105,6 +105,7 @@ def diff(
     include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Compare only weights whose name matches (repeatable)."),
     sort: str = typer.Option("sqnr", "--sort", help="Order rows by sqnr (worst first, identical last) or by name."),
     top: int = typer.Option(None, "--top", metavar="N", help="Show only the first N rows (the summary covers all)."),
+    device: str = typer.Option("cpu", "--device", help="Where to decode and compare: cpu, or cuda."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Compare two checkpoints tensor by tensor: SQNR of B against A, errors, code agreement."""
@@ -119,7 +120,7 @@ def diff(
             with _progress(quiet=json_out) as bar:
                 task = bar.add_task("compare", total=None, name="")
                 comparison = compare_checkpoints(
-                    a, b, include, on_tensor=lambda done, total, name: bar.update(task, completed=done, total=total, name=name)
+                    a, b, include, on_tensor=lambda done, total, name: bar.update(task, completed=done, total=total, name=name), device=device
                 )
         except (ValueError, OSError) as exc:
             exc.exit_code = TROUBLE_EXIT  # diff(1): any trouble is 2, a corrupt file included
