@@ -100,11 +100,13 @@ def lossless(stored: StoredWeight, per_tensor_scale: torch.Tensor, kmax: int, mo
     """NVFP4 of an MXFP4 weight with the tensor scale from lossless_per_tensor_scale(kmax): each
     MXFP4 block is two NVFP4 blocks; where its exponent k has kmax - k <= 17 it keeps every code
     and gets the exact E4M3 scale 2^(k - kmax + 8). Other blocks (further down, or all zero) are
-    quantized from their decoded values as docs/format.md §2-§3 say, with that tensor scale. Returns the
-    tensor and how many of its NVFP4 blocks were re-encoded exactly."""
+    quantized from their decoded values as docs/format.md §2-§3 say, with that tensor scale, on
+    the tensor scale's device (and backend); the result is on the CPU. Returns the tensor and how
+    many of its NVFP4 blocks were re-encoded exactly."""
     blocks, scales = stored.parts["blocks"], stored.parts["scales"]
-    values = _decode_stored(blocks, scales)
+    values = _decode_stored(blocks, scales).to(per_tensor_scale.device)
     q = quantize(values, mode, seed=seed, per_tensor_scale=per_tensor_scale, backend=backend)
+    q = QuantizedTensor(q.packed.cpu(), q.scales.cpu(), q.per_tensor_scale.cpu(), q.mode)
     exponent = scales.to(torch.int32) - kmax + TOP_SCALE_EXPONENT
     exact = _nonzero_blocks(blocks) & (exponent >= TOP_SCALE_EXPONENT - LOSSLESS_SPAN)
     # 2^e as an E4M3 byte: normal (e + 7) << 3 for e >= -6, subnormal mantissa 2^(e + 9) below.
