@@ -28,7 +28,7 @@ from ..api import QuantizedTensor
 from ..errors import DataError, UsageError
 from ..io import Checkpoint
 from ..modules import INTERLEAVED_GATE_UP, expert_tensor_parts
-from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, plain
+from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, nvfp4, plain
 from .base import ExpertView, LogicalWeight, StoredWeight, input_quantization
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
@@ -136,10 +136,11 @@ def load_both(weight: LogicalWeight, checkpoint: Checkpoint, dtype: torch.dtype 
     """(load_float(dtype), load_quantized()) from one read of the stored tensors."""
     module = handler(weight)
     parts = module.read(weight, checkpoint)
-    return module.decode(parts, dtype), module.quantized(parts, checkpoint) if weight.nvfp4 else None
+    if not weight.nvfp4:
+        return module.decode(parts, dtype), None
+    return module.decode(parts, dtype), nvfp4.quantized(parts, module.per_tensor_scale(parts.parts["tensor_scale"]), checkpoint)
 
 
 def load_per_tensor_scale(weight: LogicalWeight, checkpoint: Checkpoint) -> torch.Tensor:
     """pts (float32 0-d) of an NVFP4 weight, reading only its tensor scale."""
-    module = handler(weight)
-    return module.per_tensor_scale(module.read_tensor_scale(weight, checkpoint))
+    return handler(weight).per_tensor_scale(nvfp4.tensor_scale(weight, checkpoint))

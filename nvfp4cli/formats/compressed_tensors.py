@@ -10,7 +10,7 @@ from ..format import BLOCK_SIZE, dequantize_blocks
 from ..io import Checkpoint, TensorSpec
 from ..modules import module_name
 from . import nvfp4
-from .base import LogicalWeight, StoredWeight, recorded_mode
+from .base import LogicalWeight, StoredWeight
 
 NAME = "compressed-tensors"
 FORMAT_NAME = "nvfp4-pack-quantized"
@@ -34,15 +34,6 @@ def find(checkpoint: Checkpoint) -> list[LogicalWeight]:
 def per_tensor_scale(stored: torch.Tensor) -> torch.Tensor:
     """This ecosystem stores the reciprocal of pts."""
     return 1.0 / stored
-
-
-def read_tensor_scale(weight: LogicalWeight, checkpoint: Checkpoint) -> torch.Tensor:
-    return nvfp4.tensor_scale(weight, checkpoint)
-
-
-def quantized(stored: StoredWeight, checkpoint: Checkpoint) -> QuantizedTensor:
-    parts = stored.parts
-    return QuantizedTensor(parts["packed"], parts["scales"], per_tensor_scale(parts["tensor_scale"]), recorded_mode(checkpoint))
 
 
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:

@@ -10,7 +10,7 @@ from ..api import QuantizedTensor
 from ..format import BLOCK_SIZE, dequantize_blocks
 from ..io import Checkpoint, TensorSpec
 from . import nvfp4
-from .base import LogicalWeight, StoredWeight, recorded_mode
+from .base import LogicalWeight, StoredWeight
 
 NAME = "modelopt"
 WEIGHT_ONLY_ALGO = "W4A16_NVFP4"
@@ -36,15 +36,6 @@ def find(checkpoint: Checkpoint) -> list[LogicalWeight]:
 def per_tensor_scale(stored: torch.Tensor) -> torch.Tensor:
     """ModelOpt stores pts itself."""
     return stored
-
-
-def read_tensor_scale(weight: LogicalWeight, checkpoint: Checkpoint) -> torch.Tensor:
-    return nvfp4.tensor_scale(weight, checkpoint)
-
-
-def quantized(stored: StoredWeight, checkpoint: Checkpoint) -> QuantizedTensor:
-    parts = stored.parts
-    return QuantizedTensor(parts["packed"], parts["scales"], parts["tensor_scale"], recorded_mode(checkpoint))
 
 
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:

@@ -10,7 +10,7 @@ from ..api import QuantizedTensor
 from ..errors import DataError
 from ..format import BLOCK_SIZE
 from ..io import Checkpoint, TensorSpec
-from .base import LogicalWeight, StoredWeight
+from .base import LogicalWeight, StoredWeight, recorded_mode
 
 
 def triple(checkpoint: Checkpoint, fmt: str, name: str, members: tuple[str, str, str]) -> LogicalWeight:
@@ -51,6 +51,12 @@ def read(weight: LogicalWeight, checkpoint: Checkpoint) -> StoredWeight:
     packed = checkpoint.read(weight.tensors[0])
     parts = {"packed": packed, "scales": block_scales(checkpoint, weight.tensors[1]), "tensor_scale": tensor_scale(weight, checkpoint)}
     return StoredWeight(weight, parts)
+
+
+def quantized(stored: StoredWeight, per_tensor_scale: torch.Tensor, checkpoint: Checkpoint) -> QuantizedTensor:
+    """The QuantizedTensor of a weight read by read(), given pts from its stored tensor scale."""
+    parts = stored.parts
+    return QuantizedTensor(parts["packed"], parts["scales"], per_tensor_scale, recorded_mode(checkpoint))
 
 
 def specs(names: tuple[str, str, str], shape: tuple[int, ...], tensor_scale_shape: tuple[int, ...]) -> tuple[TensorSpec, ...]:
