@@ -50,7 +50,7 @@ from .rng import tensor_seed
 from .staging import check_output_path, staged_output
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-SYNC_BYTES = 256 * 2**20  # the write-behind thread flushes each file to disk every this many bytes
+SYNC_BYTES = 64 * 2**20  # the disk is handed each file's bytes every this many bytes (pipeline.DiskSync)
 Progress = Callable[[int, int], None]  # (input tensors done, input bytes done)
 
 
@@ -62,23 +62,44 @@ def _weight_error(checkpoint: Checkpoint, plan: Plan, name: str, exc: DataError)
 
 
 def _group_per_tensor_scale(plan: Plan, checkpoint: Checkpoint, tensors: dict[str, torch.Tensor], backend: str) -> torch.Tensor:
-    amaxes = []
-    for name, x in tensors.items():
-        amax = get_backend(backend).amax(x.contiguous())
+    """The scale a fused group shares, from its members' amaxes, read back to the host at once
+    (one wait for the GPU, not one a member) to refuse a member that is not finite. With every
+    amax finite the scale is finite and positive, so the members quantize unchecked."""
+    amaxes = torch.stack([get_backend(backend).amax(x.contiguous()) for x in tensors.values()])
+    for (name, x), amax in zip(tensors.items(), amaxes.cpu().tolist()):
         try:
             raise_if_not_finite(x, amax)
         except DataError as exc:  # the same words as for a weight quantized alone
             raise _weight_error(checkpoint, plan, name, exc) from None
-        amaxes.append(amax)
-    return per_tensor_scale_from_amax(torch.stack(amaxes).amax())
+    return per_tensor_scale_from_amax(amaxes.amax())
+
+
+def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors on the CPU. From a GPU each is copied into page-locked memory without a wait,
+    then one wait for them all: a copy into pageable memory waits each time, through the driver's
+    staging buffer, into fresh pages that fault in one by one. The page-locked buffers come back
+    to torch's pinned-memory cache once written."""
+    devices = {tensor.device for tensor in tensors.values() if tensor.device.type == "cuda"}
+    if not devices:
+        return tensors
+    host = {
+        name: torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor, non_blocking=True) if tensor.device.type == "cuda" else tensor
+        for name, tensor in tensors.items()
+    }
+    for device in devices:
+        torch.cuda.current_stream(device).synchronize()
+    return host
 
 
 def _input_values(plan: Plan, checkpoint: Checkpoint, name: str, device: torch.device) -> torch.Tensor:
     """A weight to quantize: a plain float tensor as stored; a quantized input decoded exactly, in float32."""
     weight = plan.weights[name]
+    # Without a wait: from page-locked memory the copy runs while the kernels queue up behind it
+    # (torch keeps the buffer from reuse until the copy is done); from pageable memory it is a
+    # plain copy.
     if weight.quantized:
-        return formats.load_float(weight, checkpoint, torch.float32).to(device)
-    return formats.plain.read(weight, checkpoint).parts["values"].to(device)
+        return formats.load_float(weight, checkpoint, torch.float32).to(device, non_blocking=True)
+    return formats.plain.read(weight, checkpoint).parts["values"].to(device, non_blocking=True)
 
 
 def _quantize_mxfp4_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, QuantizedTensor] | None:
@@ -114,24 +135,28 @@ def _quantize_unit(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, 
     output = formats.output_format(options.fmt)
     lossless = _quantize_mxfp4_unit(plan, checkpoint, unit)
     if lossless is not None:
-        return {key: value.cpu() for name, q in lossless.items() for key, value in output.encode(name, q).items()}
+        return _to_host({key: value for name, q in lossless.items() for key, value in output.encode(name, q).items()})
     device = torch.device(options.device)
-    tensors = {name: _input_values(plan, checkpoint, name, device) for name in unit.inputs}
-    shared_pts = _unit_scale(plan, unit)
-    if shared_pts is None and len(unit.inputs) > 1:
-        shared_pts = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend)
-    outputs: dict[str, torch.Tensor] = {}
-    for name in unit.inputs:
-        x = tensors.pop(name)  # free each input as soon as it is quantized
-        seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
-        try:
-            q = quantize(
-                x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=options.backend, scale_rule=options.scale_rule, block_2d=options.block_2d
-            )
-        except DataError as exc:
-            raise _weight_error(checkpoint, plan, name, exc) from None
-        outputs.update({key: value.cpu() for key, value in output.encode(name, q).items()})
-    return outputs
+    with pipeline.timed("make: H2D", device):
+        tensors = {name: _input_values(plan, checkpoint, name, device) for name in unit.inputs}
+    with pipeline.timed("make: kernels", device):
+        shared_pts, checked = _unit_scale(plan, unit), False
+        if shared_pts is None and len(unit.inputs) > 1:
+            shared_pts, checked = _group_per_tensor_scale(plan, checkpoint, tensors, options.backend), True
+        outputs: dict[str, torch.Tensor] = {}
+        for name in unit.inputs:
+            x = tensors.pop(name)  # free each input as soon as it is quantized
+            seed = tensor_seed(options.seed, name) if options.mode is Mode.RS else None
+            try:
+                q = quantize(
+                    x, options.mode, seed=seed, offset=0, per_tensor_scale=shared_pts, backend=options.backend, scale_rule=options.scale_rule,
+                    block_2d=options.block_2d, check_finite=not checked,
+                )  # fmt: skip
+            except DataError as exc:
+                raise _weight_error(checkpoint, plan, name, exc) from None
+            outputs.update(output.encode(name, q))
+    with pipeline.timed("make: D2H", device):
+        return _to_host(outputs)
 
 
 # Units whose tensors are this small and alike are quantized together (reference backend, RN, max
@@ -213,7 +238,7 @@ def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.T
     if unit.action == COPY:
         return {name: checkpoint.read(name) for name in unit.inputs}
     if unit.action == DEQUANTIZE:
-        return {spec.name: formats.load_float(plan.weights[name], checkpoint, spec.torch_dtype) for name, spec in zip(unit.inputs, unit.outputs)}
+        return _to_host({spec.name: formats.load_float(plan.weights[name], checkpoint, spec.torch_dtype) for name, spec in zip(unit.inputs, unit.outputs)})
     if unit.action == REPACKAGE:
         return relayout_unit(plan, checkpoint, unit)
     amax = dict(plan.options.input_amax)  # W4A4: the unit's input scales too (plan checked they exist)
@@ -299,25 +324,32 @@ def write_units(
     device = getattr(plan.options, "device", "cpu")
     largest = _largest_call(plan, units)
 
+    disk = pipeline.DiskSync(SYNC_BYTES)
+
     def write(name: str, tensor: torch.Tensor) -> None:
         writers[name].write(name, tensor)
 
     def write_behind(name: str, tensor: torch.Tensor) -> None:
         write(name, tensor)
-        writers[name].sync_every(SYNC_BYTES)
+        disk.wrote(writers[name].path, tensor.numel() * tensor.element_size())
 
     try:
         with threads_for(largest, device):
             if overlap or overlap is None and pipeline.worth_overlapping(units):
+                disk.start()
                 pipeline.convert_units(plan, checkpoint, units, execute, write_behind, unit_written, device=device)
+                with pipeline.timed("close: wait for the disk sync"):
+                    disk.stop()
             else:
                 for unit, tensors in execute_all(plan, checkpoint, units):
                     for name, tensor in tensors.items():
                         write(name, tensor)
                     unit_written(unit)
-        for writer in dict.fromkeys(writers.values()):
-            writer.close()
+        with pipeline.timed("close: fsync and close"):
+            for writer in dict.fromkeys(writers.values()):
+                writer.close()
     except BaseException:
+        disk.stop(wait=False)  # its descriptors close with it; what is aborted needs no sync
         for writer in dict.fromkeys(writers.values()):
             writer.abort()
         raise

@@ -18,15 +18,22 @@ read raises its error where the sequential loop would, when the unit reads it; a
 raises before the next unit is handed over, or at the end; an error of an earlier unit's write
 wins over a later unit's error. Ctrl-C and SIGTERM reach this thread, which stops the others
 without waiting for them (the files are aborted by the caller).
+
+Beside them, DiskSync hands the disk the written bytes as the run goes (fdatasync on a thread of
+its own), so that the writer never waits for the disk and close's fsync has little left.
+STAGES, set by a benchmark, sums each thread's busy and waiting seconds per stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -37,6 +44,42 @@ READ_AHEAD_BYTES = 16 * 2**20  # beyond one unit, the reader runs ahead by at mo
 WRITE_BEHIND_BYTES = 16 * 2**20  # made units wait for the writer up to this many bytes, or one unit
 OVERLAP_MIN_BYTES = 2**20  # units all smaller than this run in the plain loop
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))  # a large tensor is read in pieces on these
+
+
+class Stages:
+    """Seconds per stage of a conversion, summed over its calls on every thread, and the calls:
+    where a benchmark looks for the slow stage (scripts/bench_convert.py). sync_device: a stage
+    given a GPU ends by waiting for it, so that the GPU's work counts in the stage that queued it
+    (the run gets slower, but its make step splits into H2D, kernels and D2H)."""
+
+    def __init__(self, sync_device: bool = False):
+        self.sync_device = sync_device
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    @contextlib.contextmanager
+    def timing(self, name: str, device: torch.device | str | None = None) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.sync_device and device is not None and torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        self.add(name, time.perf_counter() - start)
+
+
+STAGES: Stages | None = None  # a benchmark sets it for a run; None: nothing is timed
+_UNTIMED = contextlib.nullcontext()
+
+
+def timed(name: str, device: torch.device | str | None = None) -> contextlib.AbstractContextManager:
+    """The block's seconds added to STAGES[name] when a benchmark asked for them; else nothing."""
+    stages = STAGES
+    return _UNTIMED if stages is None else stages.timing(name, device)
 
 
 class Prefetched:
@@ -57,7 +100,9 @@ class Prefetched:
     def read(self, name: str, index: int | None = None) -> torch.Tensor:
         raw = self._prefetched(name) if index is None else None
         tensor = self._checkpoint.read(name, index) if raw is None else self._checkpoint.view(name, raw)
-        return tensor if self._device is None else tensor.to(self._device)
+        # Without a wait: the unit waits once for its results (execute._to_host), and torch keeps
+        # a page-locked buffer from reuse until its copy is done.
+        return tensor if self._device is None else tensor.to(self._device, non_blocking=True)
 
     def read_bytes(self, name: str, **options) -> torch.Tensor:
         raw = self._prefetched(name)
@@ -108,13 +153,14 @@ class _ReadAhead(threading.Thread):
 
     def run(self) -> None:
         for unit in self._units:
-            with self._changed:
+            with timed("read: wait for room"), self._changed:
                 while not self._stopped and self._ready and self._ahead + unit.bytes_in > self._budget:
                     self._changed.wait()
                 if self._stopped:
                     return
             try:
-                raw = self._read(unit)
+                with timed("read: read"):
+                    raw = self._read(unit)
             except BaseException as exc:  # noqa: BLE001 - a failure outside any one tensor's read, raised in take
                 raw = exc
             with self._changed:
@@ -156,7 +202,7 @@ class _WriteBehind(threading.Thread):
 
     def run(self) -> None:
         while True:
-            with self._changed:
+            with timed("write: wait for work"), self._changed:
                 while not self._queue and not self._closed:
                     self._changed.wait()
                 if not self._queue or self._stopped:
@@ -166,7 +212,8 @@ class _WriteBehind(threading.Thread):
                 for name, tensor in outputs.items():
                     if self._stopped:
                         return
-                    self._write(name, tensor)
+                    with timed("write: write"):
+                        self._write(name, tensor)
             except BaseException as exc:  # noqa: BLE001 - raised in this thread's caller
                 with self._changed:
                     self.error = exc
@@ -207,6 +254,77 @@ class _WriteBehind(threading.Thread):
             self.join()
 
 
+class DiskSync(threading.Thread):
+    """Hands the disk the bytes written so far while the run goes on. The writer calls wrote()
+    after each tensor; once `every` bytes went to a file since its last sync, this thread runs
+    fdatasync on its own descriptor of the file (a sync flushes the file whatever descriptor
+    asks), and the writer goes on writing meanwhile: a sync in the writer's thread held it, and
+    so the whole pipeline, for as long as the disk took. Files asked for during a sync are
+    synced by the next, so the disk stays busy. close's fsync, before the rename, still makes
+    every file durable; a failed sync raises in the writer (naming the file), or at stop."""
+
+    def __init__(self, every: int):
+        super().__init__(name="nvfp4-disk-sync", daemon=True)
+        self._every = every
+        self._unsynced: dict[str, int] = {}  # per file, bytes written since its last sync was asked (writer's thread only)
+        self._due: dict[str, None] = {}  # files to sync, in the order asked
+        self._stopped = False
+        self._changed = threading.Condition()
+        self.error: OSError | None = None
+
+    def wrote(self, path: Path, nbytes: int) -> None:
+        key = str(path)
+        self._unsynced[key] = self._unsynced.get(key, 0) + nbytes
+        if self._unsynced[key] < self._every:
+            return
+        self._unsynced[key] = 0
+        with self._changed:
+            if self.error is not None:
+                raise self.error
+            self._due[key] = None
+            self._changed.notify_all()
+
+    def run(self) -> None:
+        descriptors: dict[str, int] = {}
+        sync = getattr(os, "fdatasync", os.fsync)  # looked up here: tests count the calls
+        try:
+            while True:
+                with self._changed:
+                    while not self._due and not self._stopped:
+                        self._changed.wait()
+                    if self._stopped:
+                        return
+                    paths = list(self._due)
+                    self._due.clear()
+                for path in paths:
+                    try:
+                        if path not in descriptors:
+                            descriptors[path] = os.open(path, os.O_RDONLY)
+                        with timed("sync: fdatasync"):
+                            sync(descriptors[path])
+                    except OSError as exc:
+                        with self._changed:
+                            if not self._stopped:  # a file aborted under a stopped run is no error
+                                self.error = OSError(exc.errno, exc.strerror, path)
+                            return
+        finally:
+            for descriptor in descriptors.values():
+                os.close(descriptor)
+
+    def stop(self, wait: bool = True) -> None:
+        """No more syncs (what is asked and not begun is left to close's fsync); with wait,
+        return once a sync under way is done and raise a sync's error."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        if not wait:
+            return
+        while self.is_alive():
+            self.join(0.1)  # in steps, so that a signal is handled at once
+        if self.error is not None:
+            raise self.error
+
+
 def worth_overlapping(units: list[Unit]) -> bool:
     """Whether some unit is large enough for the overlap to pay: a unit costs the hand-offs
     between three threads (about 0.1 ms), which is all of a tiny tensor's I/O (3000 64x64
@@ -232,11 +350,17 @@ def run_units(
     writer.start()
     try:
         for unit in units:
-            outputs = make(unit, reader.take(unit))
-            writer.put(outputs)
+            with timed("make: wait for the reader"):
+                raw = reader.take(unit)
+            with timed("make: make"):
+                outputs = make(unit, raw)
+            del raw
+            with timed("make: hand to the writer"):
+                writer.put(outputs)
             del outputs  # the writer holds the only reference: freed once written
             made(unit)
-        writer.finish()
+        with timed("make: wait for the last writes"):
+            writer.finish()
     except BaseException as exc:
         reader.stop()
         # An error, not a signal: wait for the writer, whose error (of an earlier unit) comes first.

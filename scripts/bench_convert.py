@@ -5,6 +5,11 @@ against the I/O floor measured in the same run.
     python scripts/bench_convert.py make /tmp/llama8b --hidden 4096 --intermediate 14336 --layers 8 --kv-heads 8 --vocab 0
     python scripts/bench_convert.py pipeline /tmp/llama8b --device cuda --repeats 2 [--cpu-check]
 
+`pipeline` prints, per overlapped run, where each thread spent its time (pipeline.Stages):
+the reader (read, wait for room), the making thread (wait for the reader, make: H2D / kernels /
+D2H, hand to the writer), the writer (write, wait for work), the disk sync thread (fdatasync)
+and the close (fsync); then one JSON line a run and a goal line (>= 4 GB/s, >= 80% of floor).
+
 `nvfp4 bench --checkpoint DIR` measures the command as users run it (start-up included) and
 against llm-compressor; this script isolates the conversion loop itself.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -23,6 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+import nvfp4cli.execute
 import nvfp4cli.pipeline
 from nvfp4cli.convert_bench import io_floor, run_measured
 from nvfp4cli.execute import run
@@ -97,23 +104,62 @@ def digest(directory: Path) -> str:
     return h.hexdigest()
 
 
+def write_floor(nbytes: int, scratch: Path) -> float:
+    """Seconds to write nbytes into the page cache, without fsync (the writer's own share)."""
+    piece = os.urandom(min(64 * 2**20, max(nbytes, 1)))
+    target = scratch / "floor-nosync.bin"
+    start = time.perf_counter()
+    with open(target, "wb") as handle:
+        for at in range(0, nbytes, len(piece)):
+            handle.write(piece[: nbytes - at])
+    seconds = time.perf_counter() - start
+    target.unlink()
+    return seconds
+
+
+def stage_summary(stages: nvfp4cli.pipeline.Stages) -> str:
+    """One line: each thread's busy and waiting seconds (pipeline.Stages names, grouped)."""
+    s = stages.seconds
+
+    def part(prefix: str) -> str:
+        return ", ".join(f"{name.split(': ', 1)[1]} {seconds:.3f}" for name, seconds in sorted(s.items()) if name.startswith(prefix + ":"))
+
+    return " | ".join(f"{prefix} [{part(prefix)}]" for prefix in ("read", "make", "write", "sync", "close") if part(prefix))
+
+
 def pipeline(args: argparse.Namespace) -> None:
+    """The floor, then a warm-up run and --repeats pairs of plain and overlapped runs, each
+    overlapped run with its stage seconds (pipeline.STAGES, host clocks only), then variants
+    that say where the time goes: stages with the GPU waited for at each step (H2D, kernels and
+    D2H apart), syncing the disk only at close, reading ahead into pageable memory. Prints a
+    table, then one JSON line a run ("bench": "convert-pipeline") and a goal line."""
     source = Path(args.directory)
     options = QuantizeOptions(device=args.device)
     plan = plan_quantize(open_checkpoint(source), options)
-    rows = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="nvfp4-pipeline-", dir=args.scratch) as tmp:
         work = Path(tmp)
         floor = io_floor(source, plan.bytes_out, work, pin_memory=args.device.startswith("cuda"))
-        rows.append(("floor: read input", floor.read_s))
-        rows.append(("floor: write output + fsync", floor.write_s))
+        floor_s = max(floor.read_s, floor.write_s)
+        rows.append({"run": "floor: read input", "seconds": floor.read_s})
+        rows.append({"run": "floor: write output + fsync", "seconds": floor.write_s})
+        rows.append({"run": "floor: write output, no fsync", "seconds": write_floor(plan.bytes_out, work)})
 
-        def once(label: str, overlap: bool, device: str = args.device) -> str:
-            output = work / label.replace(" ", "_")
+        def once(label: str, overlap: bool, device: str = args.device, stages: nvfp4cli.pipeline.Stages | None = None) -> str:
+            output = work / label.replace(" ", "_").replace(",", "")
             checkpoint = open_checkpoint(source)
-            start = time.perf_counter()
-            run(plan_quantize(checkpoint, QuantizeOptions(device=device)), output, checkpoint=checkpoint, overlap=overlap)
-            rows.append((label, time.perf_counter() - start))
+            nvfp4cli.pipeline.STAGES = stages
+            try:
+                start = time.perf_counter()
+                run(plan_quantize(checkpoint, QuantizeOptions(device=device)), output, checkpoint=checkpoint, overlap=overlap)
+                seconds = time.perf_counter() - start
+            finally:
+                nvfp4cli.pipeline.STAGES = None
+            row = {"run": label, "seconds": seconds}
+            if stages is not None:
+                row |= {"stages": {name: round(value, 4) for name, value in sorted(stages.seconds.items())}, "calls": dict(sorted(stages.calls.items()))}
+                row["summary"] = stage_summary(stages)
+            rows.append(row)
             found = digest(output)
             shutil.rmtree(output)
             return found
@@ -121,22 +167,38 @@ def pipeline(args: argparse.Namespace) -> None:
         digests = {once("warm-up (overlap)", True)}
         for repeat in range(args.repeats):
             digests.add(once(f"plain loop #{repeat + 1}", False))
-            digests.add(once(f"overlapped #{repeat + 1}", True))
+            digests.add(once(f"overlapped #{repeat + 1}", True, stages=nvfp4cli.pipeline.Stages()))
+        if args.device.startswith("cuda"):
+            digests.add(once("overlapped, GPU waited at each stage", True, stages=nvfp4cli.pipeline.Stages(sync_device=True)))
+        sync_bytes, nvfp4cli.execute.SYNC_BYTES = nvfp4cli.execute.SYNC_BYTES, 1 << 62
+        digests.add(once("overlapped, disk synced at close only", True, stages=nvfp4cli.pipeline.Stages()))
+        nvfp4cli.execute.SYNC_BYTES = sync_bytes
         if args.device.startswith("cuda"):  # the read-ahead into pageable memory, for comparison
             pinned, nvfp4cli.pipeline.read_buffer = nvfp4cli.pipeline.read_buffer, lambda nbytes, pin_memory: None
-            digests.add(once("overlapped, pageable", True))
+            digests.add(once("overlapped, pageable read-ahead", True, stages=nvfp4cli.pipeline.Stages()))
             nvfp4cli.pipeline.read_buffer = pinned
         same = len(digests) == 1
         cpu_same = None
         if args.cpu_check:
             cpu_same = once("overlapped on cpu", True, "cpu") in digests
     gb = plan.bytes_in / 1e9
-    print(f"{source}: {gb:.2f} GB in, {plan.bytes_out / 1e9:.2f} GB out, device {args.device}"
-          f" ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'})")
-    floor_s = max(floor.read_s, floor.write_s)
-    for label, seconds in rows:
-        print(f"{label:32s} {seconds:7.3f} s  {gb / seconds:6.2f} GB/s of input  {100 * floor_s / seconds:5.1f}% of floor")
+    card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"{source}: {gb:.2f} GB in, {plan.bytes_out / 1e9:.2f} GB out, device {args.device} ({card}, {os.cpu_count()} cores)")
+    for row in rows:
+        row |= {"gbps_in": gb / row["seconds"], "pct_of_floor": 100 * floor_s / row["seconds"]}
+        print(f"{row['run']:40s} {row['seconds']:7.3f} s  {row['gbps_in']:6.2f} GB/s of input  {row['pct_of_floor']:5.1f}% of floor")
+        if "summary" in row:
+            print(f"    {row['summary']}")
     print(f"same bytes plain/overlapped: {same}" + ("" if cpu_same is None else f"; cuda == cpu: {cpu_same}"))
+    common = {"bench": "convert-pipeline", "card": card, "cores": os.cpu_count(), "bytes_in": plan.bytes_in, "bytes_out": plan.bytes_out, "floor_s": floor_s}
+    for row in rows:
+        print(json.dumps(common | {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items() if key != "summary"}))
+    overlapped = [row for row in rows if row["run"].startswith("overlapped #")]
+    best = min(overlapped, key=lambda row: row["seconds"]) if overlapped else None
+    if best is not None:
+        goal = {"best_overlapped_s": round(best["seconds"], 4), "gbps_in": round(best["gbps_in"], 3), "pct_of_floor": round(best["pct_of_floor"], 1)}
+        goal["met"] = best["gbps_in"] >= 4.0 and best["pct_of_floor"] >= 80.0
+        print(json.dumps({"bench": "convert-pipeline-goal", "card": card, **goal, "same_bytes": same, "cuda_equals_cpu": cpu_same}))
     if not same or cpu_same is False:
         sys.exit(1)
 

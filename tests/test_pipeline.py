@@ -192,19 +192,112 @@ def test_overlap_holds_about_two_units_more_than_the_plain_loop(tmp_path):
     assert overlapped < 16 * tensor_bytes // 2, overlapped  # far from holding the model
 
 
-def test_the_writer_flushes_to_disk_as_it_goes_with_the_same_bytes(tmp_path, monkeypatch):
-    """The write-behind thread hands the disk its bytes during the run (fdatasync every
-    SYNC_BYTES), so that close's fsync has little left; the files are unchanged."""
-    from nvfp4cli import execute, io
+def test_the_disk_is_synced_beside_the_writer_which_never_waits_for_it(tmp_path, monkeypatch):
+    """The disk is handed the written bytes during the run (fdatasync every SYNC_BYTES) on a
+    thread of its own: the first sync is held until every tensor is written, which could not
+    happen if the writer waited for it; the files are unchanged."""
+    import os
+
+    from nvfp4cli import execute
 
     plain, _ = both_ways(lambda checkpoint: plan_quantize(checkpoint, QuantizeOptions()), SAMPLE, tmp_path / "a")
-    synced = []
-    fdatasync = io.os.fdatasync
-    monkeypatch.setattr(io.os, "fdatasync", lambda fd: synced.append(fd) or fdatasync(fd))
+    expected = sum(len(unit.outputs) for unit in plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()).units)
+    all_written, written, syncs = threading.Event(), [], []
+    write, fdatasync = SafetensorsWriter.write, os.fdatasync
+
+    def counted_write(self, name, tensor):
+        write(self, name, tensor)
+        written.append(name)
+        if len(written) == expected:
+            all_written.set()
+
+    def held_sync(fd):
+        syncs.append((threading.current_thread().name, all_written.wait(30) if not syncs else all_written.is_set()))
+        fdatasync(fd)
+
+    monkeypatch.setattr(SafetensorsWriter, "write", counted_write)
+    monkeypatch.setattr(os, "fdatasync", held_sync)
     monkeypatch.setattr(execute, "SYNC_BYTES", 100_000)
     _, overlapped = both_ways(lambda checkpoint: plan_quantize(checkpoint, QuantizeOptions()), SAMPLE, tmp_path / "b")
     assert overlapped == plain
-    assert len(synced) >= 5  # 1.9 MB written, one flush per 100 kB or so, in every shard
+    assert len(written) == 2 * expected  # the plain loop's writes, then the overlapped run's
+    assert syncs and syncs[0] == ("nvfp4-disk-sync", True)  # released by the writes, not by the timeout
+    assert {thread for thread, _ in syncs} == {"nvfp4-disk-sync"}
+
+
+def test_a_failed_disk_sync_stops_the_run_naming_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from nvfp4cli import execute
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    monkeypatch.setattr(execute, "SYNC_BYTES", 100_000)
+    with pytest.raises(OSError) as caught:
+        run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()), tmp_path / "out", overlap=True, max_shard_bytes=200_000)
+    assert caught.value.errno == errno.EIO and caught.value.filename.startswith(str(tmp_path / "out" / "model"))  # the user's path, a shard
+    assert not list(tmp_path.iterdir())  # nothing left, staging included
+
+
+def test_disk_sync_coalesces_requests_and_syncs_nothing_below_its_threshold(tmp_path, monkeypatch):
+    """A file is synced once `every` bytes went to it since it was last asked for; requests made
+    while a sync runs are served by one more sync; stop leaves the rest to close's fsync."""
+    import os
+
+    files = [tmp_path / name for name in ("a", "b")]
+    for path in files:
+        path.write_bytes(b"x")
+    started, release, synced = threading.Event(), threading.Event(), []
+    fdatasync = os.fdatasync
+
+    def held(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").exists() else fd)
+        started.set()
+        release.wait(30)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", held)
+    disk = pipeline.DiskSync(100)
+    disk.start()
+    disk.wrote(files[0], 99)  # below the threshold: no sync
+    disk.wrote(files[0], 1)  # 100: a sync of a, held
+    assert started.wait(30)
+    for _ in range(3):  # asked three times each while the first sync runs: served by one sync each
+        disk.wrote(files[0], 100)
+        disk.wrote(files[1], 150)
+    release.set()
+    disk.wrote(files[1], 10)  # below the threshold again
+    deadline = threading.Event()
+    while len(synced) < 3 and not deadline.wait(0.01):
+        pass
+    disk.stop()
+    assert len(synced) == 3
+    if Path("/proc/self/fd").exists():
+        assert synced == [str(files[0]), str(files[0]), str(files[1])]
+
+
+def test_stage_seconds_are_recorded_only_when_asked():
+    """pipeline.STAGES: each thread's stages with one call a unit (a write a tensor); nothing
+    recorded, and the shared no-op context, when no benchmark asked."""
+    units = units_of([10] * 5)
+
+    def make(unit, raw):
+        return {unit.inputs[0]: torch.zeros(1), unit.inputs[0] + ".b": torch.zeros(2)}
+
+    assert pipeline.timed("make: make") is pipeline.timed("write: write")  # off: nothing made per call
+    stages = pipeline.Stages(sync_device=True)  # no GPU given: nothing to wait for
+    pipeline.STAGES = stages
+    try:
+        pipeline.run_units(units, lambda unit: {}, make, lambda name, tensor: None, lambda unit: None)
+    finally:
+        pipeline.STAGES = None
+    calls = stages.calls
+    assert calls["read: read"] == calls["make: make"] == calls["make: wait for the reader"] == calls["make: hand to the writer"] == 5
+    assert calls["write: write"] == 10 and calls["make: wait for the last writes"] == 1
+    assert all(seconds >= 0 for seconds in stages.seconds.values()) and set(stages.seconds) == set(calls)
 
 
 @pytest.mark.parametrize("sent,status,said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
