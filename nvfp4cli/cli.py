@@ -1,10 +1,14 @@
-"""The `nvfp4` Typer app: global options and one sub-command per module in commands/."""
+"""The `nvfp4` Typer app: global options and one sub-command per module in commands/.
+
+Nothing here or in commands/ imports torch at module level: `--help` and usage errors answer in
+the time Python and Typer take (tests/test_startup.py); a command imports the core when it runs."""
 
 from __future__ import annotations
 
+from .commands import timing  # noqa: F401  first, so that its clock starts with the CLI
+
 import typer
 
-from . import __version__
 from .commands import bench as bench_command
 from .commands import convert as convert_command
 from .commands import dequantize as dequantize_command
@@ -26,6 +30,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from . import __version__  # reads the installed metadata: only when asked
+
         typer.echo(f"nvfp4 {__version__}")
         raise typer.Exit()
 

@@ -1,8 +1,11 @@
-"""Start-up: `nvfp4 --help` and `nvfp4 inspect` load no module they do not use (Triton,
-transformers, the peers), so a command starts in the time it takes to import torch."""
+"""Start-up: `--help` and usage errors import no torch (most of a command's start-up), a command
+loads no module it does not use (Triton on the CPU, transformers, the peers), and NVFP4_TIMING=1
+reports where a run's time went."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,23 +14,111 @@ import pytest
 
 from cli_runner import SAMPLE
 
+TORCH_STACK = ("torch", "safetensors", "numpy", "triton")
 HEAVY = ("triton", "transformers", "torchao", "compressed_tensors", "llmcompressor", "matplotlib")
+COMMANDS = ("quantize", "dequantize", "inspect", "diff", "bench", "verify", "convert")
 PROBE = textwrap.dedent(
     """
     import sys
     from nvfp4cli.cli import app
     try:
         app(sys.argv[1:], prog_name="nvfp4")
-    except SystemExit:
-        pass
-    print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    print(code, " ".join(sorted({name.split(".")[0] for name in sys.modules})))
     """
 )
 
 
-@pytest.mark.parametrize("args", [["--help"], ["quantize", "--help"], ["inspect", str(SAMPLE), "--json"]], ids=["help", "quantize-help", "inspect"])
-def test_a_light_command_imports_no_heavy_module(args):
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
-    loaded = set(result.stdout.strip().splitlines()[-1].split())
-    assert "nvfp4cli" in loaded and "torch" in loaded  # the probe saw the modules
+def loaded_modules(args: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    """(exit code, top-level modules loaded, stderr) of `nvfp4 ARGS` in a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, env=env)
+    code, _, names = result.stdout.strip().splitlines()[-1].partition(" ")
+    return int(code), set(names.split()), result.stderr
+
+
+LIGHT = [
+    pytest.param(["--help"], 0, id="help"),
+    *[pytest.param([command, "--help"], 0, id=f"{command}-help") for command in COMMANDS],
+    pytest.param([], 2, id="no-arguments"),
+    pytest.param(["quantize"], 2, id="missing-argument"),
+    pytest.param(["quantize", str(SAMPLE), "--mode", "bogus"], 2, id="bad-choice"),
+    pytest.param(["quantize", str(SAMPLE), "--seed", "-1"], 2, id="out-of-range"),
+    pytest.param(["quantize", str(SAMPLE), "--no-such-option"], 2, id="unknown-option"),
+    pytest.param(["no-such-command"], 2, id="unknown-command"),
+]
+
+
+@pytest.mark.parametrize(("args", "exit_code"), LIGHT)
+def test_help_and_usage_errors_import_no_torch(args, exit_code):
+    code, loaded, _ = loaded_modules(args)
+    assert code == exit_code
+    assert {"nvfp4cli", "typer"} <= loaded  # the probe saw the modules
+    assert not loaded & set(TORCH_STACK), sorted(loaded & set(TORCH_STACK))
+
+
+def test_the_package_loads_its_names_on_first_use():
+    script = textwrap.dedent(
+        """
+        import sys
+        import nvfp4cli
+        assert "torch" not in sys.modules, "import nvfp4cli loaded torch"
+        from nvfp4cli import api, errors, format
+        assert nvfp4cli.quantize is api.quantize and nvfp4cli.Mode is format.Mode
+        assert nvfp4cli.DataError is errors.DataError and {"quantize", "Mode", "__version__"} <= set(dir(nvfp4cli))
+        assert isinstance(nvfp4cli.__version__, str) and nvfp4cli.__version__
+        try:
+            nvfp4cli.no_such_name
+        except AttributeError:
+            print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_cli_choices_are_the_cores():
+    from nvfp4cli import bench, formats, kernels, names, rng, verify
+    from nvfp4cli.api import FLOAT_DTYPES
+    from nvfp4cli.format import SCALE_RULES, Mode
+
+    assert names.MODES == tuple(mode.value for mode in Mode)
+    assert names.SCALE_RULES == tuple(SCALE_RULES)
+    assert names.SEED_LIMIT == rng.SEED_LIMIT
+    assert names.BACKENDS == tuple(kernels.BACKENDS)
+    assert names.OUTPUT_FORMATS == tuple(formats.OUTPUT_FORMATS)
+    assert names.FLOAT_DTYPES == tuple(FLOAT_DTYPES)
+    assert names.VERIFY_TARGETS == tuple(verify.TARGETS)
+    assert names.BENCH_OPS == tuple(bench.OPS)
+    assert names.BENCH_CONTENDERS == tuple(bench.CONTENDERS)
+
+
+@pytest.mark.parametrize("args", [["inspect", str(SAMPLE), "--json"], ["quantize", str(SAMPLE), "--dry-run", "--json"]], ids=["inspect", "quantize-dry-run"])
+def test_a_command_loads_torch_but_no_heavy_module(args):
+    code, loaded, stderr = loaded_modules(args)
+    assert code == 0, stderr
+    assert "torch" in loaded  # the command ran
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+@pytest.mark.parametrize("timing", ["1", None], ids=["NVFP4_TIMING=1", "unset"])
+def test_a_cpu_quantize_loads_no_triton_and_times_its_phases_when_asked(tmp_path, timing):
+    env = {key: value for key, value in os.environ.items() if key != "NVFP4_TIMING"} | ({"NVFP4_TIMING": timing} if timing else {})
+    args = ["quantize", str(SAMPLE), "-o", str(tmp_path / "out"), "--device", "cpu", "--json"]
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, env=env)
+    document, _, last = result.stdout.strip().rpartition("\n")
+    code, _, names = last.partition(" ")
+    assert code == "0", result.stderr
+    assert not set(names.split()) & set(HEAVY)
+    report = json.loads(document)
+    assert report["tensors_quantized"] > 0
+    if timing is None:
+        assert "timing" not in report
+        return
+    phases = report["timing"]
+    assert ["interpreter_s", "cli_s", "imports_s", "plan_s", "run_s", "total_s"] == list(phases)  # no CUDA phases on the CPU
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert phases["total_s"] == pytest.approx(sum(seconds for name, seconds in phases.items() if name != "total_s"), abs=1e-3)
+    assert phases["run_s"] >= report["seconds"] - 1e-3  # the run's phase holds the conversion

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from .. import bench as core
-from ..api import parse_dtype, parse_mode
+from .. import names
 from ..staging import check_output_directory, staged_output
 from ..errors import UsageError
-from ..format import Mode
 from .bench_checkpoint import bench_checkpoint
 from .common import DEBUG_OPTION, cli_errors, print_json, print_table
+
+if TYPE_CHECKING:
+    from ..bench import BenchReport
 
 TABLE_HEADERS = ("backend", "op", "mode", "shape", "dtype", "timed", "median us", "p10 us", "p90 us", "GB/s", "% copy", "SQNR dB", "agreement")
 
@@ -27,7 +29,9 @@ def _check_output(path: Path | None, force: bool) -> None:
         check_output_directory(path)
 
 
-def _write_csv(report: core.BenchReport, path: Path, force: bool) -> None:
+def _write_csv(report: BenchReport, path: Path, force: bool) -> None:
+    from .. import bench as core
+
     rows = [row | {"shape": core.shape_text(row["shape"])} for row in report.to_dict()["results"]]
     with staged_output(path, is_dir=False, force=force) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(core.BenchResult.__dataclass_fields__))
@@ -46,8 +50,10 @@ def _import_pyplot():
     return plt
 
 
-def _write_plot(report: core.BenchReport, path: Path, force: bool) -> None:
+def _write_plot(report: BenchReport, path: Path, force: bool) -> None:
     """GB/s against input size, one line per backend, mode and timed work, with the copy line."""
+    from .. import bench as core
+
     plt = _import_pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     series: dict[str, list[tuple[int, float]]] = {}
@@ -79,7 +85,9 @@ def _microseconds(value: float) -> float | int:
     return round(value) if value >= 1000 else value
 
 
-def _print_report(report: core.BenchReport) -> None:
+def _print_report(report: BenchReport) -> None:
+    from .. import bench as core
+
     rows = [
         (
             f"{core.PEER_LABELS.get(r.backend, r.backend)} (peer)" if r.peer else r.backend,
@@ -109,11 +117,11 @@ def bench(
     shape: list[str] = typer.Option(None, "--shape", help="MxK (repeatable); default 8192x8192 on cuda, 2048x2048 on cpu."),
     dtype: str = typer.Option("bf16", "--dtype", help="Input dtype: bf16, fp16 or fp32."),
     mode: list[str] = typer.Option(None, "--mode", help="rn or rs (repeatable); default both."),
-    op: str = typer.Option("quantize", "--op", help=f"What to time: {', '.join(core.OPS)} (rowcol: quantize_rowcol; rht: the Hadamard transform)."),
+    op: str = typer.Option("quantize", "--op", help=f"What to time: {', '.join(names.BENCH_OPS)} (rowcol: quantize_rowcol; rht: the Hadamard transform)."),
     hadamard: bool = typer.Option(False, "--hadamard", help="Quantize rht(x) (with --op rowcol: the columnwise part)."),
     block_2d: bool = typer.Option(False, "--block-2d", help="16x16-tile block scales (2-D shapes, rows a multiple of 16)."),
     backend: list[str] = typer.Option(
-        None, "--backend", help=f"Repeatable; default all: {', '.join(core.CONTENDERS)} (the last four are peers)."
+        None, "--backend", help=f"Repeatable; default all: {', '.join(names.BENCH_CONTENDERS)} (the last four are peers)."
     ),
     device: str = typer.Option(None, "--device", help="cpu or cuda[:N]; default cuda when available, else cpu."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed calls first; default 10 on cuda, 2 on cpu."),
@@ -135,6 +143,10 @@ def bench(
         with cli_errors(debug):
             return bench_checkpoint(checkpoint, device or "cpu", peer_python, None, json_out)
     with cli_errors(debug):
+        from .. import bench as core
+        from ..api import parse_dtype, parse_mode
+        from ..format import Mode
+
         torch_device = core.parse_device(device)
         default_shape, default_warmup, default_iters = core.DEFAULTS[torch_device.type]
         shapes = [core.parse_shape(text) for text in shape] if shape else [default_shape]

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .. import convert_bench
 from .common import byte_size, print_json, print_table
 
 HEADERS = ("tool", "convert s", "GB/s", "% of I/O floor", "wall s", "wall GB/s", "peak memory", "SQNR dB")
@@ -15,6 +14,8 @@ HEADERS = ("tool", "convert s", "GB/s", "% of I/O floor", "wall s", "wall GB/s",
 
 def bench_checkpoint(checkpoint: Path, device: str, peer_python: str | None, scratch: Path | None, json_out: bool) -> None:
     """Run convert_bench on checkpoint and print the table (or the JSON document)."""
+    from .. import convert_bench
+
     with Console(stderr=True).status("benchmarking") as status:
         report = convert_bench.bench_checkpoint(checkpoint, device=device, peer_python=peer_python, scratch=scratch, on_step=lambda step: status.update(f"benchmarking: {step}"))
     if json_out:

@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,9 +17,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from tabulate import tabulate
 from typer.core import TyperGroup
 
-from .. import distributed
 from ..errors import DataError, Terminated, UsageError, message, one_line, sigterm_unwinds
 from ..staging import shown_paths
+
+if TYPE_CHECKING:
+    from ..distributed import Group
 
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show the full traceback on errors.")  # every command has it
 
@@ -211,8 +214,10 @@ def note_skipped_files(skipped_files: list[dict[str, str]]) -> None:
         typer.echo(f"nvfp4: note: {item['file']}: {item['reason']}", err=True)
 
 
-def join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> distributed.Group | None:
+def join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str) -> Group | None:
     """Under torchrun, join its process group until the command ends; None otherwise."""
+    from .. import distributed  # torch: imported once a command runs, never for --help
+
     if not distributed.launched_by_torchrun():
         return None
     if workers is not None:
@@ -225,6 +230,8 @@ def join_torchrun(stack: contextlib.ExitStack, workers: int | None, device: str)
 @contextlib.contextmanager
 def _quiet_unless_rank0(rank: int) -> Iterator[None]:
     """A failure that every rank raises is reported once, by rank 0; the others exit quietly."""
+    from .. import distributed
+
     try:
         yield
     except distributed.RankFailure as exc:

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .. import formats, runner
-from ..api import FLOAT_DTYPES
-from ..io import open_checkpoint
-from ..relayout import ConvertOptions, measure_repairs, plan_convert
+from .. import names
 from .common import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, choices, cli_errors, note_skipped_files, parse_size, print_table, progress_bar, show_report
 
-OutputFormat = choices("OutputFormat", list(formats.OUTPUT_FORMATS))
-FloatDtype = choices("FloatDtype", list(FLOAT_DTYPES))
+OutputFormat = choices("OutputFormat", names.OUTPUT_FORMATS)
+FloatDtype = choices("FloatDtype", names.FLOAT_DTYPES)
 
 
 def convert(
@@ -30,6 +27,11 @@ def convert(
     """Copy FP4 codes and block scales byte for byte under the other format's names, tensor-scale
     convention (1/pts or pts) and config. Nothing is written when something cannot be converted."""
     with cli_errors(debug):
+        from .. import runner
+        from ..api import FLOAT_DTYPES
+        from ..io import open_checkpoint
+        from ..relayout import ConvertOptions, measure_repairs, plan_convert
+
         max_shard_bytes = parse_size(max_shard_size)
         checkpoint = open_checkpoint(input_path)
         conversion = plan_convert(checkpoint, ConvertOptions(fmt.value, fix, FLOAT_DTYPES[dtype.value]))

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import typer
 
-from .. import runner
-from ..api import FLOAT_DTYPES
-from ..io import open_checkpoint
-from ..plan import plan_dequantize
+from .. import names
 from .common import DEBUG_OPTION, FORCE_OPTION, JSON_OPTION, MAX_SHARD_SIZE_OPTION, choices, cli_errors, join_torchrun, note_skipped_files, parse_size, progress_bar, show_report
 
-FloatDtype = choices("FloatDtype", list(FLOAT_DTYPES))
+FloatDtype = choices("FloatDtype", names.FLOAT_DTYPES)
 
 
 def dequantize(
@@ -31,6 +28,11 @@ def dequantize(
 ) -> None:
     """Dequantize every NVFP4 weight (x = e2m1 * block scale * tensor scale); copy the rest."""
     with cli_errors(debug), contextlib.ExitStack() as stack:
+        from .. import runner
+        from ..api import FLOAT_DTYPES
+        from ..io import open_checkpoint
+        from ..plan import plan_dequantize
+
         group = join_torchrun(stack, workers, device)
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
         with group.guard() if group is not None else contextlib.nullcontext():

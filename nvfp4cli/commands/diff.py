@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ..compare import SORT_KEYS, Comparison, TensorComparison, compare_checkpoints
 from ..errors import UsageError
 from .common import DEBUG_OPTION, JSON_OPTION, cli_errors, print_json, print_table
+
+if TYPE_CHECKING:
+    from ..compare import Comparison, TensorComparison
 
 TROUBLE_EXIT = 2
 GATE_FAILED_EXIT = 1
@@ -110,6 +113,8 @@ def diff(
 ) -> None:
     """Compare two checkpoints tensor by tensor: SQNR of B against A, errors, code agreement."""
     with cli_errors(debug):
+        from ..compare import SORT_KEYS, compare_checkpoints
+
         try:
             if top is not None and top < 1:
                 raise UsageError(f"--top must be at least 1, got {top}")

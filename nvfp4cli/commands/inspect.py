@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..inspection import inspect_checkpoint
-from ..io import open_checkpoint
 from .common import DEBUG_OPTION, JSON_OPTION, cli_errors, print_json, print_table
 
 TENSOR_HEADERS = ("tensor", "shape", "dtype", "format", "global scale (1/pts)", "bytes")
@@ -20,6 +18,9 @@ def inspect(
 ) -> None:
     """List every tensor (NVFP4 triples as one weight) with totals and the compression ratio."""
     with cli_errors(debug):
+        from ..inspection import inspect_checkpoint
+        from ..io import open_checkpoint
+
         checkpoint = open_checkpoint(path)
         report = inspect_checkpoint(checkpoint) | {"skipped_files": checkpoint.skipped_files}
         if json_output:

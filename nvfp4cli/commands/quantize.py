@@ -5,17 +5,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from .. import formats, runner
-from ..format import SCALE_RULES, Mode
-from ..calibrate import Calibration, calibrate, read_samples
+from .. import names
 from ..errors import UsageError
-from ..io import open_checkpoint
-from ..kernels import BACKENDS
-from ..plan import QuantizeOptions, default_output, plan_quantize
-from ..rng import SEED_LIMIT
 from .common import (
     DEBUG_OPTION,
     FORCE_OPTION,
@@ -31,11 +26,16 @@ from .common import (
     show_report,
     steps_bar,
 )
+from .timing import Phases
 
-OutputFormat = choices("OutputFormat", list(formats.OUTPUT_FORMATS))
-Backend = choices("Backend", ("auto", *BACKENDS))
+if TYPE_CHECKING:
+    from ..calibrate import Calibration
+
+OutputFormat = choices("OutputFormat", names.OUTPUT_FORMATS)
+Backend = choices("Backend", ("auto", *names.BACKENDS))
 Device = choices("Device", ("cpu", "cuda"))
-ScaleRule = choices("ScaleRule", SCALE_RULES)
+ModeChoice = choices("Mode", names.MODES)
+ScaleRule = choices("ScaleRule", names.SCALE_RULES)
 Scheme = choices("Scheme", ("w4a16", "w4a4"))
 
 
@@ -47,6 +47,8 @@ def _calibrate(input_path: Path, scheme, calibration: Path | None, samples: int,
         return None
     if calibration is None:
         raise UsageError("--scheme w4a4 needs --calibration FILE (text to measure the activations on)")
+    from ..calibrate import calibrate, read_samples  # W4A4 only: loads the model's layers
+
     texts = read_samples(calibration, samples)
     with steps_bar("calibrate (layers)", quiet) as progress:
         result = calibrate(input_path, texts, seq_len=seq_len, device=device, progress=progress)
@@ -61,8 +63,8 @@ def _calibrate(input_path: Path, scheme, calibration: Path | None, samples: int,
 def quantize(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A .safetensors file, a *.safetensors.index.json, or an HF model directory."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file or directory (default: IN.nvfp4.safetensors, or DIR-nvfp4/ for a directory)."),
-    mode: Mode = typer.Option(Mode.RN, "--mode", help="Rounding: rn (nearest even) or rs (stochastic)."),
-    seed: int | None = typer.Option(None, "--seed", min=0, max=SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it (default: random, printed and recorded)."),
+    mode_choice: ModeChoice = typer.Option(ModeChoice.rn, "--mode", help="Rounding: rn (nearest even) or rs (stochastic)."),
+    seed: int | None = typer.Option(None, "--seed", min=0, max=names.SEED_LIMIT - 1, help="RS seed; each tensor gets its own stream from it (default: random, printed and recorded)."),
     scale_rule: ScaleRule = typer.Option(
         ScaleRule["max"], "--scale-rule", help="Block scales: max (block max -> 6, torchao's), 4over6 or mse (lowest squared error; more accurate, same format)."
     ),
@@ -89,7 +91,15 @@ def quantize(
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Quantize the 2-D linear weights of a checkpoint to NVFP4; copy everything else."""
+    phases = Phases()  # NVFP4_TIMING=1: phase times in --json
     with cli_errors(debug), contextlib.ExitStack() as stack:
+        from .. import runner
+        from ..format import Mode
+        from ..io import open_checkpoint
+        from ..plan import QuantizeOptions, default_output, plan_quantize
+
+        phases.mark("imports")
+        mode = Mode(mode_choice.value)
         group = join_torchrun(stack, workers, device.value)
         reporter = group is None or group.rank == 0  # under torchrun rank 0 speaks for all
         with group.guard() if group is not None else contextlib.nullcontext():
@@ -108,6 +118,7 @@ def quantize(
             )
             plan = plan_quantize(checkpoint, options)
             output = output if output is not None else default_output(input_path)
+            phases.mark("plan")
         if reporter:
             note_skipped_files(plan.skipped_files)
         world_size = workers or (group.world_size if group is not None else None)
@@ -116,8 +127,12 @@ def quantize(
             if world_size:
                 report |= runner.describe(plan, world_size, max_shard_bytes)
         else:
+            if workers is None:  # --workers: each worker process starts CUDA for itself
+                phases.warm_up(device.value, backend.value, mode.value, scale_rule.value)
             with progress_bar("quantize", plan.bytes_in, plan.tensors_in, json_output or not reporter) as progress:
                 report = runner.run(plan, output, checkpoint=checkpoint, group=group, workers=workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
+            phases.mark("run")
+            report |= phases.report()
         if calibrated is not None:
             report["calibration"] = calibrated.report() | {"file": str(calibration), "seq_len": seq_len}
         if reporter:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ..verify import TARGETS, describe, verify as verify_checkpoint
+from .. import names
 from .common import DEBUG_OPTION, JSON_OPTION, choices, cli_errors, print_json, print_table
 
-Target = choices("Target", TARGETS)
+Target = choices("Target", names.VERIFY_TARGETS)
 
 
 def verify(
@@ -22,6 +22,8 @@ def verify(
 
     Exit 0 when clean, 1 when something was found, 2 when the checkpoint cannot be read."""
     with cli_errors(debug):
+        from ..verify import describe, verify as verify_checkpoint
+
         report = verify_checkpoint(describe(path), target.value)
         if json_output:
             print_json(report)
