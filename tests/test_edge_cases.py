@@ -440,7 +440,7 @@ def test_the_parent_directory_is_fsynced_after_the_rename(tmp_path, target):
     if traced.returncode and "ptrace" in traced.stderr:
         pytest.skip(f"strace cannot trace here: {traced.stderr.strip()}")
     assert traced.returncode == 0, traced.stderr
-    calls = [line.split(None, 1)[1] for line in log.read_text().splitlines() if re.match(r"\d+ (rename|renameat2?|link|linkat|fsync|fdatasync)\(", line)]
+    calls = [line.split(None, 1)[1] for line in log.read_text().splitlines() if re.match(r"\d+ +(rename|renameat2?|link|linkat|fsync|fdatasync)\(", line)]
     commit = max(i for i, call in enumerate(calls) if re.match(r"(rename|renameat2?|link|linkat)\(.*nvfp4-tmp.*" + re.escape(target), call))
     assert any(call.startswith("fsync(") and call.split("<", 1)[1].startswith(f"{tmp_path}>") for call in calls[commit + 1 :]), calls[commit:]
     staged = [call for call in calls[:commit] if call.startswith("fsync(") and "nvfp4-tmp" in call]
