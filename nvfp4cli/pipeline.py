@@ -339,12 +339,15 @@ def run_units(
     write: Callable[[str, torch.Tensor], None],
     made: Callable[[Unit], None],
     *,
-    ahead_bytes: int = READ_AHEAD_BYTES,
-    behind_bytes: int = WRITE_BEHIND_BYTES,
+    ahead_bytes: int | None = None,
+    behind_bytes: int | None = None,
 ) -> None:
     """For each unit in order: read(unit) on the read-ahead thread, make(unit, what it read)
     here, then made(unit) here (it may raise to stop) while write(name, tensor) writes the
-    made tensors on the write-behind thread. Returns when every tensor is written."""
+    made tensors on the write-behind thread. Returns when every tensor is written. The budgets
+    default to READ_AHEAD_BYTES and WRITE_BEHIND_BYTES as they are at the call."""
+    ahead_bytes = READ_AHEAD_BYTES if ahead_bytes is None else ahead_bytes
+    behind_bytes = WRITE_BEHIND_BYTES if behind_bytes is None else behind_bytes
     reader, writer = _ReadAhead(units, read, ahead_bytes), _WriteBehind(write, behind_bytes)
     reader.start()
     writer.start()

@@ -120,9 +120,11 @@ def write_floor(nbytes: int, scratch: Path) -> float:
 def stage_summary(stages: nvfp4cli.pipeline.Stages) -> str:
     """One line: each thread's busy and waiting seconds (pipeline.Stages names, grouped)."""
     s = stages.seconds
+    order = ["make: make", "make: H2D", "make: kernels", "make: D2H"]  # the make step, then its parts; the rest by name
 
     def part(prefix: str) -> str:
-        return ", ".join(f"{name.split(': ', 1)[1]} {seconds:.3f}" for name, seconds in sorted(s.items()) if name.startswith(prefix + ":"))
+        names = sorted((name for name in s if name.startswith(prefix + ":")), key=lambda name: (order.index(name) if name in order else len(order), name))
+        return ", ".join(f"{name.split(': ', 1)[1]} {s[name]:.3f}" for name in names)
 
     return " | ".join(f"{prefix} [{part(prefix)}]" for prefix in ("read", "make", "write", "sync", "close") if part(prefix))
 
@@ -131,19 +133,35 @@ def pipeline(args: argparse.Namespace) -> None:
     """The floor, then a warm-up run and --repeats pairs of plain and overlapped runs, each
     overlapped run with its stage seconds (pipeline.STAGES, host clocks only), then variants
     that say where the time goes: stages with the GPU waited for at each step (H2D, kernels and
-    D2H apart), syncing the disk only at close, reading ahead into pageable memory. Prints a
-    table, then one JSON line a run ("bench": "convert-pipeline") and a goal line."""
+    D2H apart), the disk synced only at close, larger read-ahead and write-behind budgets,
+    reading ahead into pageable memory; the CPU last (--cpu-check). Each run prints its line,
+    its stages and a JSON line ("bench": "convert-pipeline") as it ends; then a goal line."""
     source = Path(args.directory)
     options = QuantizeOptions(device=args.device)
     plan = plan_quantize(open_checkpoint(source), options)
+    gb = plan.bytes_in / 1e9
+    cuda = args.device.startswith("cuda")
+    card = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"{source}: {gb:.2f} GB in, {plan.bytes_out / 1e9:.2f} GB out, device {args.device} ({card}, {os.cpu_count()} cores)", flush=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="nvfp4-pipeline-", dir=args.scratch) as tmp:
         work = Path(tmp)
-        floor = io_floor(source, plan.bytes_out, work, pin_memory=args.device.startswith("cuda"))
+        floor = io_floor(source, plan.bytes_out, work, pin_memory=cuda)
         floor_s = max(floor.read_s, floor.write_s)
-        rows.append({"run": "floor: read input", "seconds": floor.read_s})
-        rows.append({"run": "floor: write output + fsync", "seconds": floor.write_s})
-        rows.append({"run": "floor: write output, no fsync", "seconds": write_floor(plan.bytes_out, work)})
+        common = {"bench": "convert-pipeline", "card": card, "cores": os.cpu_count(), "bytes_in": plan.bytes_in, "bytes_out": plan.bytes_out, "floor_s": round(floor_s, 4)}
+
+        def report(row: dict, stages: nvfp4cli.pipeline.Stages | None = None) -> None:
+            row |= {"gbps_in": gb / row["seconds"], "pct_of_floor": 100 * floor_s / row["seconds"]}
+            rows.append(row)
+            print(f"{row['run']:44s} {row['seconds']:7.3f} s  {row['gbps_in']:6.2f} GB/s of input  {row['pct_of_floor']:5.1f}% of floor")
+            if stages is not None:
+                row |= {"stages": {name: round(value, 4) for name, value in sorted(stages.seconds.items())}, "calls": dict(sorted(stages.calls.items()))}
+                print(f"    {stage_summary(stages)}")
+            print(json.dumps(common | {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}), flush=True)
+
+        report({"run": "floor: read input", "seconds": floor.read_s})
+        report({"run": "floor: write output + fsync", "seconds": floor.write_s})
+        report({"run": "floor: write output, no fsync", "seconds": write_floor(plan.bytes_out, work)})
 
         def once(label: str, overlap: bool, device: str = args.device, stages: nvfp4cli.pipeline.Stages | None = None) -> str:
             output = work / label.replace(" ", "_").replace(",", "")
@@ -155,47 +173,40 @@ def pipeline(args: argparse.Namespace) -> None:
                 seconds = time.perf_counter() - start
             finally:
                 nvfp4cli.pipeline.STAGES = None
-            row = {"run": label, "seconds": seconds}
-            if stages is not None:
-                row |= {"stages": {name: round(value, 4) for name, value in sorted(stages.seconds.items())}, "calls": dict(sorted(stages.calls.items()))}
-                row["summary"] = stage_summary(stages)
-            rows.append(row)
+            report({"run": label, "seconds": seconds}, stages)
             found = digest(output)
             shutil.rmtree(output)
             return found
+
+        def variant(label: str, module, name: str, value) -> None:
+            saved = getattr(module, name)
+            setattr(module, name, value)
+            try:
+                digests.add(once(label, True, stages=nvfp4cli.pipeline.Stages()))
+            finally:
+                setattr(module, name, saved)
 
         digests = {once("warm-up (overlap)", True)}
         for repeat in range(args.repeats):
             digests.add(once(f"plain loop #{repeat + 1}", False))
             digests.add(once(f"overlapped #{repeat + 1}", True, stages=nvfp4cli.pipeline.Stages()))
-        if args.device.startswith("cuda"):
+        if cuda:
             digests.add(once("overlapped, GPU waited at each stage", True, stages=nvfp4cli.pipeline.Stages(sync_device=True)))
-        sync_bytes, nvfp4cli.execute.SYNC_BYTES = nvfp4cli.execute.SYNC_BYTES, 1 << 62
-        digests.add(once("overlapped, disk synced at close only", True, stages=nvfp4cli.pipeline.Stages()))
-        nvfp4cli.execute.SYNC_BYTES = sync_bytes
-        if args.device.startswith("cuda"):  # the read-ahead into pageable memory, for comparison
-            pinned, nvfp4cli.pipeline.read_buffer = nvfp4cli.pipeline.read_buffer, lambda nbytes, pin_memory: None
-            digests.add(once("overlapped, pageable read-ahead", True, stages=nvfp4cli.pipeline.Stages()))
-            nvfp4cli.pipeline.read_buffer = pinned
+        variant("overlapped, disk synced at close only", nvfp4cli.execute, "SYNC_BYTES", 1 << 62)
+        variant("overlapped, disk synced every 256 MB", nvfp4cli.execute, "SYNC_BYTES", 256 * 2**20)
+        nvfp4cli.pipeline.READ_AHEAD_BYTES, ahead = 512 * 2**20, nvfp4cli.pipeline.READ_AHEAD_BYTES
+        variant("overlapped, 512 MB ahead and behind", nvfp4cli.pipeline, "WRITE_BEHIND_BYTES", 512 * 2**20)
+        nvfp4cli.pipeline.READ_AHEAD_BYTES = ahead
+        if cuda:  # the read-ahead into pageable memory, for comparison
+            variant("overlapped, pageable read-ahead", nvfp4cli.pipeline, "read_buffer", lambda nbytes, pin_memory: None)
         same = len(digests) == 1
         cpu_same = None
         if args.cpu_check:
             cpu_same = once("overlapped on cpu", True, "cpu") in digests
-    gb = plan.bytes_in / 1e9
-    card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"{source}: {gb:.2f} GB in, {plan.bytes_out / 1e9:.2f} GB out, device {args.device} ({card}, {os.cpu_count()} cores)")
-    for row in rows:
-        row |= {"gbps_in": gb / row["seconds"], "pct_of_floor": 100 * floor_s / row["seconds"]}
-        print(f"{row['run']:40s} {row['seconds']:7.3f} s  {row['gbps_in']:6.2f} GB/s of input  {row['pct_of_floor']:5.1f}% of floor")
-        if "summary" in row:
-            print(f"    {row['summary']}")
     print(f"same bytes plain/overlapped: {same}" + ("" if cpu_same is None else f"; cuda == cpu: {cpu_same}"))
-    common = {"bench": "convert-pipeline", "card": card, "cores": os.cpu_count(), "bytes_in": plan.bytes_in, "bytes_out": plan.bytes_out, "floor_s": floor_s}
-    for row in rows:
-        print(json.dumps(common | {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items() if key != "summary"}))
     overlapped = [row for row in rows if row["run"].startswith("overlapped #")]
-    best = min(overlapped, key=lambda row: row["seconds"]) if overlapped else None
-    if best is not None:
+    if overlapped:
+        best = min(overlapped, key=lambda row: row["seconds"])
         goal = {"best_overlapped_s": round(best["seconds"], 4), "gbps_in": round(best["gbps_in"], 3), "pct_of_floor": round(best["pct_of_floor"], 1)}
         goal["met"] = best["gbps_in"] >= 4.0 and best["pct_of_floor"] >= 80.0
         print(json.dumps({"bench": "convert-pipeline-goal", "card": card, **goal, "same_bytes": same, "cuda_equals_cpu": cpu_same}))

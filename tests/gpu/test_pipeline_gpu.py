@@ -78,3 +78,36 @@ def test_diff_on_cuda_gives_the_cpu_metrics(tmp_path):
     for a, b in zip(on_cpu.tensors, on_cuda.tensors):
         assert a.stats.identical == b.stats.identical and a.code_agreement == b.code_agreement, a.name
         assert b.stats.sqnr_db == pytest.approx(a.stats.sqnr_db, rel=1e-9) if a.stats.sqnr_db is not None else b.stats.sqnr_db is None
+
+
+def test_a_non_finite_member_of_a_fused_group_fails_as_on_the_cpu(tmp_path):
+    """A fused group's amaxes come back to the host in one read: a NaN in its second member is
+    refused with the CPU's words, naming that member."""
+    from nvfp4cli.errors import DataError
+
+    names = ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight")
+    g = torch.Generator().manual_seed(0)
+    tensors = {name: torch.randn(1024, 1024, generator=g).to(torch.bfloat16) for name in names}  # 2 MB each: overlapped
+    tensors[names[1]][7, 9] = float("nan")
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file(tensors, model / "model.safetensors")
+    errors = []
+    for device, overlap in (("cuda", True), ("cpu", False)):
+        with pytest.raises(DataError) as caught:
+            run(plan_quantize(open_checkpoint(model), QuantizeOptions(device=device)), tmp_path / f"out-{device}", overlap=overlap)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and names[1] in errors[0] and "first at index (7, 9)" in errors[0]
+
+
+def test_stages_with_the_gpu_waited_for_split_the_make_step(tmp_path):
+    from nvfp4cli import pipeline
+
+    pipeline.STAGES = stages = pipeline.Stages(sync_device=True)
+    try:
+        run(plan_quantize(open_checkpoint(SAMPLES / "tiny-llama"), QuantizeOptions(device="cuda")), tmp_path / "out", overlap=True)
+    finally:
+        pipeline.STAGES = None
+    made = stages.calls["make: make"]
+    assert stages.calls["make: H2D"] == stages.calls["make: kernels"] == stages.calls["make: D2H"] <= made
+    assert stages.seconds["make: H2D"] + stages.seconds["make: kernels"] + stages.seconds["make: D2H"] <= stages.seconds["make: make"]
