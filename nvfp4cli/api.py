@@ -243,20 +243,19 @@ def quantize(
     _check_offset_range(offset, philox_counters(x))
     kernels = get_backend(name)
     x = x.contiguous()
-    amax = None
-    if per_tensor_scale is None or check_finite:
-        amax = kernels.amax(x, hadamard=hadamard)
-    if check_finite:
-        amax_value = _read_later(amax)
-    if per_tensor_scale is None:
-        pts = per_tensor_scale_from_amax(amax)
+    options = dict(mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d)
+    if per_tensor_scale is None:  # amax, scale and quantize: one launch on the Triton backend
+        packed, scales, pts, amax = kernels.quantize_amax(x, **options)
+        if check_finite:
+            raise_if_not_finite(x, amax)
     else:
         pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=check_finite)
-    packed, scales = kernels.quantize(
-        x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
-    )
-    if check_finite:  # after the launch: the GPU never waits for the host's check
-        raise_if_not_finite(x, amax_value())
+        if check_finite:
+            amax = kernels.amax(x, hadamard=hadamard)  # kept alive until the host has read it
+            amax_value = _read_later(amax)
+        packed, scales = kernels.quantize(x, per_tensor_scale=pts, **options)
+        if check_finite:  # after the launch: the GPU never waits for the host's check
+            raise_if_not_finite(x, amax_value())
     return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, hadamard=hadamard)
 
 

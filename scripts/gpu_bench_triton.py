@@ -48,8 +48,14 @@ SWEEP_SHAPES = [(1024, 1024), (2048, 2048), (4096, 4096), (8192, 8192), (16384, 
 SKINNY_SHAPES = [(m, 8192) for m in (1, 2, 4, 8, 16)]
 TORCHAO_SHAPES = {(1024, 1024), (4096, 4096), (16384, 8192), (16, 8192)}  # and the main shape, timed there
 # (blocks a tile, warps, tiles a program) of the quantize kernel; (words a tile, tiles, warps) of amax
-QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (128, 4, 2), (128, 4, 8), (64, 2, 8), (128, 4, 4), (256, 8, 4)]
+QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (512, 4, 1), (256, 4, 2), (256, 4, 4), (128, 4, 2), (128, 4, 4), (128, 4, 8), (256, 8, 4)]
+MAX_REGISTERS = [32, 40]  # register caps tried on each mode's default configuration (more programs an SM)
 AMAX_CONFIGS = [(4096, 8, 8), (2048, 8, 4)]
+# ((blocks a tile, warps, tiles a program), amax tiles a chunk) of the one-launch amax+quantize
+FUSED_CONFIGS = {
+    Mode.RN: [((256, 4, 1), 8), ((256, 4, 1), 16), ((256, 4, 2), 8), ((256, 4, 4), 8), ((128, 4, 2), 8)],
+    Mode.RS: [((128, 4, 2), 8), ((128, 4, 2), 16), ((128, 4, 4), 8), ((256, 4, 1), 8)],
+}
 SEED, OFFSET = 1234, 0
 SPIN_CYCLES = 2_000_000
 
@@ -97,6 +103,11 @@ def amax_then_quantize(x: torch.Tensor, mode: Mode):
         _divisor[x.device] = torch.tensor(2688.0, device=x.device)
     pts = torch.clamp(triton_backend.amax(x) / _divisor[x.device], min=2.0**-120)
     return triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
+
+
+def amax_quantize(x: torch.Tensor, mode: Mode):
+    """amax, pts and quantize in one launch (triton_backend.quantize_amax: what the API runs)."""
+    return triton_backend.quantize_amax(x, mode=mode, seed=SEED, offset=OFFSET)
 
 
 def torchao_quantize():
@@ -174,8 +185,10 @@ def main_shape(report: Report, torchao) -> dict:
     report.add("main", "triton quantize RN, swizzled scales", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, swizzle=True)), quantize_bytes(x), copy_gbps)
     floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
     for mode in (Mode.RN, Mode.RS):
+        us = time_us(lambda: amax_quantize(x, mode))
+        r[f"e2e_{mode.value}"] = report.add("main", f"triton amax+quantize {mode.value.upper()}, one launch", us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3)})
         us = time_us(lambda: amax_then_quantize(x, mode))
-        r[f"e2e_{mode.value}"] = report.add("main", f"triton amax+quantize {mode.value.upper()}", us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3)})
+        report.add("main", f"triton amax, pts, quantize {mode.value.upper()} (3 launches + 3 ops)", us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3)})
     report.add("main", "nvfp4cli.quantize RN (API default, finiteness checked)", time_us(lambda: nvfp4cli.quantize(x)), quantize_bytes(x, 2), copy_gbps)
     if torchao is not None:
         torchao_compiled = compiled(torchao)
@@ -190,7 +203,9 @@ def main_shape(report: Report, torchao) -> dict:
     report.add("main", "triton quantize RN (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)), quantize_bytes(x), copy_gbps)
     report.add("main", "triton quantize RS (again)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET)), quantize_bytes(x), copy_gbps)
     small = make_input((1024, 1024))
-    r["small"] = report.add("main", "triton amax+quantize RN 1024x1024", time_us(lambda: amax_then_quantize(small, Mode.RN)), quantize_bytes(small, 2), copy_gbps)
+    r["small"] = report.add("main", "triton amax+quantize RN 1024x1024, one launch", time_us(lambda: amax_quantize(small, Mode.RN)), quantize_bytes(small, 2), copy_gbps)
+    report.add("main", "triton amax, pts, quantize RN 1024x1024 (3 launches + 3 ops)", time_us(lambda: amax_then_quantize(small, Mode.RN)), quantize_bytes(small, 2), copy_gbps)
+    report.add("main", "nvfp4cli.quantize 1024x1024 (API default)", time_us(lambda: nvfp4cli.quantize(small)), quantize_bytes(small, 2), copy_gbps)
     r["copy_us"], r["copy_gbps"], r["floor_us"] = copy_us, copy_gbps, floor_us
     return r
 
@@ -207,6 +222,13 @@ def tune(report: Report, copy_gbps: float) -> None:
                 us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
             name = f"quantize {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]}"
             report.add("tune", name, us, quantize_bytes(x), copy_gbps, same=same)
+    for cap in MAX_REGISTERS:
+        for mode in Mode:
+            with settings(triton_backend, MAX_REGISTERS=cap):
+                packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
+                same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
+                us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
+            report.add("tune", f"quantize {mode.value.upper()} default tiles, maxnreg={cap}", us, quantize_bytes(x), copy_gbps, same=same)
     report.add("tune", "torch x.amax() (a read-only reference)", time_us(lambda: x.amax()), x.numel() * x.element_size(), copy_gbps)
     want_amax = triton_backend.amax(x)
     for words, tiles, warps in AMAX_CONFIGS:
@@ -214,6 +236,16 @@ def tune(report: Report, copy_gbps: float) -> None:
             same = torch.equal(triton_backend.amax(x), want_amax)
             us = time_us(lambda: triton_backend.amax(x))
         report.add("tune", f"amax words={words} tiles={tiles} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+    floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
+    for mode in Mode:
+        want_fused = amax_quantize(x, mode)
+        for config, chunk_tiles in FUSED_CONFIGS[mode]:
+            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, False): config}, AMAX_CHUNK_TILES=chunk_tiles):
+                got = amax_quantize(x, mode)
+                same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want_fused[:2]))
+                us = time_us(lambda: amax_quantize(x, mode))
+            name = f"amax+quantize one launch {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]} chunk={chunk_tiles}"
+            report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same, **{"x two-pass floor": round(us / floor_us, 3)})
 
 
 def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -> None:
@@ -225,7 +257,7 @@ def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -
         pts = per_tensor_scale_from_amax(triton_backend.amax(x))
         rn = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0))
         rs = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET))
-        e2e = time_us(lambda: amax_then_quantize(x, Mode.RN))
+        e2e = time_us(lambda: amax_quantize(x, Mode.RN))
         extra = {"shape": "x".join(map(str, shape)), "copy us": round(copy_us, 2), "RS us": round(rs, 2), "amax+RN us": round(e2e, 2)}
         ao = main_torchao_us if shape == MAIN_SHAPE else None
         if peers and torchao is not None and shape in TORCHAO_SHAPES:
@@ -309,11 +341,11 @@ def training(report: Report, peers: bool) -> dict:
         report.add("training", f"quantize {mode.value.upper()} hadamard", had, quantize_bytes(x), copy_gbps, **{"x 1-D": round(had / one_d, 3)})
     report.add("training", "amax hadamard", time_us(lambda: triton_backend.amax(x, hadamard=True)), nbytes, copy_gbps)
     report.add("training", "rht (bf16 in, fp32 out)", time_us(lambda: triton_backend.rht(x)), nbytes * 3, copy_gbps)
-    # Issue 20 goal 5: the default API call against the kernels it runs (amax, pts, quantize).
-    kernels_us = time_us(lambda: amax_then_quantize(x, Mode.RN))
+    # Issue 20 goal 5: the default API call against the kernel it runs (amax, pts, quantize in one launch).
+    kernels_us = time_us(lambda: amax_quantize(x, Mode.RN))
     api_us = time_us(lambda: nvfp4cli.quantize(x))
     r["api"] = report.add("training", "nvfp4cli.quantize(x) default (finiteness checked)", api_us, quantize_bytes(x, 2), copy_gbps, **{"x kernels": round(api_us / kernels_us, 3)})
-    report.add("training", "triton amax + quantize RN (the kernels the API runs)", kernels_us, quantize_bytes(x, 2), copy_gbps)
+    report.add("training", "triton amax+quantize RN one launch (the kernel the API runs)", kernels_us, quantize_bytes(x, 2), copy_gbps)
     if peers:
         from nvfp4cli.bench import plain_rowcol
 
@@ -372,18 +404,15 @@ def wall_us(fn, calls: int = 300) -> float:
 def api_overhead(report: Report, copy_gbps: float) -> None:
     """Issue 20 goal 5 in detail: the API call's host time, and the amax read after the launch on
     the same stream (the simple alternative to the side-stream read) for comparison."""
-    from nvfp4cli import api
-
     small = make_input((1024, 1024))
     report.add("api", "host us a call: nvfp4cli.quantize 1024x1024", wall_us(lambda: nvfp4cli.quantize(small)), None, None)
     report.add("api", "host us a call: nvfp4cli.quantize check_finite=False", wall_us(lambda: nvfp4cli.quantize(small, check_finite=False)), None, None)
-    report.add("api", "host us a call: triton amax + pts + quantize", wall_us(lambda: amax_then_quantize(small, Mode.RN)), None, None)
+    report.add("api", "host us a call: triton amax+quantize, one launch", wall_us(lambda: amax_quantize(small, Mode.RN)), None, None)
+    report.add("api", "host us a call: triton amax, pts, quantize (3 launches + 3 ops)", wall_us(lambda: amax_then_quantize(small, Mode.RN)), None, None)
     x = make_input(MAIN_SHAPE)
     report.add("api", "nvfp4cli.quantize(x) 8192^2", time_us(lambda: nvfp4cli.quantize(x)), quantize_bytes(x, 2), copy_gbps)
-    with settings(api, _read_later=lambda value: (lambda: float(value))):
-        report.add("api", "nvfp4cli.quantize(x), amax read on x's stream after the launch", time_us(lambda: nvfp4cli.quantize(x)), quantize_bytes(x, 2), copy_gbps)
     report.add("api", "nvfp4cli.quantize(x, check_finite=False)", time_us(lambda: nvfp4cli.quantize(x, check_finite=False)), quantize_bytes(x, 2), copy_gbps)
-    report.add("api", "amax + quantize kernels", time_us(lambda: amax_then_quantize(x, Mode.RN)), quantize_bytes(x, 2), copy_gbps)
+    report.add("api", "amax+quantize, one launch", time_us(lambda: amax_quantize(x, Mode.RN)), quantize_bytes(x, 2), copy_gbps)
 
 
 def describe_device() -> dict:

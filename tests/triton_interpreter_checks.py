@@ -401,3 +401,71 @@ def test_training_ops_pass_opcheck_and_trace_under_torch_compile():
 def test_training_ops_reject_bad_input(call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def assert_amax_quantize_agrees(x, mode, hadamard=False, block_2d=False, scale_rule="max"):
+    """The one-launch amax + scale + quantize equals the reference's amax, scale and quantize."""
+    options = dict(mode=mode, seed=SEED, offset=OFFSET, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d)
+    packed, scales, pts, amax = triton_backend.quantize_amax(x, **options)
+    want_amax = reference.amax(x, hadamard=hadamard)
+    assert torch.equal(amax, want_amax) or (amax.isnan() and want_amax.isnan())
+    want_pts = per_tensor_scale_from_amax(want_amax)
+    assert torch.equal(pts, want_pts) or (pts.isnan() and want_pts.isnan())
+    if want_amax.isfinite():
+        want_packed, want_scales = reference.quantize(x, per_tensor_scale=want_pts, **options)
+        assert torch.equal(scales.view(torch.uint8), want_scales.view(torch.uint8))
+        assert torch.equal(packed, want_packed)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 16), (37, 80), (2, 3, 64), (256, 256)], ids=str)
+def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
+    gen = torch.Generator().manual_seed(shape[0] + shape[-1] + DTYPES.index(dtype))
+    x = (torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)).to(dtype)
+    assert_amax_quantize_agrees(x, mode)
+
+
+def test_one_launch_amax_chunks_fill_a_wave_before_they_grow():
+    # (256x256 bf16 above: 16 tiles, so chunks of 4 tiles here, where a wave is 4 programs.)
+    cpu, wave, most = torch.device("cpu"), triton_backend._programs_a_wave(torch.device("cpu")), triton_backend.AMAX_CHUNK_TILES
+    for n_tiles in range(1, 3 * most * wave):
+        chunk = triton_backend._chunk_tiles(n_tiles, cpu)
+        assert chunk in (1, 2, 4, 8, 16) and chunk <= most
+        assert chunk == 1 or n_tiles >= chunk * wave  # no chunk larger than one that leaves SMs idle
+        assert chunk == most or n_tiles < 2 * chunk * wave  # and none smaller than needed
+
+
+@pytest.mark.parametrize(
+    "hadamard, block_2d, mode, rule",
+    [(True, False, Mode.RS, "max"), (False, True, Mode.RN, "max"), (True, True, Mode.RS, "max"), (False, False, Mode.RN, "mse")],
+)
+def test_one_launch_amax_quantize_with_hadamard_2d_and_rules(hadamard, block_2d, mode, rule):
+    x = (torch.randn(64, 160, generator=torch.Generator().manual_seed(5)) * 4).to(torch.bfloat16)
+    assert_amax_quantize_agrees(x, mode, hadamard=hadamard, block_2d=block_2d, scale_rule=rule)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_launch_amax_quantize_on_adversarial_values(dtype):
+    for _name, x, _pts in adversarial_cases(dtype):
+        assert_amax_quantize_agrees(x, Mode.RS)
+
+
+def test_one_launch_amax_quantize_propagates_nan():
+    x = torch.randn(8, 64)
+    x[3, 5] = float("inf")
+    assert_amax_quantize_agrees(x, Mode.RN)
+    x[1, 2] = float("nan")
+    assert_amax_quantize_agrees(x, Mode.RN)
+
+
+def test_one_launch_amax_quantize_resets_its_state_for_the_next_launch(monkeypatch):
+    # On a GPU the state is kept per stream and reused: the kernel must leave it zeroed.
+    state = torch.zeros(4, dtype=torch.int32)
+    monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: state)
+    x = torch.randn(256, 256, generator=torch.Generator().manual_seed(9)).to(torch.bfloat16)
+    first = triton_backend.quantize_amax(x, mode=Mode.RS, seed=SEED, offset=OFFSET)
+    assert torch.equal(state, torch.zeros(4, dtype=torch.int32))
+    second = triton_backend.quantize_amax(x * 2, mode=Mode.RS, seed=SEED, offset=OFFSET)
+    assert torch.equal(second[3], first[3] * 2)
+    assert torch.equal(state, torch.zeros(4, dtype=torch.int32))

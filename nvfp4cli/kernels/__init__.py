@@ -57,6 +57,21 @@ class Backend(Protocol):
         hadamard; block_2d (2-D x, both dims multiples of 16, scale rule max) scales 16x16 tiles."""
         ...
 
+    def quantize_amax(
+        self,
+        x: torch.Tensor,
+        *,
+        mode: Mode,
+        seed: Counter,
+        offset: Counter,
+        scale_rule: str = "max",
+        hadamard: bool = False,
+        block_2d: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """quantize with the per-tensor scale from amax(x) (of rht(x) with hadamard), docs/format.md
+        §2: (packed, scales, per_tensor_scale float32 0-d, amax float32 0-d)."""
+        ...
+
     def quantize_rowcol(
         self,
         x: torch.Tensor,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes
+from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes, per_tensor_scale_from_amax
 from ..format import SCALE_RULES as SCALE_RULES  # re-exported: this backend implements every rule
 from ..rng import block_random_bytes
 from . import HADAMARD_SIGNS
@@ -240,6 +240,26 @@ def quantize(
             scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
         )
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
+
+
+def quantize_amax(
+    x: torch.Tensor,
+    *,
+    mode: Mode,
+    seed: torch.Tensor | int | None,
+    offset: torch.Tensor | int,
+    scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """quantize with the per-tensor scale from x's amax (of rht(x) with hadamard): (packed,
+    scales, per_tensor_scale, amax)."""
+    amax_value = amax(x, hadamard=hadamard)
+    pts = per_tensor_scale_from_amax(amax_value)
+    packed, scales = quantize(
+        x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+    )
+    return packed, scales, pts, amax_value
 
 
 def quantize_rowcol(

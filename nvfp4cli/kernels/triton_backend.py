@@ -30,12 +30,15 @@ let torch.compile(fullgraph=True) trace through the kernels.
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from ..format import BLOCK_SIZE, SCALE_RULES, Mode, swizzled_shape
+from ..format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, SCALE_RULES, Mode, per_tensor_scale_from_amax, swizzled_shape
 from . import HADAMARD_SIGNS
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), RN and RS
@@ -48,13 +51,18 @@ QUANTIZE_CONFIGS = {
     (Mode.RS, True): (128, 4, 2),
 }
 MIN_PROGRAMS = 1024
+MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
+AMAX_CHUNK_TILES = 8  # quantize tiles each amax program of the one-launch amax+quantize reduces
 
 AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns; H200)
 RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
+
+PTS_DIVISOR_F32 = tl.constexpr(float(PTS_DIVISOR))
+PTS_FLOOR_F32 = tl.constexpr(PTS_FLOOR)
 
 _INPUT_KIND = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 # This backend implements every rule (its SCALE_RULES); the kernel's SCALE_RULE is the rule's index.
@@ -234,16 +242,15 @@ def _rule_scale_bits(elements, block_max, six_bits, pts, inv_pts, PAIRED: tl.con
 
 
 @triton.jit
-def _add_one_round_up(a, PTX: tl.constexpr):
-    """a + 1 rounded toward +inf, for a in [0, 6]: one `add.rp` on the GPU; the interpreter, which
-    runs no PTX, rounds to nearest and steps one ulp up if that fell below a + 1 (s - 1 is exact)."""
+def _add_round_up(a, b, PTX: tl.constexpr):
+    """a + b rounded toward +inf, for b = max(a, 1) and a in [0, 6]: one `add.rp` on the GPU; the
+    interpreter, which runs no PTX, rounds to nearest and steps one ulp up if that fell below
+    a + b (s - b is exact: for b = a, s = 2a; for b = 1 > a, Sterbenz)."""
     if PTX:
-        return tl.inline_asm_elementwise(
-            "add.rp.f32 $0, $1, 0f3F800000;", "=f,f", [a], dtype=tl.float32, is_pure=True, pack=1
-        )
+        return tl.inline_asm_elementwise("add.rp.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True, pack=1)
     else:
-        s = a + 1.0
-        return (s.to(tl.int32, bitcast=True) + (s - 1.0 < a).to(tl.int32)).to(tl.float32, bitcast=True)
+        s = a + b
+        return (s.to(tl.int32, bitcast=True) + (s - b < a).to(tl.int32)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -252,13 +259,61 @@ def _e2m1_rs_high(a, threshold, PTX: tl.constexpr):
     u = (byte + 0.5) / 256 (docs/format.md §3), exactly, in bits 28..30 of a uint32 (bit 31 clear, bits
     below it garbage); threshold is the byte's term from _rs_thresholds.
 
-    t = max(a + 1 rounded up, 2a) is 2a for a >= 1 and a + 1 below. Either way the code is
+    t = a + max(a, 1) rounded up is 2a for a >= 1 (exact) and a + 1 below. Either way the code is
     the bit kept above the 22 mantissa bits L of t, on the exponent, plus the carry of
     L + 2^22 - 1 - u * 2^22: (bits(t) - bits(1.0) + ((255 - byte) << 14) + 0x1FFF) >> 22, here
     computed shifted left by 6. For a >= 1, t = 2a holds a's exact mantissa; for a < 1 rounding
     up keeps the test exact, since u * 2^22 is an integer and L > n iff ceil(L) > n."""
-    t = tl.maximum(_add_one_round_up(a, PTX), a + a)
+    t = _add_round_up(a, tl.maximum(a, 1.0), PTX)
     return (t.to(tl.uint32, bitcast=True) << 6) + threshold
+
+
+# Philox4x32-10's key increments (Triton's tl.randint4x, docs/format.md §3); its round
+# multipliers 0xD2511F53 (A) and 0xCD9E8D57 (B) are in _philox4x's PTX.
+PHILOX_KEY_A = tl.constexpr(0x9E3779B9)
+PHILOX_KEY_B = tl.constexpr(0xBB67AE85)
+
+
+@triton.jit
+def _philox4x(seed, counter, PTX: tl.constexpr):
+    """tl.randint4x(seed, counter), bit for bit. On the GPU each round's two 32x32 products are
+    one `mul.wide.u32` each (high and low halves from one IMAD.WIDE, where Triton's umulhi and
+    mul give two instructions a product): RS is instruction-bound on Hopper (docs/benchmarks.md)."""
+    if PTX:
+        seed = seed.to(tl.uint64)
+        k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
+        k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
+        c0 = counter.to(tl.uint32)
+        c1 = (counter >> 32).to(tl.uint32)
+        zero = c0 * 0
+        c2, c3 = zero, zero
+        for _ in tl.static_range(10):  # c0, c2 = hi(B c2) ^ c1 ^ k0, hi(A c0) ^ c3 ^ k1; c1, c3 = lo(B c2), lo(A c0)
+            c0, c1, c2, c3 = tl.inline_asm_elementwise(
+                """{
+                .reg .b64 pa, pb;
+                .reg .b32 alo, ahi, blo, bhi;
+                mul.wide.u32 pa, $4, 0xD2511F53;
+                mul.wide.u32 pb, $6, 0xCD9E8D57;
+                mov.b64 {alo, ahi}, pa;
+                mov.b64 {blo, bhi}, pb;
+                xor.b32 $0, bhi, $5;
+                xor.b32 $0, $0, $8;
+                mov.b32 $1, blo;
+                xor.b32 $2, ahi, $7;
+                xor.b32 $2, $2, $9;
+                mov.b32 $3, alo;
+                }""",
+                "=r,=r,=r,=r,r,r,r,r,r,r",
+                [c0, c1, c2, c3, k0 + zero, k1 + zero],
+                dtype=(tl.uint32, tl.uint32, tl.uint32, tl.uint32),
+                is_pure=True,
+                pack=1,
+            )
+            k0 = k0 + PHILOX_KEY_A
+            k1 = k1 + PHILOX_KEY_B
+        return c0, c1, c2, c3
+    else:
+        return tl.randint4x(seed, counter)
 
 
 @triton.jit
@@ -546,7 +601,7 @@ def _quantize_blocks(
 
     bias = (unit_stride * 0x2FF7FFC0).to(tl.uint32)  # see _rs_thresholds
     if STOCHASTIC:  # one Philox call a block (docs/format.md §3)
-        r0, r1, r2, r3 = tl.randint4x(seed, offset + blocks)
+        r0, r1, r2, r3 = _philox4x(seed, offset + blocks, PTX)
     else:  # unused
         r0 = blocks.to(tl.uint32)
         r1, r2, r3 = r0, r0, r0
@@ -576,50 +631,23 @@ def _quantize_blocks(
     tl.store(scales_ptr + target, scale_byte.to(tl.uint8), mask=mask)
 
 
-@triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
-def _quantize_kernel(
-    words_ptr,
-    elements_ptr,
-    pts_ptr,
-    col_pts_ptr,
-    seed,
-    offset,
-    packed_ptr,
-    scales_ptr,
-    col_packed_ptr,
-    col_scales_ptr,
-    n_blocks,
-    scale_cols,
-    unit_stride,
-    INPUT_KIND: tl.constexpr,
-    STOCHASTIC: tl.constexpr,
-    SEED_IN_MEMORY: tl.constexpr,
-    OFFSET_IN_MEMORY: tl.constexpr,
-    SWIZZLE: tl.constexpr,
-    SCALE_RULE: tl.constexpr,
-    HADAMARD: tl.constexpr,
-    TILED: tl.constexpr,
-    BLOCK_2D: tl.constexpr,
-    COLUMNS: tl.constexpr,
-    COL_HADAMARD: tl.constexpr,
-    SIGN_MASK: tl.constexpr,
-    BLOCKS: tl.constexpr,
-    TILES: tl.constexpr,
-    PTX: tl.constexpr,
+@triton.jit
+def _quantize_tiles(
+    words_ptr, elements_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
+    n_blocks, scale_cols, unit_stride, first,
+    INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
+    HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
+    SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PTX: tl.constexpr,
 ):
-    """Rowwise NVFP4 of x (of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs
-    TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd
-    with COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9)."""
-    # Each program quantizes TILES consecutive tiles, loading the next tile's words before
-    # quantizing the current one, so memory stays busy while it computes.
-    pts = tl.load(pts_ptr)
+    """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x (of rht(x) with HADAMARD; 16x16-tile
+    scales with BLOCK_2D, which needs TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS
+    (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd with
+    COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
+    The next tile's words are loaded before the current one is quantized, so memory stays busy
+    while the program computes."""
     inv_pts = tl.div_rn(1.0, pts)
-    if STOCHASTIC:
-        seed = _scalar(seed, SEED_IN_MEMORY)
-        offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
-    first = tl.program_id(0) * TILES
     if TILED:
         end = n_blocks
     else:
@@ -647,6 +675,113 @@ def _quantize_kernel(
             )
         w0, w1, w2, w3 = n0, n1, n2, n3
         blocks, mask = next_blocks, next_mask
+
+
+@triton.jit
+def _counters(seed, offset, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr):
+    """seed and offset as values (read from device memory where they live there)."""
+    if STOCHASTIC:
+        seed = _scalar(seed, SEED_IN_MEMORY)
+        offset = _scalar(offset, OFFSET_IN_MEMORY).to(tl.int64)
+    return seed, offset
+
+
+@triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
+def _quantize_kernel(
+    words_ptr, elements_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
+    n_blocks, scale_cols, unit_stride,
+    INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
+    SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr,
+    COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
+    PTX: tl.constexpr,
+):
+    """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr."""
+    seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
+    _quantize_tiles(
+        words_ptr, elements_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
+        col_scales_ptr, n_blocks, scale_cols, unit_stride, tl.program_id(0) * TILES,
+        INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, HADAMARD, TILED, BLOCK_2D, COLUMNS, COL_HADAMARD, SIGN_MASK, BLOCKS,
+        TILES, PTX,
+    )
+
+
+@triton.jit
+def _chunk_amax_bits(
+    words_ptr, chunk, n_blocks, n_words, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
+    BLOCKS: tl.constexpr, CHUNK_TILES: tl.constexpr,
+):
+    """max |.| bits of chunk `chunk` of x, CHUNK_TILES tiles of BLOCKS blocks: the magnitude bits
+    of x's elements (int32; see _word_magnitudes), or with HADAMARD the float32 bits of rht(x)'s.
+    Two tiles are in flight; a tile of words is loaded in two halves, so that the two tiles and
+    the running maxima stay within the quantize branch's registers."""
+    PAIRED: tl.constexpr = INPUT_KIND != 2
+    if HADAMARD:
+        best = tl.zeros((), tl.int32)
+        for step in tl.range(CHUNK_TILES, num_stages=1):
+            blocks, mask = _tile_blocks(chunk * CHUNK_TILES + step, n_blocks, 0, 1, BLOCKS, False)
+            w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
+            c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK)
+            best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+    else:
+        WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
+        first = chunk * CHUNK_TILES * 2
+        low, high = _word_magnitudes(words_ptr, first, n_words, PAIRED, WORDS)
+        best_low, best_high = low, high
+        for step in tl.range(1, CHUNK_TILES * 2, num_stages=1):
+            next_low, next_high = _word_magnitudes(words_ptr, first + step, n_words, PAIRED, WORDS)
+            best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
+            low, high = next_low, next_high
+        best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
+        if PAIRED:
+            best_high = best_high >> 16
+        best = tl.maximum(tl.max(best_low, axis=0), tl.max(best_high, axis=0))
+    return best
+
+
+@triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
+def _amax_quantize_kernel(
+    words_ptr, elements_ptr, pts_ptr, amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
+    n_blocks, scale_cols, unit_stride, n_words, n_chunks, n_programs,
+    INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
+    SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr,
+    BLOCKS: tl.constexpr, TILES: tl.constexpr, CHUNK_TILES: tl.constexpr, PTX: tl.constexpr,
+):
+    """amax, the per-tensor scale (docs/format.md §2) and quantize in one launch: n_chunks
+    programs reduce x's chunks into one amax, the other n_programs - n_chunks quantize with the
+    scale it gives. Each program takes the next ticket (state[0]) as it starts, so every amax
+    chunk belongs to a program that already runs and never waits: a quantize program waits
+    (state[1], chunks done) only for running programs, whatever the GPU schedules or keeps
+    resident, and in the interpreter's one-at-a-time order the chunks come first. The quantize
+    programs take tiles from x's end, which the last amax chunks left in L2. The last program to
+    finish (state[2]) sets state back to zero for the next launch on this stream; state[3] holds
+    the amax bits. pts and amax (float32 0-d) are written by the first quantize program."""
+    ticket = tl.atomic_add(state_ptr, 1, sem="relaxed")
+    if ticket < n_chunks:
+        chunk_amax = _chunk_amax_bits(words_ptr, ticket, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES)
+        tl.atomic_max(state_ptr + 3, chunk_amax, sem="relaxed")
+        tl.atomic_add(state_ptr + 1, 1, sem="release")  # after the max, for the programs that read it
+    else:
+        while tl.load(state_ptr + 1, volatile=True) < n_chunks:
+            pass
+        amax = _magnitude_to_float(tl.atomic_max(state_ptr + 3, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
+        pts = tl.maximum(tl.div_rn(amax, PTS_DIVISOR_F32), PTS_FLOOR_F32, propagate_nan=tl.PropagateNan.ALL)
+        job = ticket - n_chunks
+        if job == 0:
+            tl.store(pts_ptr, pts)
+            tl.store(amax_ptr, amax)
+        seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
+        _quantize_tiles(
+            words_ptr, elements_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
+            n_blocks, scale_cols, unit_stride, (n_programs - n_chunks - 1 - job) * TILES,
+            INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
+            TILES, PTX,
+        )
+    # Relaxed: every read of state this program made has returned before this point.
+    if tl.atomic_add(state_ptr + 2, 1, sem="relaxed") == n_programs - 1:
+        tl.atomic_xchg(state_ptr, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + 1, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + 2, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + 3, 0, sem="relaxed")
 
 
 @triton.jit
@@ -802,6 +937,15 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return padded_rows * padded_cols
 
 
+def _compile_options(scale_rule: str) -> dict:
+    """The quantize kernels' compile options: the rules' errors must round once an operation, as
+    the reference's do (no FMA contraction); max keeps Triton's default. MAX_REGISTERS caps registers."""
+    options = {} if scale_rule == "max" else {"enable_fp_fusion": False}
+    if MAX_REGISTERS is not None:
+        options["maxnreg"] = MAX_REGISTERS
+    return options
+
+
 def _launch_quantize(
     x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset, *, swizzle: bool = False,
     scale_rule: str = "max", hadamard: bool = False, block_2d: bool = False, columns: bool = False, col_hadamard: bool = False,
@@ -829,8 +973,7 @@ def _launch_quantize(
         n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
     if n_tiles < MIN_PROGRAMS * tiles:
         tiles = 1
-    # The rules' errors must round once an operation, as the reference's do; max keeps Triton's default.
-    fusion = {} if scale_rule == "max" else {"enable_fp_fusion": False}
+    options = _compile_options(scale_rule)
     if n_blocks:
         _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
             _words(x), _elements_view(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
@@ -851,7 +994,7 @@ def _launch_quantize(
             TILES=tiles,
             PTX=_PTX,
             num_warps=warps,
-            **fusion,
+            **options,
         )
     return tuple(outputs)
 
@@ -881,6 +1024,91 @@ def quantize(
     packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
     scales = scales.view(torch.float8_e4m3fn)
     return packed, scales if swizzle else scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
+
+
+class _AmaxQuantizeState(threading.local):
+    """The zeroed int32[4] each _amax_quantize_kernel launch counts in, one per device and
+    stream (launches on one stream run one after another; the kernel zeroes it as it ends), kept
+    per thread so that threads on one stream never share one."""
+
+    def __init__(self):
+        self.states: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+    def get(self, device: torch.device) -> torch.Tensor:
+        if device.type != "cuda":  # the interpreter: a fresh one costs nothing there
+            return torch.zeros(4, dtype=torch.int32, device=device)
+        key = (device, torch.cuda.current_stream(device).cuda_stream)
+        if key not in self.states:
+            self.states[key] = torch.zeros(4, dtype=torch.int32, device=device)
+        return self.states[key]
+
+
+_amax_quantize_state = _AmaxQuantizeState()
+
+
+@functools.cache
+def _programs_a_wave(device: torch.device) -> int:
+    """Programs that keep every multiprocessor busy (one wave, two programs an SM)."""
+    return 2 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def _chunk_tiles(n_tiles: int, device: torch.device) -> int:
+    """Tiles an amax program reduces: up to AMAX_CHUNK_TILES, fewer where that leaves SMs idle."""
+    tiles = AMAX_CHUNK_TILES
+    while tiles > 1 and n_tiles < tiles * _programs_a_wave(device):
+        tiles //= 2
+    return tiles
+
+
+def quantize_amax(
+    x: torch.Tensor,
+    *,
+    mode: Mode,
+    seed: torch.Tensor | int | None,
+    offset: torch.Tensor | int,
+    scale_rule: str = "max",
+    hadamard: bool = False,
+    block_2d: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """quantize with the per-tensor scale from x's amax (of rht(x) with hadamard): (packed,
+    scales, per_tensor_scale, amax), amax, scale and quantize in one launch (_amax_quantize_kernel)
+    but where a CUDA graph is being captured (the launch counts in a per-stream state)."""
+    n_blocks = x.numel() // BLOCK_SIZE
+    capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if n_blocks == 0 or capturing:
+        amax_value = amax(x, hadamard=hadamard)
+        pts = per_tensor_scale_from_amax(amax_value)
+        packed, scales = quantize(
+            x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+        )
+        return packed, scales, pts, amax_value
+    stochastic = Mode(mode) is Mode.RS
+    scale_cols = x.shape[-1] // BLOCK_SIZE
+    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, block_2d)]
+    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if block_2d else triton.cdiv(n_blocks, blocks_a_tile)
+    if n_tiles < MIN_PROGRAMS * tiles:
+        tiles = 1
+    amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)
+    chunk_tiles = _chunk_tiles(amax_tiles, x.device)
+    n_chunks = triton.cdiv(amax_tiles, chunk_tiles)
+    n_programs = n_chunks + triton.cdiv(n_tiles, tiles)
+    packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
+    scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
+    pts = torch.empty((), dtype=torch.float32, device=x.device)
+    amax_value = torch.empty((), dtype=torch.float32, device=x.device)
+    words = _words(x)
+    _amax_quantize_kernel[(n_programs,)](
+        words, _elements_view(x), pts, amax_value, _amax_quantize_state.get(x.device), 0 if seed is None else seed, offset,
+        packed, scales, n_blocks, scale_cols, 1, words.numel(), n_chunks, n_programs,
+        INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=stochastic, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
+        OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
+        BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles, PTX=_PTX,
+        num_warps=warps, **_compile_options(scale_rule),
+    )
+    k = x.shape[-1]
+    packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
+    scales = scales.view(torch.float8_e4m3fn).reshape(*x.shape[:-1], k // BLOCK_SIZE)
+    return packed, scales, pts, amax_value
 
 
 def quantize_rowcol(

@@ -298,3 +298,58 @@ def test_rowcol_op_replays_in_a_cuda_graph_and_compiles_fullgraph():
     got = compiled(x, seed, offset)
     want = nvfp4cli.quantize_rowcol(x.cpu(), "rs", 2**40 + 1, 9, block_2d=True, col_hadamard=True)
     assert_same(got[2:], (want[1].packed, want[1].scales))
+
+
+def assert_amax_quantize_same(x, mode, seed=5, offset=2**33, **options):
+    """The one-launch amax + scale + quantize equals the reference's amax, scale and quantize on the CPU."""
+    packed, scales, pts, amax = triton_backend.quantize_amax(x, mode=mode, seed=seed, offset=offset, **options)
+    want_amax = reference.amax(x.cpu(), hadamard=options.get("hadamard", False))
+    assert torch.equal(amax.cpu(), want_amax)
+    want_pts = per_tensor_scale_from_amax(want_amax)
+    assert torch.equal(pts.cpu(), want_pts)
+    want = reference.quantize(x.cpu(), per_tensor_scale=want_pts, mode=mode, seed=seed, offset=offset, **options)
+    assert_same((packed, scales), want)
+
+
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
+    assert_amax_quantize_same(random_input(shape, dtype, seed=shape[-1] + 7), mode)
+
+
+@pytest.mark.parametrize(
+    "options", [dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True), dict(scale_rule="mse"), dict(scale_rule="4over6")], ids=str
+)
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+def test_one_launch_amax_quantize_options_match_reference(mode, options):
+    assert_amax_quantize_same(random_input((1024, 2048), torch.bfloat16, seed=11), mode, **options)
+
+
+def test_one_launch_amax_quantize_back_to_back_on_two_streams():
+    # Each launch counts in its stream's state and zeroes it as it ends: many launches of
+    # different sizes queued without a host sync, on two streams at once, all stay exact.
+    xs = [random_input((rows, 4096), torch.bfloat16, seed=rows) for rows in (1, 16, 1024, 3000, 64)]
+    wants = [reference.quantize_amax(x.cpu(), mode=Mode.RS, seed=1, offset=2) for x in xs]
+    side = torch.cuda.Stream()
+    results = {}
+    for repeat in range(20):
+        for i, x in enumerate(xs):
+            stream = side if (repeat + i) % 2 else torch.cuda.current_stream()
+            with torch.cuda.stream(stream):
+                x.record_stream(stream)
+                results[repeat, i] = triton_backend.quantize_amax(x, mode=Mode.RS, seed=1, offset=2)
+    torch.cuda.synchronize()
+    for (repeat, i), got in results.items():
+        assert_same(got[:2], wants[i][:2])
+        assert torch.equal(got[2].cpu(), wants[i][2])
+
+
+def test_one_launch_amax_quantize_reports_nan_and_inf():
+    x = random_input((256, 256), torch.float32, seed=3)
+    x[7, 9] = float("inf")
+    assert triton_backend.quantize_amax(x, mode=Mode.RN, seed=None, offset=0)[3].item() == float("inf")
+    x[1, 2] = float("nan")
+    assert triton_backend.quantize_amax(x, mode=Mode.RN, seed=None, offset=0)[3].isnan().item()
+    with pytest.raises(nvfp4cli.DataError, match="non-finite"):
+        nvfp4cli.quantize(x)
