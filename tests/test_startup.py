@@ -122,3 +122,21 @@ def test_a_cpu_quantize_loads_no_triton_and_times_its_phases_when_asked(tmp_path
     assert all(seconds >= 0 for seconds in phases.values())
     assert phases["total_s"] == pytest.approx(sum(seconds for name, seconds in phases.items() if name != "total_s"), abs=1e-3)
     assert phases["run_s"] >= report["seconds"] - 1e-3  # the run's phase holds the conversion
+
+
+def test_python_m_nvfp4cli_exits_with_the_commands_code_after_all_of_its_output(tmp_path):
+    """`python -m nvfp4cli` skips the interpreter's teardown: its output must still be whole."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "nvfp4cli", "quantize", str(SAMPLE), "-o", str(out), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # the whole document reached the pipe
+    from safetensors import safe_open
+
+    (name,) = report["files"]
+    with safe_open(out / name, framework="pt") as f:  # an independent reader: the file is complete
+        assert sum(f.get_tensor(key).nbytes for key in f.keys()) <= report["bytes_out"]
+        assert len(f.keys()) >= report["tensors_quantized"] + report["tensors_copied"]
+    for args, code in ((["quantize", str(tmp_path / "missing")], 1), (["quantize", str(SAMPLE), "--mode", "x"], 2), (["--version"], 0)):
+        result = subprocess.run([sys.executable, "-m", "nvfp4cli", *args], capture_output=True, text=True)
+        assert result.returncode == code, (args, result.stderr)
+        assert len((result.stderr or result.stdout).strip().splitlines()) == 1, (args, result.stderr)

@@ -132,8 +132,7 @@ def quantize(
             with progress_bar("quantize", plan.bytes_in, plan.tensors_in, json_output or not reporter) as progress:
                 report = runner.run(plan, output, checkpoint=checkpoint, group=group, workers=workers, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
             phases.mark("run")
-            report |= phases.report()
         if calibrated is not None:
             report["calibration"] = calibrated.report() | {"file": str(calibration), "seq_len": seq_len}
         if reporter:
-            show_report(report, json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
+            show_report(report | phases.report(), json_output, "dry run: nothing written" if dry_run else f"quantized to {output}")
