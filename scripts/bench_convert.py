@@ -133,8 +133,9 @@ def pipeline(args: argparse.Namespace) -> None:
     """The floor, then a warm-up run and --repeats pairs of plain and overlapped runs, each
     overlapped run with its stage seconds (pipeline.STAGES, host clocks only), then variants
     that say where the time goes: stages with the GPU waited for at each step (H2D, kernels and
-    D2H apart), the disk synced only at close, larger read-ahead and write-behind budgets,
-    reading ahead into pageable memory; the CPU last (--cpu-check). Each run prints its line,
+    D2H apart), the disk synced only at close or every 256 MB, larger read-ahead and write-behind
+    budgets, twice the read threads, reading ahead or copying results into pageable memory; the
+    CPU last (--cpu-check). Each run prints its line,
     its stages and a JSON line ("bench": "convert-pipeline") as it ends; then a goal line."""
     source = Path(args.directory)
     options = QuantizeOptions(device=args.device)
@@ -197,8 +198,10 @@ def pipeline(args: argparse.Namespace) -> None:
         nvfp4cli.pipeline.READ_AHEAD_BYTES, ahead = 512 * 2**20, nvfp4cli.pipeline.READ_AHEAD_BYTES
         variant("overlapped, 512 MB ahead and behind", nvfp4cli.pipeline, "WRITE_BEHIND_BYTES", 512 * 2**20)
         nvfp4cli.pipeline.READ_AHEAD_BYTES = ahead
-        if cuda:  # the read-ahead into pageable memory, for comparison
+        variant(f"overlapped, {2 * nvfp4cli.pipeline.READ_THREADS} read threads", nvfp4cli.pipeline, "READ_THREADS", 2 * nvfp4cli.pipeline.READ_THREADS)
+        if cuda:  # the read-ahead and the results in pageable memory, as before, for comparison
             variant("overlapped, pageable read-ahead", nvfp4cli.pipeline, "read_buffer", lambda nbytes, pin_memory: None)
+            variant("overlapped, pageable D2H (.cpu() a tensor)", nvfp4cli.execute, "_to_host", lambda tensors: {name: tensor.cpu() for name, tensor in tensors.items()})
         same = len(digests) == 1
         cpu_same = None
         if args.cpu_check:
