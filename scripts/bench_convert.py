@@ -135,8 +135,8 @@ def pipeline(args: argparse.Namespace) -> None:
     that say where the time goes: stages with the GPU waited for at each step (H2D, kernels and
     D2H apart), the disk synced only at close or every 256 MB, larger read-ahead and write-behind
     budgets, twice the read threads, reading ahead or copying results into pageable memory; the
-    CPU last (--cpu-check). Each run prints its line,
-    its stages and a JSON line ("bench": "convert-pipeline") as it ends; then a goal line."""
+    CPU last (--cpu-check). Each run prints its line, its stages and a JSON line ("bench":
+    "convert-pipeline") as it ends; then a goal line."""
     source = Path(args.directory)
     options = QuantizeOptions(device=args.device)
     plan = plan_quantize(open_checkpoint(source), options)
