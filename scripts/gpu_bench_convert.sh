@@ -50,3 +50,6 @@ if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; t
   timeout 120 python3 scripts/bench_convert.py cli --times 2 --clean /tmp/o32 quantize /tmp/llama32 -o /tmp/o32 --device cuda --json
   NVFP4_WORKER_MIN_BYTES=0 timeout 150 python3 scripts/bench_convert.py cli --times 2 --clean /tmp/o32 quantize /tmp/llama32 -o /tmp/o32 --device cuda --workers 2 --json
 fi
+
+step "summary: the conversion loop against the floor (stages above, JSON lines in $out/pipeline.jsonl)"
+grep -E '^(floor|warm|plain|overlapped|same|\{"bench": "convert-pipeline-goal")' "$out/pipeline.txt"
