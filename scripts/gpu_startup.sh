@@ -35,10 +35,12 @@ step "nvfp4 --help x3, nvfp4 quantize --help x1 (no torch: tests/test_startup.py
 for i in 1 2 3; do time python3 -m nvfp4cli --help > /dev/null; done
 time python3 -m nvfp4cli quantize --help > /dev/null
 
-step "import torch x3, then its import tree (largest 6), then torch + CUDA context + triton"
+step "import torch x3, then its import tree (largest 6 cumulative, 8 self), then torch + CUDA context + triton"
 for i in 1 2 3; do time python3 -c "import torch"; done
 python3 -X importtime -c "import torch" 2> "$out/importtime_torch.txt"
 sort -t'|' -k2 -n "$out/importtime_torch.txt" | tail -6
+echo "largest self times (us, module):"
+awk -F'|' '/^import time: +[0-9]/ {split($1, a, ":"); print a[2] + 0, $3}' "$out/importtime_torch.txt" | sort -n | tail -8
 python3 -c 'import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter()
 if torch.cuda.is_available(): torch.zeros(1, device="cuda"); torch.cuda.synchronize()
 t2 = time.perf_counter(); import triton; t3 = time.perf_counter()
