@@ -17,8 +17,9 @@ default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..
 against max in the same run, with its output checked equal to the reference backend's on the CPU.
 Prints markdown tables and writes bench.json and bench.md under --out.
 
-Timing: CUDA events around each call, median of ITERS calls, each after a 1 GiB memset that
-evicts L2 and a ~1 ms spin that keeps the GPU busy while Python launches the call (so host
+Timing: CUDA events around each call, median of ITERS calls, each after a read of 1 GiB that
+evicts L2 (leaving clean lines; "main" also times the copy, amax and RN after the 1 GiB memset
+earlier runs used, whose dirty lines' write-back landed inside the timed call) and a ~1 ms spin that keeps the GPU busy while Python launches the call (so host
 overhead stays hidden unless it exceeds that; --api measures the host time itself). Bytes: quantize reads the input once and writes packed codes
 (N/2) and scales (N/16); amax+quantize reads the input twice (the two-pass floor).
 """
@@ -60,19 +61,22 @@ SEED, OFFSET = 1234, 0
 SPIN_CYCLES = 2_000_000
 
 _flush = None
+FLUSH_BY_WRITING = False  # the eviction of earlier runs (a 1 GiB memset), timed beside the read one in "main"
 
 
 def time_us(fn: Callable[[], object]) -> float:
     """Median microseconds of fn() on the GPU, L2 evicted before each call."""
     global _flush
     if _flush is None:
-        _flush = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+        _flush = torch.zeros(2**28, dtype=torch.int32, device="cuda")
     for _ in range(WARMUP):
         fn()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(ITERS)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(ITERS)]
     for start, end in zip(starts, ends):
-        _flush.zero_()
+        # Read (not write) 1 GiB: L2 then holds clean lines, so no write-back of the flush's
+        # dirty lines lands inside the timed call (it cost read-heavy kernels most).
+        _flush.zero_() if FLUSH_BY_WRITING else _flush.max()
         # The GPU spins about 1 ms more while Python launches the call: host overhead up to that
         # stays out of the interval (this host takes ~0.1 ms to launch one Triton kernel).
         torch.cuda._sleep(SPIN_CYCLES)
@@ -183,6 +187,14 @@ def main_shape(report: Report, torchao) -> dict:
     r["rs"] = report.add("main", "triton quantize RS (pts given)", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=SEED, offset=OFFSET)), quantize_bytes(x), copy_gbps)
     report.add("main", "triton quantize RS, seed/offset tensors", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RS, seed=seed_t, offset=offset_t)), quantize_bytes(x), copy_gbps)
     report.add("main", "triton quantize RN, swizzled scales", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, swizzle=True)), quantize_bytes(x), copy_gbps)
+    global FLUSH_BY_WRITING
+    FLUSH_BY_WRITING = True
+    out = torch.empty_like(x)
+    report.add("main", "L2 evicted by writing (earlier runs): copy", time_us(lambda: out.copy_(x)), 2 * nbytes, copy_gbps)
+    report.add("main", "L2 evicted by writing (earlier runs): triton amax", time_us(lambda: triton_backend.amax(x)), nbytes, copy_gbps)
+    report.add("main", "L2 evicted by writing (earlier runs): triton quantize RN", time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)), quantize_bytes(x), copy_gbps)
+    FLUSH_BY_WRITING = False
+    del out
     floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
     for mode in (Mode.RN, Mode.RS):
         us = time_us(lambda: amax_quantize(x, mode))

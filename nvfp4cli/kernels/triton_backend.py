@@ -51,6 +51,14 @@ QUANTIZE_CONFIGS = {
     (Mode.RS, True): (128, 4, 2),
 }
 MIN_PROGRAMS = 1024
+# (blocks a tile, warps, tiles a program) of the one-launch amax+quantize's quantize programs
+# (each program takes a ticket: fewer, longer programs than the quantize kernel's); H200.
+AMAX_QUANTIZE_CONFIGS = {
+    (Mode.RN, False): (256, 4, 4),
+    (Mode.RS, False): (128, 4, 4),
+    (Mode.RN, True): (256, 4, 4),
+    (Mode.RS, True): (128, 4, 4),
+}
 MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
@@ -738,6 +746,20 @@ def _chunk_amax_bits(
     return best
 
 
+# The one-launch amax+quantize's counters in its int32 state, each on its own 128-byte line:
+# thousands of programs add to TICKETS and FINISHED while the waiting ones poll CHUNKS_DONE.
+TICKETS, CHUNKS_DONE, FINISHED, AMAX_BITS = (tl.constexpr(32 * i) for i in range(4))
+STATE_WORDS = 4 * 32
+
+
+@triton.jit
+def _pause(PTX: tl.constexpr):
+    """Sleep about a quarter microsecond on the GPU (a waiting program's poll, spaced out so that
+    it leaves the memory system to the amax programs); nothing in the interpreter."""
+    if PTX:
+        tl.inline_asm_elementwise("nanosleep.u32 256; mov.u32 $0, 0;", "=r,r", [tl.full([], 0, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _amax_quantize_kernel(
     words_ptr, elements_ptr, pts_ptr, amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
@@ -748,28 +770,28 @@ def _amax_quantize_kernel(
 ):
     """amax, the per-tensor scale (docs/format.md §2) and quantize in one launch: n_chunks
     programs reduce x's chunks into one amax, the other n_programs - n_chunks quantize with the
-    scale it gives. Each program takes the next ticket (state[0]) as it starts, so every amax
+    scale it gives. Each program takes the next ticket (TICKETS) as it starts, so every amax
     chunk belongs to a program that already runs and never waits: a quantize program waits
-    (state[1], chunks done) only for running programs, whatever the GPU schedules or keeps
+    (CHUNKS_DONE) only for running programs, whatever the GPU schedules or keeps
     resident, and in the interpreter's one-at-a-time order the chunks come first. The quantize
     programs take tiles from x's end, which the last amax chunks left in L2. The last program to
-    finish (state[2]) sets state back to zero for the next launch on this stream; state[3] holds
+    finish (FINISHED) sets state back to zero for the next launch on this stream; AMAX_BITS holds
     the amax bits. pts and amax (float32 0-d) are written by the first quantize program."""
-    ticket = tl.atomic_add(state_ptr, 1, sem="relaxed")
+    seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
+    ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed")
     if ticket < n_chunks:
         chunk_amax = _chunk_amax_bits(words_ptr, ticket, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES)
-        tl.atomic_max(state_ptr + 3, chunk_amax, sem="relaxed")
-        tl.atomic_add(state_ptr + 1, 1, sem="release")  # after the max, for the programs that read it
+        tl.atomic_max(state_ptr + AMAX_BITS, chunk_amax, sem="relaxed")
+        tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
     else:
-        while tl.load(state_ptr + 1, volatile=True) < n_chunks:
-            pass
-        amax = _magnitude_to_float(tl.atomic_max(state_ptr + 3, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
+        while tl.load(state_ptr + CHUNKS_DONE, volatile=True) < n_chunks:
+            _pause(PTX)
+        amax = _magnitude_to_float(tl.atomic_max(state_ptr + AMAX_BITS, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
         pts = tl.maximum(tl.div_rn(amax, PTS_DIVISOR_F32), PTS_FLOOR_F32, propagate_nan=tl.PropagateNan.ALL)
         job = ticket - n_chunks
         if job == 0:
             tl.store(pts_ptr, pts)
             tl.store(amax_ptr, amax)
-        seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
         _quantize_tiles(
             words_ptr, elements_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
             n_blocks, scale_cols, unit_stride, (n_programs - n_chunks - 1 - job) * TILES,
@@ -777,11 +799,11 @@ def _amax_quantize_kernel(
             TILES, PTX,
         )
     # Relaxed: every read of state this program made has returned before this point.
-    if tl.atomic_add(state_ptr + 2, 1, sem="relaxed") == n_programs - 1:
-        tl.atomic_xchg(state_ptr, 0, sem="relaxed")
-        tl.atomic_xchg(state_ptr + 1, 0, sem="relaxed")
-        tl.atomic_xchg(state_ptr + 2, 0, sem="relaxed")
-        tl.atomic_xchg(state_ptr + 3, 0, sem="relaxed")
+    if tl.atomic_add(state_ptr + FINISHED, 1, sem="relaxed") == n_programs - 1:
+        tl.atomic_xchg(state_ptr + TICKETS, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + CHUNKS_DONE, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + FINISHED, 0, sem="relaxed")
+        tl.atomic_xchg(state_ptr + AMAX_BITS, 0, sem="relaxed")
 
 
 @triton.jit
@@ -1027,7 +1049,7 @@ def quantize(
 
 
 class _AmaxQuantizeState(threading.local):
-    """The zeroed int32[4] each _amax_quantize_kernel launch counts in, one per device and
+    """The zeroed int32[STATE_WORDS] each _amax_quantize_kernel launch counts in, one per device and
     stream (launches on one stream run one after another; the kernel zeroes it as it ends), kept
     per thread so that threads on one stream never share one."""
 
@@ -1036,10 +1058,10 @@ class _AmaxQuantizeState(threading.local):
 
     def get(self, device: torch.device) -> torch.Tensor:
         if device.type != "cuda":  # the interpreter: a fresh one costs nothing there
-            return torch.zeros(4, dtype=torch.int32, device=device)
+            return torch.zeros(STATE_WORDS, dtype=torch.int32, device=device)
         key = (device, torch.cuda.current_stream(device).cuda_stream)
         if key not in self.states:
-            self.states[key] = torch.zeros(4, dtype=torch.int32, device=device)
+            self.states[key] = torch.zeros(STATE_WORDS, dtype=torch.int32, device=device)
         return self.states[key]
 
 
@@ -1084,7 +1106,7 @@ def quantize_amax(
         return packed, scales, pts, amax_value
     stochastic = Mode(mode) is Mode.RS
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, block_2d)]
+    blocks_a_tile, warps, tiles = AMAX_QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, block_2d)]
     n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if block_2d else triton.cdiv(n_blocks, blocks_a_tile)
     if n_tiles < MIN_PROGRAMS * tiles:
         tiles = 1
