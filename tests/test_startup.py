@@ -65,6 +65,7 @@ def test_the_package_loads_its_names_on_first_use():
         import sys
         import nvfp4cli
         assert "torch" not in sys.modules, "import nvfp4cli loaded torch"
+        assert nvfp4cli.names.MODES and "torch" not in sys.modules  # a submodule loads on first use too
         from nvfp4cli import api, errors, format
         assert nvfp4cli.quantize is api.quantize and nvfp4cli.Mode is format.Mode
         assert nvfp4cli.DataError is errors.DataError and {"quantize", "Mode", "__version__"} <= set(dir(nvfp4cli))
