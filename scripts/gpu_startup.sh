@@ -5,6 +5,7 @@
 # NVFP4_TIMING=1 makes quantize --json report its phases (nvfp4cli/commands/timing.py).
 #
 #     bash scripts/gpu_startup.sh "$OUT"      # from the repository root; logs under $OUT
+#     bash scripts/gpu_startup.sh "$OUT" big  # and a 3.5 GB Llama-3-8B-shaped checkpoint x2 (+1 minute)
 #
 # The Triton cache check: the warm runs and two RS seeds must add no kernel to the cache (a value
 # that changes per run or per tensor specialised into a kernel would compile it again).
@@ -18,12 +19,13 @@ rm -rf "$TRITON_CACHE_DIR" /tmp/nvfp4_startup_out
 TIMEFORMAT="%R s wall"
 step() { echo; echo "== $*"; }
 kernels() { find "$TRITON_CACHE_DIR" -name '*.json' ! -name '__grp__*' 2>/dev/null | wc -l; }
-quantize() {  # one timed run; prints its phases (s) and the time to the first kernel
-  time (NVFP4_TIMING=1 python3 -m nvfp4cli quantize sample_ckpts/tiny-llama -o /tmp/nvfp4_startup_out --force --device "$device" --json "$@" > "$out/quantize.json")
+quantize() {  # one timed run of $model; prints its phases (s), the time to the first kernel, the conversion
+  time (NVFP4_TIMING=1 python3 -m nvfp4cli quantize "$model" -o /tmp/nvfp4_startup_out --force --device "$device" --json "$@" > "$out/quantize.json")
   python3 -c 'import json, sys
-t = json.load(open(sys.argv[1]))["timing"]
+r = json.load(open(sys.argv[1])); t = r["timing"]
 first = sum(v for k, v in t.items() if k not in ("run_s", "total_s"))
-print(" ".join(f"{k}={v:.3f}" for k, v in t.items()), f"| to the first kernel {first:.3f} s" if "first_kernel_s" in t else "")' "$out/quantize.json"
+print(" ".join(f"{k}={v:.3f}" for k, v in t.items()), f"| to the first kernel {first:.3f} s" if "first_kernel_s" in t else "")
+print(f"conversion {r['"'"'seconds'"'"']:.3f} s of {r['"'"'bytes_in'"'"'] / 1e9:.3f} GB in")' "$out/quantize.json"
   echo "Triton kernels in the cache: $(kernels)"
 }
 
@@ -46,6 +48,7 @@ if torch.cuda.is_available(): torch.zeros(1, device="cuda"); torch.cuda.synchron
 t2 = time.perf_counter(); import triton; t3 = time.perf_counter()
 print(f"import torch {t1 - t0:.3f} s, CUDA context {t2 - t1:.3f} s, import triton {t3 - t2:.3f} s")'
 
+model=sample_ckpts/tiny-llama
 step "quantize --device $device tiny-llama: run 1 with an empty Triton cache, runs 2-4 warm"
 for i in 1 2 3 4; do quantize; done
 
@@ -57,3 +60,11 @@ step "the same run's import tree (largest 8 under nvfp4cli)"
 NVFP4_TIMING=1 python3 -X importtime -m nvfp4cli quantize sample_ckpts/tiny-llama -o /tmp/nvfp4_startup_out --force --device "$device" --json 2> "$out/importtime_quantize.txt" > /dev/null
 grep -E '\| +nvfp4cli' "$out/importtime_quantize.txt" | sort -t'|' -k2 -n | tail -8
 python3 -c 'import sys; print("heavy modules:", sorted({l.rsplit("|", 1)[1].strip().split(".")[0] for l in open(sys.argv[1]) if "|" in l} & {"triton", "transformers", "torchao", "compressed_tensors"}))' "$out/importtime_quantize.txt"
+
+if [ "${2:-}" = big ]; then
+  step "a 3.5 GB Llama-3-8B-shaped checkpoint (8 layers, no embeddings) in the page cache: quantize x2"
+  model=/tmp/llama8b
+  python3 scripts/bench_convert.py make "$model" --hidden 4096 --intermediate 14336 --layers 8 --heads 32 --kv-heads 8 --vocab 0 --device "$device"
+  cat "$model"/*.safetensors > /dev/null
+  for i in 1 2; do quantize; done
+fi
