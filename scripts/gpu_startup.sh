@@ -21,11 +21,14 @@ step() { echo; echo "== $*"; }
 kernels() { find "$TRITON_CACHE_DIR" -name '*.json' ! -name '__grp__*' 2>/dev/null | wc -l; }
 quantize() {  # one timed run of $model; prints its phases (s), the time to the first kernel, the conversion
   time (NVFP4_TIMING=1 python3 -m nvfp4cli quantize "$model" -o /tmp/nvfp4_startup_out --force --device "$device" --json "$@" > "$out/quantize.json")
-  python3 -c 'import json, sys
-r = json.load(open(sys.argv[1])); t = r["timing"]
-first = sum(v for k, v in t.items() if k not in ("run_s", "total_s"))
-print(" ".join(f"{k}={v:.3f}" for k, v in t.items()), f"| to the first kernel {first:.3f} s" if "first_kernel_s" in t else "")
-print(f"conversion {r['"'"'seconds'"'"']:.3f} s of {r['"'"'bytes_in'"'"'] / 1e9:.3f} GB in")' "$out/quantize.json"
+  python3 - "$out/quantize.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+phases = report["timing"]
+first = sum(seconds for phase, seconds in phases.items() if phase not in ("run_s", "total_s"))
+print(" ".join(f"{phase}={seconds:.3f}" for phase, seconds in phases.items()), f"| to the first kernel {first:.3f} s" if "first_kernel_s" in phases else "")
+print(f"conversion {report['seconds']:.3f} s of {report['bytes_in'] / 1e9:.3f} GB in")
+PY
   echo "Triton kernels in the cache: $(kernels)"
 }
 
