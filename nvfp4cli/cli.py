@@ -58,11 +58,11 @@ app.command("convert")(convert_command.convert)
 
 
 def main() -> None:
-    """`python -m nvfp4cli`: the app, then an exit that skips the interpreter's teardown.
+    """The `nvfp4` script and `python -m nvfp4cli`: the app, then an exit without the teardown.
 
     When a command returns, its outputs are closed and renamed into place; a normal exit would then
-    free torch's modules and objects one by one (0.3-0.4 s here, more with a CUDA context) for
-    nothing. Exit handlers still run; with a thread still working the exit is the normal one."""
+    free torch's modules and objects one by one (0.3-0.4 s on the 2-core dev machine) for nothing.
+    Exit handlers still run; with a thread still working the exit is the normal one."""
     try:
         app(prog_name="nvfp4")
         code = 0
