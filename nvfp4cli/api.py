@@ -119,6 +119,37 @@ def _read_later(value: torch.Tensor):
     return read
 
 
+class _HostAmax(threading.local):
+    """Per thread and device: an int32 in page-locked memory that the one-launch amax+quantize
+    writes amax's bits into as soon as it knows them, and a numpy view the host polls."""
+
+    def __init__(self):
+        self.slots: dict[torch.device, tuple[torch.Tensor, object]] = {}
+
+    def get(self, device: torch.device) -> tuple[torch.Tensor, object]:
+        if device not in self.slots:
+            slot = torch.empty(1, dtype=torch.int32, pin_memory=device.type == "cuda")
+            self.slots[device] = (slot, slot.numpy())
+        return self.slots[device]
+
+
+_host_amax = _HostAmax()
+_NOT_WRITTEN = -1  # no float32's bits once the sign is cleared, as amax's is
+
+
+def _amax_when_written(view, amax: torch.Tensor) -> float:
+    """amax's value from the host slot, as soon as the kernel has written it (on a GPU that is
+    while its quantize programs still run); once the stream has drained without it (the write
+    not yet visible to the host), from amax itself."""
+    stream = torch.cuda.current_stream(amax.device) if amax.device.type == "cuda" else None
+    polls = 0
+    while view[0] == _NOT_WRITTEN:
+        polls += 1
+        if stream is None or (polls % 64 == 0 and stream.query()):
+            return float(amax)
+    return float(view.view("float32")[0])
+
+
 def _check_counter(name: str, value, device: torch.device) -> torch.Tensor | int:
     if isinstance(value, torch.Tensor):
         if value.dim() != 0 or value.dtype != torch.int64:
@@ -245,9 +276,13 @@ def quantize(
     x = x.contiguous()
     options = dict(mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d)
     if per_tensor_scale is None:  # amax, scale and quantize: one launch on the Triton backend
-        packed, scales, pts, amax = kernels.quantize_amax(x, **options)
+        slot = view = None
         if check_finite:
-            raise_if_not_finite(x, amax)
+            slot, view = _host_amax.get(x.device)
+            view[0] = _NOT_WRITTEN
+        packed, scales, pts, amax = kernels.quantize_amax(x, **options, host_amax=slot)
+        if check_finite:  # the GPU never waits for the host's check
+            raise_if_not_finite(x, _amax_when_written(view, amax))
     else:
         pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=check_finite)
         if check_finite:

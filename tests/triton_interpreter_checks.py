@@ -469,3 +469,16 @@ def test_one_launch_amax_quantize_resets_its_state_for_the_next_launch(monkeypat
     second = triton_backend.quantize_amax(x * 2, mode=Mode.RS, seed=SEED, offset=OFFSET)
     assert torch.equal(second[3], first[3] * 2)
     assert not state.any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_amax_windows_over_several_programs_and_tiles(monkeypatch, dtype):
+    # 64-word tiles, 4 a program: 19 (16-bit) or 37 (fp32) programs sweep windows of tiles from the end;
+    # the largest value sits in each place of a window in turn.
+    monkeypatch.setattr(triton_backend, "AMAX_WORDS", 64)
+    monkeypatch.setattr(triton_backend, "AMAX_TILES", 4)
+    x = torch.randn(9400, generator=torch.Generator().manual_seed(4)).to(dtype)
+    for index in (0, 63, 64 * 37, 9400 - 1, 5000):
+        y = x.clone()
+        y[index] = 1e4
+        assert torch.equal(triton_backend.amax(y), reference.amax(y))

@@ -67,9 +67,12 @@ class Backend(Protocol):
         scale_rule: str = "max",
         hadamard: bool = False,
         block_2d: bool = False,
+        host_amax: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """quantize with the per-tensor scale from amax(x) (of rht(x) with hadamard), docs/format.md
-        §2: (packed, scales, per_tensor_scale float32 0-d, amax float32 0-d)."""
+        §2: (packed, scales, per_tensor_scale float32 0-d, amax float32 0-d). host_amax: an int32
+        [1] in host memory that receives amax's float32 bits as soon as they are known (before
+        the quantize has finished, on a GPU); the caller sets it to -1 first."""
         ...
 
     def quantize_rowcol(

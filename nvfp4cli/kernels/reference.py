@@ -251,10 +251,13 @@ def quantize_amax(
     scale_rule: str = "max",
     hadamard: bool = False,
     block_2d: bool = False,
+    host_amax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize with the per-tensor scale from x's amax (of rht(x) with hadamard): (packed,
-    scales, per_tensor_scale, amax)."""
+    scales, per_tensor_scale, amax); host_amax (int32 [1] on the host) receives amax's float32 bits."""
     amax_value = amax(x, hadamard=hadamard)
+    if host_amax is not None:
+        host_amax.copy_(amax_value.view(torch.int32).reshape(1))
     pts = per_tensor_scale_from_amax(amax_value)
     packed, scales = quantize(
         x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d

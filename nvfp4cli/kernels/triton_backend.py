@@ -41,11 +41,10 @@ from triton.runtime.interpreter import InterpretedFunction
 from ..format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, SCALE_RULES, Mode, per_tensor_scale_from_amax, swizzled_shape
 from . import HADAMARD_SIGNS
 
-# (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), RN and RS
-# tuned on an H100 (docs/benchmarks.md), the 2-D tiles (block_2d, rowcol: 16 rows x blocks/16
-# block columns) on an H200. Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
+# (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), tuned on an
+# H200 (docs/benchmarks.md; 2-D tiles, for block_2d and rowcol, are 16 rows x blocks/16 block columns). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
 QUANTIZE_CONFIGS = {
-    (Mode.RN, False): (256, 4, 1),
+    (Mode.RN, False): (256, 4, 2),
     (Mode.RS, False): (128, 4, 2),
     (Mode.RN, True): (256, 4, 1),
     (Mode.RS, True): (128, 4, 2),
@@ -54,7 +53,7 @@ MIN_PROGRAMS = 1024
 # (blocks a tile, warps, tiles a program) of the one-launch amax+quantize's quantize programs
 # (each program takes a ticket: fewer, longer programs than the quantize kernel's); H200.
 AMAX_QUANTIZE_CONFIGS = {
-    (Mode.RN, False): (256, 4, 4),
+    (Mode.RN, False): (256, 4, 2),
     (Mode.RS, False): (128, 4, 4),
     (Mode.RN, True): (256, 4, 4),
     (Mode.RS, True): (128, 4, 4),
@@ -107,14 +106,16 @@ def _word_magnitudes(words_ptr, tile, n_words, PAIRED: tl.constexpr, WORDS: tl.c
 
 @triton.jit
 def _amax_partial_kernel(words_ptr, partial_ptr, n_words, PAIRED: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr):
-    # Programs walk the tensor from its end, so that the quantize pass, which starts at its
-    # beginning, finds the most recently read part still in L2. The next tile is loaded before
-    # the current one is reduced, to keep two tiles in flight.
-    first = (tl.num_programs(0) - 1 - tl.program_id(0)) * TILES
-    low, high = _word_magnitudes(words_ptr, first, n_words, PAIRED, WORDS)
+    # Step s of every program reads one window of consecutive tiles (program p: tile s * P + p),
+    # so the programs sweep the tensor together: DRAM pages stay open, where each program
+    # streaming its own region spread the reads over the whole tensor. The windows run from the
+    # end, so the quantize pass, which starts at the beginning, finds it still in L2. The next
+    # tile is loaded before the current one is reduced, to keep two in flight.
+    programs = tl.num_programs(0)
+    low, high = _word_magnitudes(words_ptr, (TILES - 1) * programs + tl.program_id(0), n_words, PAIRED, WORDS)
     best_low, best_high = low, high
     for step in range(1, TILES):
-        next_low, next_high = _word_magnitudes(words_ptr, first + step, n_words, PAIRED, WORDS)
+        next_low, next_high = _word_magnitudes(words_ptr, (TILES - 1 - step) * programs + tl.program_id(0), n_words, PAIRED, WORDS)
         best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
         low, high = next_low, next_high
     best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
@@ -640,14 +641,33 @@ def _quantize_blocks(
 
 
 @triton.jit
+def _program_end(n_blocks, first, BLOCKS: tl.constexpr, TILES: tl.constexpr, TILED: tl.constexpr):
+    """The end of a program's blocks (1-D tiles; 2-D tiles are masked by _tile_blocks)."""
+    if TILED:
+        end = n_blocks
+    else:
+        end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)
+    return end
+
+
+@triton.jit
+def _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, TILED: tl.constexpr):
+    """The blocks, mask and words of a program's first tile (tile `first`), for _quantize_tiles."""
+    end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
+    blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED)
+    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
+    return blocks, mask, w0, w1, w2, w3
+
+
+@triton.jit
 def _quantize_tiles(
     words_ptr, elements_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
-    n_blocks, scale_cols, unit_stride, first,
+    n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
     SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PTX: tl.constexpr,
 ):
-    """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x (of rht(x) with HADAMARD; 16x16-tile
+    """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x, the first one's words loaded (_first_tile); of rht(x) with HADAMARD; 16x16-tile
     scales with BLOCK_2D, which needs TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS
     (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd with
     COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
@@ -656,12 +676,7 @@ def _quantize_tiles(
     inv_pts = tl.div_rn(1.0, pts)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
-    if TILED:
-        end = n_blocks
-    else:
-        end = tl.minimum(n_blocks, tl.cast(first + TILES, tl.int64) * BLOCKS)  # this program's blocks
-    blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED)
-    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
+    end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
         next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED)
@@ -705,9 +720,11 @@ def _quantize_kernel(
 ):
     """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
+    first = tl.program_id(0) * TILES
+    blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED)
     _quantize_tiles(
         words_ptr, elements_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
-        col_scales_ptr, n_blocks, scale_cols, unit_stride, tl.program_id(0) * TILES,
+        col_scales_ptr, n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
         INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, HADAMARD, TILED, BLOCK_2D, COLUMNS, COL_HADAMARD, SIGN_MASK, BLOCKS,
         TILES, PTX,
     )
@@ -715,28 +732,29 @@ def _quantize_kernel(
 
 @triton.jit
 def _chunk_amax_bits(
-    words_ptr, chunk, n_blocks, n_words, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
-    BLOCKS: tl.constexpr, CHUNK_TILES: tl.constexpr,
+    words_ptr, chunk, n_chunks, n_blocks, n_words, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr,
+    SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, CHUNK_TILES: tl.constexpr,
 ):
     """max |.| bits of chunk `chunk` of x, CHUNK_TILES tiles of BLOCKS blocks: the magnitude bits
     of x's elements (int32; see _word_magnitudes), or with HADAMARD the float32 bits of rht(x)'s.
-    Two tiles are in flight; a tile of words is loaded in two halves, so that the two tiles and
-    the running maxima stay within the quantize branch's registers."""
+    Step s reads tile s * n_chunks + chunk: the chunks sweep x together, front to back (see
+    _amax_partial_kernel). Two tiles are in flight; a tile of words is loaded in two halves, so
+    that the two tiles and the running maxima stay within the quantize branch's registers."""
     PAIRED: tl.constexpr = INPUT_KIND != 2
     if HADAMARD:
         best = tl.zeros((), tl.int32)
         for step in tl.range(CHUNK_TILES, num_stages=1):
-            blocks, mask = _tile_blocks(chunk * CHUNK_TILES + step, n_blocks, 0, 1, BLOCKS, False)
+            blocks, mask = _tile_blocks(step * n_chunks + chunk, n_blocks, 0, 1, BLOCKS, False)
             w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
             c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK)
             best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
     else:
         WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
-        first = chunk * CHUNK_TILES * 2
-        low, high = _word_magnitudes(words_ptr, first, n_words, PAIRED, WORDS)
+        halves = 2 * n_chunks  # step s reads half-tiles s * halves + 2 chunk and the next one
+        low, high = _word_magnitudes(words_ptr, 2 * chunk, n_words, PAIRED, WORDS)
         best_low, best_high = low, high
         for step in tl.range(1, CHUNK_TILES * 2, num_stages=1):
-            next_low, next_high = _word_magnitudes(words_ptr, first + step, n_words, PAIRED, WORDS)
+            next_low, next_high = _word_magnitudes(words_ptr, step // 2 * halves + 2 * chunk + step % 2, n_words, PAIRED, WORDS)
             best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
             low, high = next_low, next_high
         best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
@@ -762,11 +780,11 @@ def _pause(PTX: tl.constexpr):
 
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _amax_quantize_kernel(
-    words_ptr, elements_ptr, pts_ptr, amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
+    words_ptr, elements_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
     n_blocks, scale_cols, unit_stride, n_words, n_chunks, n_programs,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
     SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr,
-    BLOCKS: tl.constexpr, TILES: tl.constexpr, CHUNK_TILES: tl.constexpr, PTX: tl.constexpr,
+    BLOCKS: tl.constexpr, TILES: tl.constexpr, CHUNK_TILES: tl.constexpr, NOTIFY_HOST: tl.constexpr, PTX: tl.constexpr,
 ):
     """amax, the per-tensor scale (docs/format.md §2) and quantize in one launch: n_chunks
     programs reduce x's chunks into one amax, the other n_programs - n_chunks quantize with the
@@ -776,25 +794,32 @@ def _amax_quantize_kernel(
     resident, and in the interpreter's one-at-a-time order the chunks come first. The quantize
     programs take tiles from x's end, which the last amax chunks left in L2. The last program to
     finish (FINISHED) sets state back to zero for the next launch on this stream; AMAX_BITS holds
-    the amax bits. pts and amax (float32 0-d) are written by the first quantize program."""
+    the amax bits. pts and amax (float32 0-d) are written by the first quantize program, and with
+    NOTIFY_HOST the amax bits to host_amax_ptr (page-locked host memory), so that the host can
+    check them while the quantize programs still run."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed")
     if ticket < n_chunks:
-        chunk_amax = _chunk_amax_bits(words_ptr, ticket, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES)
+        chunk_amax = _chunk_amax_bits(words_ptr, ticket, n_chunks, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES)
         tl.atomic_max(state_ptr + AMAX_BITS, chunk_amax, sem="relaxed")
         tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
     else:
+        job = ticket - n_chunks
+        first = (n_programs - n_chunks - 1 - job) * TILES
+        # The first tile's words do not depend on the amax: they load while the program waits.
+        blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D)
         while tl.load(state_ptr + CHUNKS_DONE, volatile=True) < n_chunks:
             _pause(PTX)
         amax = _magnitude_to_float(tl.atomic_max(state_ptr + AMAX_BITS, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
         pts = tl.maximum(tl.div_rn(amax, PTS_DIVISOR_F32), PTS_FLOOR_F32, propagate_nan=tl.PropagateNan.ALL)
-        job = ticket - n_chunks
         if job == 0:
             tl.store(pts_ptr, pts)
             tl.store(amax_ptr, amax)
+            if NOTIFY_HOST:
+                tl.store(host_amax_ptr, amax.to(tl.int32, bitcast=True))
         _quantize_tiles(
             words_ptr, elements_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
-            n_blocks, scale_cols, unit_stride, (n_programs - n_chunks - 1 - job) * TILES,
+            n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
             INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
             TILES, PTX,
         )
@@ -1091,10 +1116,12 @@ def quantize_amax(
     scale_rule: str = "max",
     hadamard: bool = False,
     block_2d: bool = False,
+    host_amax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize with the per-tensor scale from x's amax (of rht(x) with hadamard): (packed,
     scales, per_tensor_scale, amax), amax, scale and quantize in one launch (_amax_quantize_kernel)
-    but where a CUDA graph is being captured (the launch counts in a per-stream state)."""
+    but where a CUDA graph is being captured (the launch counts in a per-stream state).
+    host_amax (int32 [1], page-locked) receives amax's float32 bits once the amax is known."""
     n_blocks = x.numel() // BLOCK_SIZE
     capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if n_blocks == 0 or capturing:
@@ -1103,6 +1130,8 @@ def quantize_amax(
         packed, scales = quantize(
             x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
         )
+        if host_amax is not None:
+            host_amax.copy_(amax_value.view(torch.int32).reshape(1))
         return packed, scales, pts, amax_value
     stochastic = Mode(mode) is Mode.RS
     scale_cols = x.shape[-1] // BLOCK_SIZE
@@ -1112,7 +1141,7 @@ def quantize_amax(
         tiles = 1
     amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)
     chunk_tiles = _chunk_tiles(amax_tiles, x.device)
-    n_chunks = triton.cdiv(amax_tiles, chunk_tiles)
+    n_chunks = triton.cdiv(amax_tiles, chunk_tiles)  # the last step's window may run past x's end
     n_programs = n_chunks + triton.cdiv(n_tiles, tiles)
     packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
     scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
@@ -1120,11 +1149,13 @@ def quantize_amax(
     amax_value = torch.empty((), dtype=torch.float32, device=x.device)
     words = _words(x)
     _amax_quantize_kernel[(n_programs,)](
-        words, _elements_view(x), pts, amax_value, _amax_quantize_state.get(x.device), 0 if seed is None else seed, offset,
+        words, _elements_view(x), pts, amax_value, amax_value if host_amax is None else host_amax, _amax_quantize_state.get(x.device),
+        0 if seed is None else seed, offset,
         packed, scales, n_blocks, scale_cols, 1, words.numel(), n_chunks, n_programs,
         INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=stochastic, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
         OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
-        BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles, PTX=_PTX,
+        BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles,
+        NOTIFY_HOST=host_amax is not None, PTX=_PTX,
         num_warps=warps, **_compile_options(scale_rule),
     )
     k = x.shape[-1]
