@@ -772,10 +772,17 @@ STATE_WORDS = 4 * 32
 
 @triton.jit
 def _pause(PTX: tl.constexpr):
-    """Sleep about a quarter microsecond on the GPU (a waiting program's poll, spaced out so that
-    it leaves the memory system to the amax programs); nothing in the interpreter."""
+    """Sleep about a tenth of a microsecond on the GPU (a waiting program's poll, spaced out so
+    that it leaves the memory system to the amax programs); nothing in the interpreter."""
     if PTX:
-        tl.inline_asm_elementwise("nanosleep.u32 256; mov.u32 $0, 0;", "=r,r", [tl.full([], 0, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+        tl.inline_asm_elementwise("nanosleep.u32 128; mov.u32 $0, 0;", "=r,r", [tl.full([], 0, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _fence_system(PTX: tl.constexpr):
+    """Make this thread's earlier stores visible to the host (__threadfence_system)."""
+    if PTX:
+        tl.inline_asm_elementwise("fence.sc.sys; mov.u32 $0, 0;", "=r,r", [tl.full([], 0, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
@@ -817,6 +824,7 @@ def _amax_quantize_kernel(
             tl.store(amax_ptr, amax)
             if NOTIFY_HOST:
                 tl.store(host_amax_ptr, amax.to(tl.int32, bitcast=True))
+                _fence_system(PTX)  # push the store to the host now, not at the kernel's end
         _quantize_tiles(
             words_ptr, elements_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
             n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
