@@ -260,6 +260,24 @@ def tune(report: Report, copy_gbps: float) -> None:
             report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same, **{"x two-pass floor": round(us / floor_us, 3)})
 
 
+# 1024x1024 one-launch variants: (quantize (blocks a tile, warps, tiles), tiles an amax chunk; None: the default rule)
+SMALL_VARIANTS = [((256, 4, 2), None), ((256, 4, 1), 2), ((256, 4, 1), 4), ((512, 4, 1), None), ((512, 8, 1), None), ((512, 4, 1), 2), ((1024, 8, 1), 2)]
+
+
+def small_tune(report: Report, copy_gbps: float) -> None:
+    """The launch-bound 1024x1024 amax+quantize (goal <= 8 us): fewer, larger programs."""
+    x = make_input((1024, 1024))
+    want = amax_quantize(x, Mode.RN)
+    for config, chunk_tiles in SMALL_VARIANTS:
+        chunks = triton_backend._chunk_tiles if chunk_tiles is None else (lambda n_tiles, device, c=chunk_tiles: c)
+        with settings(triton_backend, AMAX_QUANTIZE_CONFIGS={**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}, MIN_PROGRAMS=1, _chunk_tiles=chunks):
+            got = amax_quantize(x, Mode.RN)
+            same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:3], want[:3]))
+            us = time_us(lambda: amax_quantize(x, Mode.RN))
+        name = f"1024x1024 one launch RN blocks={config[0]} warps={config[1]} tiles={config[2]} chunk={chunk_tiles or 'rule'}"
+        report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same)
+
+
 def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -> None:
     for shape in SWEEP_SHAPES + SKINNY_SHAPES:
         x = make_input(shape)
@@ -372,7 +390,7 @@ def training(report: Report, peers: bool) -> dict:
     return r
 
 
-TILE_TUNE = [(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)]  # (blocks a 2-D tile, warps)
+TILE_TUNE = [(64, 2, 1), (128, 4, 1), (128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 8, 1), (512, 8, 1)]  # (blocks a 2-D tile, warps, tiles a program)
 
 
 def tile_tune(report: Report, copy_gbps: float) -> None:
@@ -386,15 +404,15 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
         else:
             run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
         want = run()
-        for blocks, warps in TILE_TUNE:
-            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, True): (blocks, warps, 1)}):
+        for blocks, warps, tiles in TILE_TUNE:
+            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, True): (blocks, warps, tiles)}):
                 got = run()
                 same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
                 us = time_us(run)
-            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} blocks={blocks} warps={warps}"
+            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} blocks={blocks} warps={warps} tiles={tiles}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
     want = triton_backend.amax_rowcol(x, col_hadamard=True)
-    for blocks, warps in TILE_TUNE:
+    for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
         with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
             same = all(torch.equal(a, b) for a, b in zip(triton_backend.amax_rowcol(x, col_hadamard=True), want))
             us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
@@ -445,6 +463,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--small", action="store_true", help="1024x1024 one-launch variants alone (also part of --tune)")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
@@ -472,6 +491,8 @@ def main() -> None:
     print(json.dumps(summary), flush=True)
     if args.tune:
         tune(report, r["copy_gbps"])
+    if args.tune or args.small:
+        small_tune(report, r["copy_gbps"])
     if args.sweep:
         sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None, not args.no_sweep_peers)
     if args.rules:
