@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
+from . import names
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode, dequantize_blocks, per_tensor_scale_from_amax, swizzle_scales
 from .kernels import HADAMARD_SIGNS, get_backend, resolve_backend
 from .rng import SEED_LIMIT
 
 # Input dtypes, by the short names the CLI takes (bench --dtype, dequantize --dtype).
-FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+FLOAT_DTYPES = dict(zip(names.FLOAT_DTYPES, (torch.bfloat16, torch.float16, torch.float32), strict=True))
 SUPPORTED_DTYPES = tuple(FLOAT_DTYPES.values())
 
 

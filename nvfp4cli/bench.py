@@ -42,11 +42,11 @@ from .format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, Mode, dequantize_blocks,
 from .kernels import BACKENDS, get_backend, triton_usable
 from .kernels import reference as reference_backend
 from .metrics import code_agreement, sqnr_db
+from .names import BENCH_CONTENDERS as CONTENDERS  # the backends, then the peers
+from .names import BENCH_OPS as OPS
+from .names import BENCH_PEERS as PEERS
 
-PEERS = ("torchao", "torchao-compile", "compressed-tensors", "plain-compile")
-OPS = ("quantize", "rowcol", "rht")
 PEER_LABELS = {"plain-compile": "torch.compile(plain PyTorch)"}
-CONTENDERS = (*BACKENDS, *PEERS)
 DTYPE_NAMES = {dtype: name for name, dtype in api.FLOAT_DTYPES.items()}
 # Per device type: default shape, warm-up calls, timed calls. A 2-core CPU runs the reference
 # at about 0.1 GB/s, so its defaults stay small enough to finish in seconds.

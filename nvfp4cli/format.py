@@ -6,6 +6,8 @@ from enum import Enum
 
 import torch
 
+from . import names
+
 BLOCK_SIZE = 16  # elements per FP8 block scale
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
@@ -13,9 +15,7 @@ E4M3_MIN_NORMAL = 2.0**-6  # block scales are clamped to [2^-6, 448]: always E4M
 PTS_DIVISOR = E4M3_MAX * E2M1_MAX  # 2688: per-tensor scale = amax / 2688
 PTS_FLOOR = 2.0**-120  # keeps 1/pts and the block-scale ratio finite for all-zero tensors
 SIGN_BIT = 8
-# How each block's E4M3 scale is chosen (docs/format.md §4): max maps the block max to
-# 6 (torchao's rule); 4over6 and mse pick among candidate scales by lowest squared RN error.
-SCALE_RULES = ("max", "4over6", "mse")
+SCALE_RULES = names.SCALE_RULES  # how each block's E4M3 scale is chosen (docs/format.md §4)
 
 # Magnitudes of E2M1 codes 0..7; codes 8..15 are their negatives (code 8 is -0.0).
 E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -24,8 +24,7 @@ E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 class Mode(str, Enum):
     """Element rounding: round-to-nearest-even or stochastic rounding."""
 
-    RN = "rn"
-    RS = "rs"
+    RN, RS = names.MODES  # "rn", "rs", written in names.py, which the CLI reads without torch
 
 
 def e2m1_values(device: torch.device | str = "cpu") -> torch.Tensor:

@@ -25,8 +25,7 @@ from .format import BLOCK_SIZE
 from .formats import compressed_tensors, modelopt
 from .io import CONFIG_NAME, Checkpoint, open_checkpoint, read_json
 from .modules import default_skip_reason, fused_group_key
-
-TARGETS = ("vllm", "transformers", "trtllm")
+from .names import VERIFY_TARGETS as TARGETS
 CHECKS = ("format", "tensors", "fused", "config", "target")
 COMPRESSED_TENSORS_FORMAT, MODELOPT_FORMAT = compressed_tensors.NAME, modelopt.NAME
 CT_FORMAT_NAME = compressed_tensors.FORMAT_NAME

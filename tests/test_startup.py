@@ -80,20 +80,59 @@ def test_the_package_loads_its_names_on_first_use():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_the_cli_choices_are_the_cores():
-    from nvfp4cli import bench, formats, kernels, names, rng, verify
-    from nvfp4cli.api import FLOAT_DTYPES
-    from nvfp4cli.format import SCALE_RULES, Mode
+def test_names_is_a_leaf_module():
+    """Core modules import names.py, and `--help` reads it: it must load nothing but itself."""
+    script = "import sys, nvfp4cli; before = set(sys.modules); import nvfp4cli.names; print(sorted(set(sys.modules) - before))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['nvfp4cli.names']"
 
-    assert names.MODES == tuple(mode.value for mode in Mode)
-    assert names.SCALE_RULES == tuple(SCALE_RULES)
-    assert names.SEED_LIMIT == rng.SEED_LIMIT
-    assert names.BACKENDS == tuple(kernels.BACKENDS)
-    assert names.OUTPUT_FORMATS == tuple(formats.OUTPUT_FORMATS)
-    assert names.FLOAT_DTYPES == tuple(FLOAT_DTYPES)
-    assert names.VERIFY_TARGETS == tuple(verify.TARGETS)
-    assert names.BENCH_OPS == tuple(bench.OPS)
-    assert names.BENCH_CONTENDERS == tuple(bench.CONTENDERS)
+
+def cli_option(command: str, flag: str):
+    """The Click parameter Typer builds for `nvfp4 COMMAND FLAG`."""
+    import typer.main
+
+    from nvfp4cli.cli import app
+
+    (param,) = [param for param in typer.main.get_command(app).commands[command].params if flag in param.opts]
+    return param
+
+
+def offered(command: str, flag: str) -> tuple[str, ...]:
+    """The values a choice option accepts: those of the Enum its default is a member of."""
+    return tuple(member.value for member in type(cli_option(command, flag).default))
+
+
+def test_each_closed_set_is_written_once_and_the_cli_offers_the_cores():
+    import torch
+
+    from nvfp4cli import api, bench, format, formats, kernels, names, rng, verify
+
+    # The core takes its constants from names.py: the same objects, not copies that could drift.
+    assert format.SCALE_RULES is names.SCALE_RULES and kernels.BACKENDS is names.BACKENDS
+    assert verify.TARGETS is names.VERIFY_TARGETS and rng.SEED_LIMIT is names.SEED_LIMIT
+    assert (bench.OPS, bench.PEERS, bench.CONTENDERS) == (names.BENCH_OPS, names.BENCH_PEERS, names.BENCH_CONTENDERS)
+    assert bench.OPS is names.BENCH_OPS and bench.PEERS is names.BENCH_PEERS and bench.CONTENDERS is names.BENCH_CONTENDERS
+    assert set(bench.CONTENDERS) == {*kernels.BACKENDS, *bench.PEERS}  # every backend is a contender
+    # Mode keeps its public members, a str Enum whose values are names.MODES.
+    assert [(mode.name, mode.value) for mode in format.Mode] == list(zip(("RN", "RS"), names.MODES, strict=True))
+    assert isinstance(format.Mode.RN, str) and format.Mode(names.MODES[1]) is format.Mode.RS
+    # The maps keyed by the names: each dtype name is its torch dtype, each format name its module's NAME.
+    assert list(api.FLOAT_DTYPES.items()) == list(zip(names.FLOAT_DTYPES, (torch.bfloat16, torch.float16, torch.float32), strict=True))
+    assert api.SUPPORTED_DTYPES == tuple(api.FLOAT_DTYPES.values())
+    assert tuple(formats.OUTPUT_FORMATS) == names.OUTPUT_FORMATS
+    assert all(module.NAME == name for name, module in formats.OUTPUT_FORMATS.items())
+
+    # The CLI offers exactly the core's values (read from the commands Typer builds).
+    modes = tuple(mode.value for mode in format.Mode)
+    assert offered("quantize", "--mode") == modes
+    assert offered("quantize", "--scale-rule") == format.SCALE_RULES
+    assert offered("quantize", "--backend") == ("auto", *kernels.BACKENDS)
+    assert offered("quantize", "--format") == offered("convert", "--format") == tuple(formats.OUTPUT_FORMATS)
+    assert offered("dequantize", "--dtype") == offered("convert", "--dtype") == tuple(api.FLOAT_DTYPES)
+    assert offered("verify", "--target") == verify.TARGETS
+    assert cli_option("quantize", "--seed").max == rng.SEED_LIMIT - 1
+    bench_help = " ".join(cli_option("bench", flag).help for flag in ("--op", "--backend"))
+    assert all(name in bench_help for name in (*bench.OPS, *bench.CONTENDERS))
 
 
 @pytest.mark.parametrize("args", [["inspect", str(SAMPLE), "--json"], ["quantize", str(SAMPLE), "--dry-run", "--json"]], ids=["inspect", "quantize-dry-run"])

@@ -28,14 +28,16 @@ from ..api import QuantizedTensor
 from ..errors import DataError, UsageError
 from ..io import Checkpoint
 from ..modules import INTERLEAVED_GATE_UP, expert_tensor_parts
+from ..names import OUTPUT_FORMATS as OUTPUT_FORMAT_NAMES
 from . import compressed_tensors, ct_fp8, fp8_block, modelopt, mxfp4, nvfp4, plain
 from .base import ExpertView, LogicalWeight, StoredWeight, input_quantization
 
 # Tried in this order; a stored tensor belongs to the first format that claims it, and every
 # tensor no other format claims is a plain tensor.
 INPUT_FORMATS: tuple[ModuleType, ...] = (compressed_tensors, modelopt, fp8_block, ct_fp8, mxfp4)
-OUTPUT_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (compressed_tensors, modelopt)}
 ALL_FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (*INPUT_FORMATS, plain)}
+# The written formats, by the names the CLI offers (names.py, torch-free): a name with no module is a KeyError at import.
+OUTPUT_FORMATS: dict[str, ModuleType] = {name: ALL_FORMATS[name] for name in OUTPUT_FORMAT_NAMES}
 
 __all__ = ["LogicalWeight", "StoredWeight", "logical_weights", "handler", "output_format", "load_float", "load_quantized", "load_both"]
 

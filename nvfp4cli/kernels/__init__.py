@@ -19,8 +19,8 @@ import torch
 
 from ..errors import UsageError
 from ..format import Mode
+from ..names import BACKENDS
 
-BACKENDS = ("reference", "triton")
 _MODULES = {"reference": ".reference", "triton": ".triton_backend"}
 
 # TransformerEngine's fixed random-sign vector of its 16-point RHT (docs/format.md §9).
