@@ -430,7 +430,6 @@ class SafetensorsWriter:
         self._specs = {spec.name: spec for spec in specs}
         header, self._offsets = safetensors_layout(specs, metadata)
         self._pending = set(self._specs)
-        self._unsynced = 0  # bytes written since the last flush to disk
         self._handle = open(path, "wb")  # noqa: SIM115 - closed by close() or abort()
         with self._naming_the_file():
             self._handle.write(header)
@@ -456,17 +455,6 @@ class SafetensorsWriter:
             self._handle.seek(self._offsets[name])
             self._handle.write(data.numpy())
         self._pending.discard(name)
-        self._unsynced += spec.nbytes
-
-    def sync_every(self, nbytes: int) -> None:
-        """Flush to disk once nbytes are written since the last flush: called by a thread beside
-        the conversion, so that the disk writes while the work goes on and close's final fsync
-        has little left to do."""
-        if self._unsynced >= nbytes:
-            with self._naming_the_file():
-                self._handle.flush()
-                os.fdatasync(self._handle.fileno())
-            self._unsynced = 0
 
     def close(self) -> None:
         """Flush to disk; a tensor never written is an error (the file would have holes)."""
