@@ -22,7 +22,6 @@ import torch
 
 from . import formats, pipeline
 from .api import QuantizedTensor, quantize, raise_if_not_finite
-from .calibrate import input_scale_tensors
 from .errors import DataError, UsageError
 from .format import Mode, per_tensor_scale_from_amax, per_tensor_scales_from_amaxes
 from .formats.base import METADATA_KEY
@@ -45,7 +44,6 @@ from .kernels import get_backend, reference
 from .modules import is_expert, module_name
 from .process import return_freed_buffers, threads_for
 from .plan import COPY, DEQUANTIZE, QUANTIZE, Plan, QuantizeOptions, Unit
-from .relayout import REPACKAGE, produce as relayout_unit
 from .rng import tensor_seed
 from .staging import check_output_path, staged_output
 
@@ -239,10 +237,16 @@ def execute(plan: Plan, checkpoint: Checkpoint, unit: Unit) -> dict[str, torch.T
         return {name: checkpoint.read(name) for name in unit.inputs}
     if unit.action == DEQUANTIZE:
         return _to_host({spec.name: formats.load_float(plan.weights[name], checkpoint, spec.torch_dtype) for name, spec in zip(unit.inputs, unit.outputs)})
-    if unit.action == REPACKAGE:
-        return relayout_unit(plan, checkpoint, unit)
+    if unit.action != QUANTIZE:  # relayout's REPACKAGE (nvfp4 convert): loaded only by the runs that have one
+        from .relayout import produce
+
+        return produce(plan, checkpoint, unit)
     amax = dict(plan.options.input_amax)  # W4A4: the unit's input scales too (plan checked they exist)
-    scales = input_scale_tensors({module_name(name): amax[module_name(name)] for name in unit.inputs}, plan.options.fmt) if amax else {}
+    scales = {}
+    if amax:
+        from .calibrate import input_scale_tensors  # here: a weight-only run never loads calibrate
+
+        scales = input_scale_tensors({module_name(name): amax[module_name(name)] for name in unit.inputs}, plan.options.fmt)
     return _quantize_unit(plan, checkpoint, unit) | scales
 
 

@@ -20,8 +20,6 @@ import torch
 
 from . import __version__, formats
 from .api import FLOAT_DTYPES, SUPPORTED_DTYPES, parse_mode
-from .bench import parse_device
-from .calibrate import input_scale_specs
 from .errors import DataError, UsageError
 from .format import BLOCK_SIZE, SCALE_RULES, Mode
 from .formats import LogicalWeight
@@ -384,6 +382,8 @@ def plan_quantize(checkpoint: Checkpoint, options: QuantizeOptions) -> Plan:
 
 def _with_input_scales(checkpoint: Checkpoint, units: list[Unit], amax: dict[str, float], fmt: str) -> list[Unit]:
     """W4A4: each quantize unit also writes its Linears' input scales (one per fused group)."""
+    from .calibrate import input_scale_specs  # here: a weight-only plan never loads calibrate
+
     result = []
     for unit in units:
         if unit.action == QUANTIZE:
@@ -398,6 +398,8 @@ def _with_input_scales(checkpoint: Checkpoint, units: list[Unit], amax: dict[str
 
 def plan_dequantize(checkpoint: Checkpoint, dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> Plan:
     """Quantized weights (any format) back to float `dtype`; every other tensor is copied as is."""
+    from .bench import parse_device  # here: bench loads numpy and its peers' set-up, which quantize never needs
+
     weights = formats.logical_weights(checkpoint)
     units = []
     formats.check_decodable(checkpoint, weights)
