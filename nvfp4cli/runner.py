@@ -1,5 +1,10 @@
 """Where a conversion runs: in this process, as this rank of a torchrun group, or spread over
-local worker processes. All three write the same tensors (execute.py, distributed.py)."""
+local worker processes. All three write the same tensors (execute.py, distributed.py).
+
+`--workers N` starts only the processes that pay for their start-up: on CPU one per 3 GB of
+input; on CUDA none, since one GPU process already writes its output at the local disk's rate
+(docs/distributed.md, "--workers on one GPU host"). torchrun across nodes, each with its own
+disk, is unaffected: it starts its ranks itself."""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from .plan import Plan
 
 WORKER_MIN_BYTES_VARIABLE = "NVFP4_WORKER_MIN_BYTES"
 CPU_MIN_BYTES_PER_WORKER = 3 * 10**9
-CUDA_MIN_BYTES_PER_WORKER = 40 * 10**9
+# 2x H200, 31.4 GB bf16: one process 11.4-14.9 s wall, two workers 20.1 s (docs/distributed.md).
+ONE_DISK_REASON = "one disk: a GPU process already writes at the disk's rate; NVFP4_WORKER_MIN_BYTES=0 forces workers"
 
 
 def run(
@@ -40,21 +46,26 @@ def run(
     return execute.run(plan, output, checkpoint=checkpoint, force=force, max_shard_bytes=max_shard_bytes, progress=progress)
 
 
-def min_bytes_per_worker(device: str) -> int:
-    """Input bytes a --workers process must get for its start-up to pay: about twice what one
-    process converts while a worker starts (imports, CUDA and Triton set-up, rendezvous: 3-6 s),
-    at about 0.5 GB/s on CPU and 4 GB/s on a GPU. NVFP4_WORKER_MIN_BYTES overrides it (0: start
-    every worker asked for)."""
+def min_bytes_per_worker(device: str) -> int | None:
+    """Input bytes a --workers process must get for its start-up to pay, or None where no size
+    does. On CPU about twice what one process converts while a worker starts (imports,
+    rendezvous: 3-6 s at about 0.5 GB/s). On CUDA None: one process writes at the disk's rate,
+    so a second GPU cannot make the output land sooner, and each worker adds ~4 s of import
+    torch and CUDA/Triton set-up. NVFP4_WORKER_MIN_BYTES overrides both (0: start every worker
+    asked for)."""
     override = os.environ.get(WORKER_MIN_BYTES_VARIABLE)
     if override is not None:
         return int(override)
-    return CUDA_MIN_BYTES_PER_WORKER if device.startswith("cuda") else CPU_MIN_BYTES_PER_WORKER
+    return None if device.startswith("cuda") else CPU_MIN_BYTES_PER_WORKER
 
 
 def workers_worth_starting(plan: Plan, workers: int, device: str) -> tuple[int, str]:
     """How many of the requested --workers processes to start, and why: one (this process, no
-    start-up at all) for a checkpoint too small for more to pay, never more than its units."""
+    start-up at all) on CUDA or for a checkpoint too small for more to pay, never more than its
+    units."""
     per_worker = min_bytes_per_worker(device)
+    if per_worker is None:
+        return 1, "as requested" if workers == 1 else ONE_DISK_REASON
     by_size = workers if per_worker <= 0 else max(1, plan.bytes_in // per_worker)
     used = max(1, min(workers, by_size, len(plan.units)))
     if used == workers:
