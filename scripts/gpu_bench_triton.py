@@ -405,7 +405,10 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
             run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
         want = run()
         for blocks, warps, tiles in TILE_TUNE:
-            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, True): (blocks, warps, tiles)}):
+            configs = {"ROWCOL_CONFIGS": {**triton_backend.ROWCOL_CONFIGS, mode: (blocks, warps, tiles)}} if columns else {
+                "QUANTIZE_CONFIGS": {**triton_backend.QUANTIZE_CONFIGS, (mode, True): (blocks, warps, tiles)}
+            }
+            with settings(triton_backend, **configs):
                 got = run()
                 same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
                 us = time_us(run)

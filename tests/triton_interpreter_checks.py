@@ -272,6 +272,7 @@ def use_small_tiles(monkeypatch):
     """Tiny 2-D tiles (and RHT-amax tiles), several a program: many tiles, partial ones at the edges."""
     for key, config in SMALL_TILES.items():
         monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
+        monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, key[0], config)
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
 

@@ -42,21 +42,23 @@ from ..format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, SCALE_RULES, Mode, per_
 from . import HADAMARD_SIGNS
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), tuned on an
-# H200 (docs/benchmarks.md; 2-D tiles, for block_2d and rowcol, are 16 rows x blocks/16 block columns). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
+# H200 (docs/benchmarks.md; 2-D tiles, for block_2d and rowcol, are 16 rows x blocks/16 block
+# columns). Inputs of fewer than MIN_PROGRAMS * tiles tiles get one tile a program.
 QUANTIZE_CONFIGS = {
     (Mode.RN, False): (256, 4, 2),
     (Mode.RS, False): (128, 4, 2),
-    (Mode.RN, True): (256, 4, 1),
-    (Mode.RS, True): (128, 4, 2),
+    (Mode.RN, True): (256, 4, 2),
+    (Mode.RS, True): (256, 4, 2),
 }
+ROWCOL_CONFIGS = {Mode.RN: (512, 8, 1), Mode.RS: (128, 4, 2)}  # the same, of quantize_rowcol's 2-D tiles
 MIN_PROGRAMS = 1024
 # (blocks a tile, warps, tiles a program) of the one-launch amax+quantize's quantize programs
 # (each program takes a ticket: fewer, longer programs than the quantize kernel's); H200.
 AMAX_QUANTIZE_CONFIGS = {
     (Mode.RN, False): (256, 4, 2),
     (Mode.RS, False): (128, 4, 4),
-    (Mode.RN, True): (256, 4, 4),
-    (Mode.RS, True): (128, 4, 4),
+    (Mode.RN, True): (256, 4, 2),
+    (Mode.RS, True): (256, 4, 2),
 }
 MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
 AMAX_WORDS = 4096  # int32 words an amax tile
@@ -1021,7 +1023,8 @@ def _launch_quantize(
     pts = pts.to(device=x.device, dtype=torch.float32).reshape(())
     col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
     tiled = block_2d or columns  # 16-row tiles
-    blocks_a_tile, warps, tiles = QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, tiled)]
+    mode = Mode.RS if stochastic else Mode.RN
+    blocks_a_tile, warps, tiles = ROWCOL_CONFIGS[mode] if columns else QUANTIZE_CONFIGS[(mode, block_2d)]
     if tiled:
         n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile)
     else:
