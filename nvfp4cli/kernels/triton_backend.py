@@ -1,7 +1,11 @@
-"""Triton backend: docs/format.md §2-§3 as two memory-bound kernels (CUDA, or CPU under TRITON_INTERPRET=1).
+"""Triton backend: docs/format.md §2-§3 as memory-bound kernels (CUDA, or CPU under TRITON_INTERPRET=1).
 
 - amax: max |x| as an integer max over the magnitude bits (exact, and NaN bits sort above Inf),
   one partial per program and a one-program finish that widens the bits to float32.
+- amax+quantize in one launch (quantize_amax, what nvfp4cli.quantize runs without a given scale):
+  ticketed programs, the first reduce x's amax, the others wait for it and quantize (see
+  _amax_quantize_kernel): one launch where amax, its finish, the scale's tensor ops and quantize
+  were six, which is what small tensors pay for.
 - quantize: one thread owns whole 16-element blocks, so the block max, the scale, the Philox call
   (`tl.randint4x`, one per block) and the packing into one int64 of 16 nibbles stay in registers.
   The input is read as raw 16-byte chunks of integer bits and widened by bit operations; E4M3
@@ -9,7 +13,8 @@
   rounding exact float multiply-adds and integer arithmetic, divisions `tl.div_rn`. Stochastic
   rounding is an integer carry test on the bits of 2a, or of a + 1 rounded up (`add.rp`, inline
   PTX) below 1; each code lands in the top nibble of a word with its sign, and funnel shifts pack
-  eight of them. That keeps RS within a few percent of RN, which is memory-bound (docs/benchmarks.md).
+  eight of them; Philox's products are `mul.wide` (one instruction a product). On an H200 RN is
+  memory-bound and RS instruction-bound, 1.27x RN (docs/benchmarks.md).
 - block scale rules (docs/format.md §4): `max` (block max -> 6, torchao's rule) is
   the default; `4over6` and `mse` pick each block's scale among 2 or 8 E4M3 candidates by the
   lowest squared RN error, bit-identical to the reference backend. They are a constexpr branch
