@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import UsageError
-from ..format import Mode
+from ..format import Mode, per_tensor_scale_from_amax
 from ..names import BACKENDS
 
 _MODULES = {"reference": ".reference", "triton": ".triton_backend"}
@@ -94,6 +94,17 @@ class Backend(Protocol):
     def rht(self, x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:
         """The 16-point random Hadamard transform along the last dim (docs/format.md §9), float32."""
         ...
+
+
+def quantize_amax_in_steps(amax, quantize, x: torch.Tensor, *, hadamard: bool = False, host_amax: torch.Tensor | None = None, **options):
+    """Backend.quantize_amax from a backend's own amax and quantize, one after the other: amax,
+    the per-tensor scale (docs/format.md §2), quantize; host_amax gets amax's bits once known."""
+    amax_value = amax(x, hadamard=hadamard)
+    if host_amax is not None:
+        host_amax.copy_(amax_value.view(torch.int32).reshape(1))
+    pts = per_tensor_scale_from_amax(amax_value)
+    packed, scales = quantize(x, per_tensor_scale=pts, hadamard=hadamard, **options)
+    return packed, scales, pts, amax_value
 
 
 @functools.cache

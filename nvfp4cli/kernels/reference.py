@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes, per_tensor_scale_from_amax
+from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_NORMAL, SIGN_BIT, Mode, e2m1_values, pack_codes
 from ..format import SCALE_RULES as SCALE_RULES  # re-exported: this backend implements every rule
 from ..rng import block_random_bytes
-from . import HADAMARD_SIGNS
+from . import HADAMARD_SIGNS, quantize_amax_in_steps
 
 # About a million elements a chunk: temporaries stay in cache-sized pieces (faster on CPU than
 # whole-tensor passes) and extra memory stays far below 256 MB whatever the tensor size.
@@ -255,14 +255,9 @@ def quantize_amax(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize with the per-tensor scale from x's amax (of rht(x) with hadamard): (packed,
     scales, per_tensor_scale, amax); host_amax (int32 [1] on the host) receives amax's float32 bits."""
-    amax_value = amax(x, hadamard=hadamard)
-    if host_amax is not None:
-        host_amax.copy_(amax_value.view(torch.int32).reshape(1))
-    pts = per_tensor_scale_from_amax(amax_value)
-    packed, scales = quantize(
-        x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+    return quantize_amax_in_steps(
+        amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
     )
-    return packed, scales, pts, amax_value
 
 
 def quantize_rowcol(

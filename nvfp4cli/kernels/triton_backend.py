@@ -43,8 +43,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from ..format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, SCALE_RULES, Mode, per_tensor_scale_from_amax, swizzled_shape
-from . import HADAMARD_SIGNS
+from ..format import BLOCK_SIZE, PTS_DIVISOR, PTS_FLOOR, SCALE_RULES, Mode, swizzled_shape
+from . import HADAMARD_SIGNS, quantize_amax_in_steps
 
 # (blocks a tile, warps, tiles a program) of the quantize kernel by (mode, 2-D tiles), tuned on an
 # H200 (docs/benchmarks.md; 2-D tiles, for block_2d and rowcol, are 16 rows x blocks/16 block
@@ -1141,14 +1141,9 @@ def quantize_amax(
     n_blocks = x.numel() // BLOCK_SIZE
     capturing = x.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     if n_blocks == 0 or capturing:
-        amax_value = amax(x, hadamard=hadamard)
-        pts = per_tensor_scale_from_amax(amax_value)
-        packed, scales = quantize(
-            x, per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+        return quantize_amax_in_steps(
+            amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
         )
-        if host_amax is not None:
-            host_amax.copy_(amax_value.view(torch.int32).reshape(1))
-        return packed, scales, pts, amax_value
     stochastic = Mode(mode) is Mode.RS
     scale_cols = x.shape[-1] // BLOCK_SIZE
     blocks_a_tile, warps, tiles = AMAX_QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, block_2d)]
