@@ -1,0 +1,447 @@
+"""SASS statistics of the Triton backend's kernels, compiled for a Hopper-class GPU on a machine without one.
+
+    .venv/bin/python scripts/sass_stats.py [--arch 90] [--kernel quantize|amax-quantize|rowcol|amax ...]
+        [--mode rn|rs] [--dtype bf16|fp16|fp32] [--json] [--keep DIR]
+
+Each kernel is compiled with the configuration nvfp4cli/kernels/triton_backend.py launches by
+default on a large tensor (QUANTIZE_CONFIGS, ROWCOL_CONFIGS, AMAX_QUANTIZE_CONFIGS, AMAX_*, scale
+rule max, no Hadamard, no 2-D scaling), by Triton's own compiler and its bundled ptxas, and read
+back with its bundled cuobjdump. A row gives registers, stack and local (spill) bytes, the SASS
+instructions of the whole kernel and of its main path, the elements a thread handles in one pass
+of that path, and main-path instructions per element. On an H200 the quantize kernels are
+instruction-bound, so the last column predicts their relative speed before GPU time is spent.
+
+The main path is what a thread runs on a large tensor: the code up to the last EXIT, without
+div_rn's slow paths (branches around a CALL; they run only for denormal or huge quotients), its
+loops counted by trips. A loop's trips are what makes the path handle its elements: elements are
+counted from the code (16 a packed-codes store for quantize, the bytes of the vector loads for
+amax), the largest loop repeats until the path has handled the configuration's elements, and the
+one-launch amax+quantize's wait loop (NANOSLEEP) counts no trips. That kernel gives two rows, one
+a role (its amax programs, its quantize programs): an element of x costs the sum of the two.
+Instructions are SASS instructions issued a thread (a warp issues one for its 32 threads), NOPs
+left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# The backend's launches get Triton's default, FP fusion on (Triton 3.9); saying so silences
+# Triton's warning that the default will change.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+KERNELS = ("quantize", "amax-quantize", "rowcol", "amax")
+MODES = ("rn", "rs")
+DTYPES = {"bf16": (0, 2), "fp16": (1, 2), "fp32": (2, 4)}  # (the backend's INPUT_KIND, bytes an element)
+THREADS_A_WARP = 32
+PACKED_STORE = "STG.E.64"  # one int64 of 16 nibbles: one block's packed codes
+
+
+class ToolError(Exception):
+    """Bad input or a missing tool: one line on stderr, exit 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# what to compile: the backend's kernels with its default configurations
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Role:
+    """What the threads of a kernel (or of one branch of it) do in a main-path pass."""
+
+    name: str
+    elements: int  # elements of x a thread handles in one pass (from the configuration)
+    counts_stores: bool  # elements counted from packed-code stores (quantize) or from vector loads (amax)
+    stores_an_element: int = 1  # packed-code stores a block makes (2 for rowcol: rows and columns)
+
+
+@dataclass
+class Variant:
+    kernel: str
+    mode: str
+    config: str
+    fn: object  # the @triton.jit function
+    arguments: dict[str, str]  # argument -> Triton type, as the backend's launch passes it
+    constexprs: dict[str, object]
+    num_warps: int
+    options: dict
+    roles: list[Role]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kernel}_{self.mode}" if self.mode != "-" else self.kernel
+
+
+def _quantize_arguments(elements_type: str) -> dict[str, str]:
+    """_quantize_kernel's runtime arguments (seeds are 63-bit, docs/format.md §3: i64)."""
+    return {
+        "words_ptr": "*i32", "elements_ptr": elements_type, "pts_ptr": "*fp32", "col_pts_ptr": "*fp32",
+        "seed": "i64", "offset": "i64", "packed_ptr": "*i64", "scales_ptr": "*u8", "col_packed_ptr": "*i64",
+        "col_scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32",
+    }
+
+
+def _threads(warps: int) -> int:
+    return warps * THREADS_A_WARP
+
+
+def quantize_variant(tb, mode, input_kind: int, elements_type: str, *, columns: bool) -> Variant:
+    """_quantize_kernel as _launch_quantize launches it: 1-D tiles, or quantize_rowcol's 2-D tiles."""
+    blocks, warps, tiles = tb.ROWCOL_CONFIGS[mode] if columns else tb.QUANTIZE_CONFIGS[(mode, False)]
+    constexprs = dict(
+        INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
+        SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns, BLOCK_2D=False, COLUMNS=columns,
+        COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PTX=True,
+    )
+    role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, stores_an_element=2 if columns else 1)
+    return Variant(
+        "rowcol" if columns else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps", tb._quantize_kernel,
+        _quantize_arguments(elements_type), constexprs, warps, tb._compile_options("max"), [role],
+    )
+
+
+def amax_quantize_variant(tb, mode, input_kind: int, elements_type: str) -> Variant:
+    """_amax_quantize_kernel as quantize_amax launches it from nvfp4cli.quantize (host_amax given)."""
+    blocks, warps, tiles = tb.AMAX_QUANTIZE_CONFIGS[(mode, False)]
+    chunk_tiles = tb.AMAX_CHUNK_TILES
+    arguments = {
+        "words_ptr": "*i32", "elements_ptr": elements_type, "pts_ptr": "*fp32", "amax_ptr": "*fp32",
+        "host_amax_ptr": "*i32", "state_ptr": "*i32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64",
+        "scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32", "n_words": "i32",
+        "n_chunks": "i32", "n_programs": "i32",
+    }
+    constexprs = dict(
+        INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
+        SCALE_RULE=0, HADAMARD=False, BLOCK_2D=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles,
+        CHUNK_TILES=chunk_tiles, NOTIFY_HOST=True, PTX=True,
+    )
+    roles = [
+        Role("amax", chunk_tiles * blocks * 16 // _threads(warps), counts_stores=False),
+        Role("quantize", tiles * blocks * 16 // _threads(warps), counts_stores=True),
+    ]
+    return Variant(
+        "amax-quantize", mode.value, f"{blocks} blocks x {tiles}, amax x {chunk_tiles}, {warps} warps",
+        tb._amax_quantize_kernel, arguments, constexprs, warps, tb._compile_options("max"), roles,
+    )
+
+
+def amax_variant(tb, input_kind: int) -> Variant:
+    """_amax_partial_kernel as amax launches it (the one-program finish is left out)."""
+    paired = input_kind != 2
+    elements = tb.AMAX_TILES * tb.AMAX_WORDS * (2 if paired else 1) // _threads(tb.AMAX_WARPS)
+    return Variant(
+        "amax", "-", f"{tb.AMAX_WORDS} words x {tb.AMAX_TILES}, {tb.AMAX_WARPS} warps", tb._amax_partial_kernel,
+        {"words_ptr": "*i32", "partial_ptr": "*i32", "n_words": "i32"},
+        dict(PAIRED=paired, WORDS=tb.AMAX_WORDS, TILES=tb.AMAX_TILES), tb.AMAX_WARPS, {},
+        [Role("all", elements, counts_stores=False)],
+    )
+
+
+def variants(tb, kernels: list[str], modes: list[str], dtype: str) -> list[Variant]:
+    input_kind = DTYPES[dtype][0]
+    elements_type = "*fp32" if dtype == "fp32" else "*i16"  # _elements_view: int16 bits of 16-bit input
+    selected = []
+    for kernel in kernels:
+        if kernel == "amax":
+            selected.append(amax_variant(tb, input_kind))
+            continue
+        for mode in modes:
+            mode = tb.Mode(mode)
+            if kernel == "amax-quantize":
+                selected.append(amax_quantize_variant(tb, mode, input_kind, elements_type))
+            else:
+                selected.append(quantize_variant(tb, mode, input_kind, elements_type, columns=kernel == "rowcol"))
+    return selected
+
+
+# ----------------------------------------------------------------------------------------------
+# compiling and disassembling
+# ----------------------------------------------------------------------------------------------
+
+
+def nvidia_tools(arch: int) -> tuple[str, str]:
+    """Paths of the ptxas Triton uses for arch (checked only) and of cuobjdump, or a one-line ToolError."""
+    try:
+        from triton import knobs
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError as error:
+        raise ToolError(f"triton with its NVIDIA backend is not importable ({error})") from None
+    try:
+        tools = get_ptxas(arch).path, knobs.nvidia.cuobjdump.path
+    except Exception as error:  # knobs raise when neither TRITON_*_PATH nor the bundled binary works
+        raise ToolError(f"triton has no usable NVIDIA ptxas/cuobjdump ({error})") from None
+    # An arch ptxas does not know aborts inside Triton's LLVM (no Python error): check it first.
+    known = sorted({int(n) for n in re.findall(r"'sm_(\d+)'", subprocess.run([tools[0], "--help"], capture_output=True, text=True).stdout)})
+    if arch not in known:
+        raise ToolError(f"--arch {arch}: not an arch that {tools[0]} compiles for (it knows {', '.join(map(str, known))})")
+    return tools
+
+
+def compile_variant(variant: Variant, arch: int) -> dict[str, object]:
+    """Triton's asm of the variant: {'ptx': str, 'cubin': bytes, ...}."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(variant.fn.arg_names)
+    signature = {name: "constexpr" if name in variant.constexprs else variant.arguments[name] for name in names}
+    # The launcher marks pointers and sizes that are multiples of 16 (all of them, on a large
+    # tensor) as such; without that Triton cannot prove alignment and loads 4 bytes at a time.
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names) if signature[name].startswith("*") or name in ("n_blocks", "scale_cols", "n_words")}
+    source = ASTSource(
+        fn=variant.fn, signature=signature, attrs=aligned,
+        constexprs={(names.index(name),): value for name, value in variant.constexprs.items()},
+    )
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": variant.num_warps, **variant.options})
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ToolError(f"{variant.name}: Triton could not compile it for sm_{arch}: {first_line}") from None
+    return compiled.asm
+
+
+def cuobjdump(tool: str, flag: str, cubin: Path) -> str:
+    result = subprocess.run([tool, flag, str(cubin)], capture_output=True, text=True)
+    if result.returncode:
+        raise ToolError(f"{cubin}: cuobjdump {flag} failed: {result.stderr.strip().splitlines()[0] if result.stderr.strip() else result.returncode}")
+    return result.stdout
+
+
+def resources(res_usage: str) -> dict[str, int]:
+    """REG, STACK and LOCAL (bytes a thread; spills land in local memory) from cuobjdump -res-usage."""
+    found = {key: re.search(rf"\b{key}:(\d+)", res_usage) for key in ("REG", "STACK", "LOCAL")}
+    return {key.lower(): int(match.group(1)) if match else 0 for key, match in found.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the SASS
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    address: int
+    predicate: str  # '' or e.g. '@!P0'
+    opcode: str  # with its modifiers, e.g. 'LDG.E.128'
+    operands: str
+
+    def is_branch(self) -> bool:
+        return self.opcode.split(".")[0] == "BRA"
+
+    def target(self) -> int:
+        return int(re.search(r"0x([0-9a-f]+)", self.operands).group(1), 16)
+
+
+SASS_LINE = re.compile(r"\s+/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*?);")
+
+
+def parse_sass(sass: str) -> list[Instruction]:
+    """The kernel's instructions, NOPs (alignment padding) left out."""
+    instructions = []
+    for line in sass.splitlines():
+        match = SASS_LINE.match(line)
+        if match and match.group(3) != "NOP":
+            address, predicate, opcode, operands = match.groups()
+            instructions.append(Instruction(int(address, 16), (predicate or "").strip(), opcode, operands))
+    return instructions
+
+
+SLOW_PATH_MAX = 8  # instructions of a div_rn slow path: the call and the moves of its operands
+
+
+def main_path(instructions: list[Instruction]) -> list[Instruction]:
+    """Up to the last EXIT (called subroutines follow it), less div_rn's slow paths: the few
+    instructions a conditional forward branch skips when they hold a CALL (a longer skipped
+    range with a CALL in it is a branch of the kernel's own, such as a role of amax-quantize)."""
+    last_exit = max(i.address for i in instructions if i.opcode == "EXIT")
+    path = [i for i in instructions if i.address <= last_exit]
+    slow = set()
+    for branch in path:
+        if branch.is_branch() and branch.predicate and branch.target() > branch.address:
+            skipped = [i for i in path if branch.address < i.address < branch.target()]
+            if len(skipped) <= SLOW_PATH_MAX and any(i.opcode.startswith("CALL") for i in skipped):
+                slow.update(i.address for i in skipped)
+    return [i for i in path if i.address not in slow]
+
+
+def outermost_if_else(path: list[Instruction]) -> tuple[set[int], set[int]] | None:
+    """The addresses of the two sides of the path's largest if/else: a conditional forward
+    branch to T whose fall-through side ends in an unconditional forward branch past T."""
+    by_address = {i.address: n for n, i in enumerate(path)}
+    best = None
+    for branch in path:
+        if not (branch.is_branch() and branch.predicate and branch.target() in by_address):
+            continue
+        end_of_then = path[by_address[branch.target()] - 1]
+        if end_of_then.is_branch() and not end_of_then.predicate and end_of_then.target() > branch.target():
+            then = {i.address for i in path if branch.address < i.address < branch.target()}
+            other = {i.address for i in path if branch.target() <= i.address < end_of_then.target()}
+            if best is None or len(then) + len(other) > len(best[0]) + len(best[1]):
+                best = (then, other)
+    return best
+
+
+def role_paths(path: list[Instruction], roles: list[Role]) -> dict[str, list[Instruction]]:
+    """The main path of each role: with one role, all of it; with two (amax-quantize's ticket
+    test), the path through one side of the outermost if/else each, the quantize side being the
+    one that stores packed codes."""
+    if len(roles) == 1:
+        return {roles[0].name: path}
+    sides = outermost_if_else(path)
+    if sides is None:
+        raise ToolError("amax-quantize: no if/else found in the SASS; the kernel's shape changed, update role_paths")
+    stores = [any(i.address in side and i.opcode == PACKED_STORE for i in path) for side in sides]
+    if stores.count(True) != 1:
+        raise ToolError("amax-quantize: not exactly one branch stores packed codes; update role_paths")
+    quantize_side, amax_side = sides if stores[0] else sides[::-1]
+    return {
+        "amax": [i for i in path if i.address not in quantize_side],
+        "quantize": [i for i in path if i.address not in amax_side],
+    }
+
+
+def loops(path: list[Instruction]) -> list[list[Instruction]]:
+    """Each loop's body: from a backward branch's target to the branch."""
+    return [
+        [i for i in path if branch.target() <= i.address <= branch.address]
+        for branch in path
+        if branch.is_branch() and branch.target() <= branch.address
+    ]
+
+
+def load_bytes(instruction: Instruction) -> int:
+    """Bytes a vector global load brings a thread (scalars such as the per-tensor scale: 0)."""
+    if not instruction.opcode.startswith("LDG"):
+        return 0
+    width = re.search(r"\.(64|128)\b", instruction.opcode)
+    return int(width.group(1)) // 8 if width else 0
+
+
+def elements_in(instructions: list[Instruction], role: Role, element_bytes: int) -> float:
+    """Elements of x these instructions handle, a thread."""
+    if role.counts_stores:
+        return 16 * sum(i.opcode == PACKED_STORE for i in instructions) / role.stores_an_element
+    return sum(load_bytes(i) for i in instructions) / element_bytes
+
+
+def main_path_instructions(path: list[Instruction], role: Role, element_bytes: int) -> float:
+    """Instructions a thread runs in one pass: every instruction once, then the largest loop
+    again until the role's elements are handled; a wait loop (NANOSLEEP) not at all."""
+    bodies = loops(path)
+    waiting = {i.address for body in bodies if any(i.opcode == "NANOSLEEP" for i in body) for i in body}
+    once = [i for i in path if i.address not in waiting]
+    working = [body for body in bodies if elements_in(body, role, element_bytes) > 0]
+    if not working:
+        return len(once)
+    largest = max(working, key=len)
+    left = max(role.elements - elements_in(once, role, element_bytes), 0.0)
+    return len(once) + left / elements_in(largest, role, element_bytes) * len(largest)
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------
+
+
+def variant_rows(variant: Variant, arch: int, dtype: str, cuobjdump_tool: str, keep: Path, ) -> list[dict]:
+    asm = compile_variant(variant, arch)
+    cubin = keep / f"{variant.name}_{dtype}.cubin"
+    cubin.write_bytes(asm["cubin"])
+    sass = cuobjdump(cuobjdump_tool, "--dump-sass", cubin)
+    used = resources(cuobjdump(cuobjdump_tool, "-res-usage", cubin))
+    (keep / f"{variant.name}_{dtype}.sass").write_text(sass)
+    (keep / f"{variant.name}_{dtype}.ptx").write_text(asm["ptx"])
+    instructions = parse_sass(sass)
+    element_bytes = DTYPES[dtype][1]
+    rows = []
+    for role in variant.roles:
+        path = role_paths(main_path(instructions), variant.roles)[role.name]
+        count = main_path_instructions(path, role, element_bytes)
+        rows.append({
+            "kernel": variant.kernel, "mode": variant.mode, "dtype": dtype, "role": role.name, "config": variant.config,
+            "registers": used["reg"], "stack_bytes": used["stack"], "local_bytes": used["local"],
+            "sass_instructions": len(instructions), "main_path_instructions": round(count, 1),
+            "elements_per_thread": role.elements, "instructions_per_element": round(count / role.elements, 3),
+        })
+    return rows
+
+
+HEADERS = {
+    "kernel": "kernel", "mode": "mode", "dtype": "dtype", "role": "role", "config": "config (default)",
+    "registers": "regs", "stack_bytes": "stack B", "local_bytes": "local B", "sass_instructions": "SASS",
+    "main_path_instructions": "main path", "elements_per_thread": "elements/thread", "instructions_per_element": "instr/element",
+}
+
+
+def table(rows: list[dict], arch: int) -> str:
+    from tabulate import tabulate
+
+    body = tabulate([[row[key] for key in HEADERS] for row in rows], headers=list(HEADERS.values()), floatfmt="g")
+    return f"sm_{arch}, compiled by Triton with its bundled ptxas (no GPU used)\n{body}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, its usage errors in one line (the repository's rule) rather than usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, default=90, help="compute capability as one number (default 90, Hopper)")
+    parser.add_argument("--kernel", action="extend", nargs="+", choices=KERNELS, help="kernels to compile (default: all)")
+    parser.add_argument("--mode", action="extend", nargs="+", choices=MODES, help="rounding modes (default: both)")
+    parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="input dtype (default bf16)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--keep", type=Path, help="write each kernel's .ptx, .sass and .cubin into this directory")
+    return parser.parse_args(argv)
+
+
+def output_directory(keep: Path | None, scratch: str) -> Path:
+    if keep is None:
+        return Path(scratch)
+    try:
+        keep.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ToolError(f"{keep}: cannot create it ({error.strerror})") from None
+    return keep
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    import tempfile
+
+    _, cuobjdump_tool = nvidia_tools(args.arch)
+    from nvfp4cli.kernels import triton_backend
+
+    with tempfile.TemporaryDirectory() as scratch:
+        keep = output_directory(args.keep, scratch)
+        selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(MODES), args.dtype)
+        return [row for variant in selected for row in variant_rows(variant, args.arch, args.dtype, cuobjdump_tool, keep)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    try:
+        rows = run(args)
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # writing into --keep
+        print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=2) if args.json else table(rows, args.arch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
