@@ -11,15 +11,17 @@ instructions of the whole kernel and of its main path, the elements a thread han
 of that path, and main-path instructions per element. On an H200 the quantize kernels are
 instruction-bound, so the last column predicts their relative speed before GPU time is spent.
 
-The main path is what a thread runs on a large tensor: the code up to the last EXIT, without
-div_rn's slow paths (branches around a CALL; they run only for denormal or huge quotients), its
-loops counted by trips. A loop's trips are what makes the path handle its elements: elements are
-counted from the code (16 a packed-codes store for quantize, the bytes of the vector loads for
-amax), the largest loop repeats until the path has handled the configuration's elements, and the
-one-launch amax+quantize's wait loop (NANOSLEEP) counts no trips. That kernel gives two rows, one
-a role (its amax programs, its quantize programs): an element of x costs the sum of the two.
-Instructions are SASS instructions issued a thread (a warp issues one for its 32 threads), NOPs
-left out.
+The main path is what a thread runs on a large tensor: the code up to the last EXIT (called
+subroutines follow it), without div_rn's slow paths (a few instructions around a CALL, skipped
+unless a quotient is denormal or huge), each loop run as often as the configuration needs. The
+elements a piece of code handles are read from the code itself (16 a packed-codes store for
+quantize, the bytes of its vector loads for amax), so a loop's trips follow from the
+configuration's elements a thread whatever shape the compiler gave it: every instruction counts
+once, then the loops repeat until the path has handled them (an unrolled loop in whole trips, a
+remainder loop the rest). The one-launch amax+quantize's wait loop (NANOSLEEP) counts none, and
+a loop-free path must handle exactly the configuration's elements (else the tool stops). That kernel gives two rows, one a role (its
+amax programs, its quantize programs): an element of x costs the sum of the two. Counts are
+SASS instructions a thread (a warp issues one for its 32 threads), NOPs left out.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 KERNELS = ("quantize", "amax-quantize", "rowcol", "amax")
 MODES = ("rn", "rs")
-DTYPES = {"bf16": (0, 2), "fp16": (1, 2), "fp32": (2, 4)}  # (the backend's INPUT_KIND, bytes an element)
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --dtype -> torch dtype
 THREADS_A_WARP = 32
 PACKED_STORE = "STG.E.64"  # one int64 of 16 nibbles: one block's packed codes
 
@@ -61,7 +62,7 @@ class Role:
     name: str
     elements: int  # elements of x a thread handles in one pass (from the configuration)
     counts_stores: bool  # elements counted from packed-code stores (quantize) or from vector loads (amax)
-    stores_an_element: int = 1  # packed-code stores a block makes (2 for rowcol: rows and columns)
+    packed_stores_a_block: int = 1  # packed-code stores per 16 elements of x (rowcol: a row block's and a column block's)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def quantize_variant(tb, mode, input_kind: int, elements_type: str, *, columns: 
         SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns, BLOCK_2D=False, COLUMNS=columns,
         COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PTX=True,
     )
-    role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, stores_an_element=2 if columns else 1)
+    role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(
         "rowcol" if columns else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps", tb._quantize_kernel,
         _quantize_arguments(elements_type), constexprs, warps, tb._compile_options("max"), [role],
@@ -146,9 +147,10 @@ def amax_variant(tb, input_kind: int) -> Variant:
     )
 
 
-def variants(tb, kernels: list[str], modes: list[str], dtype: str) -> list[Variant]:
-    input_kind = DTYPES[dtype][0]
-    elements_type = "*fp32" if dtype == "fp32" else "*i16"  # _elements_view: int16 bits of 16-bit input
+def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
+    """The selected kernels for input of torch dtype `dtype`, one a mode (amax has none)."""
+    input_kind = tb._INPUT_KIND[dtype]
+    elements_type = "*i16" if dtype.itemsize == 2 else "*fp32"  # _elements_view: int16 bits of 16-bit input
     selected = []
     for kernel in kernels:
         if kernel == "amax":
@@ -329,22 +331,35 @@ def load_bytes(instruction: Instruction) -> int:
 def elements_in(instructions: list[Instruction], role: Role, element_bytes: int) -> float:
     """Elements of x these instructions handle, a thread."""
     if role.counts_stores:
-        return 16 * sum(i.opcode == PACKED_STORE for i in instructions) / role.stores_an_element
+        return 16 * sum(i.opcode == PACKED_STORE for i in instructions) / role.packed_stores_a_block
     return sum(load_bytes(i) for i in instructions) / element_bytes
 
 
-def main_path_instructions(path: list[Instruction], role: Role, element_bytes: int) -> float:
-    """Instructions a thread runs in one pass: every instruction once, then the largest loop
-    again until the role's elements are handled; a wait loop (NANOSLEEP) not at all."""
+def main_path_instructions(path: list[Instruction], role: Role, element_bytes: int, kernel: str) -> float:
+    """Instructions a thread runs in one pass: every instruction once, then the loops again until
+    the role's elements are handled, the one doing most a trip (an unrolled loop) in whole trips
+    first, a remainder loop the rest; a wait loop (NANOSLEEP) not at all."""
     bodies = loops(path)
     waiting = {i.address for body in bodies if any(i.opcode == "NANOSLEEP" for i in body) for i in body}
     once = [i for i in path if i.address not in waiting]
-    working = [body for body in bodies if elements_in(body, role, element_bytes) > 0]
-    if not working:
-        return len(once)
-    largest = max(working, key=len)
-    left = max(role.elements - elements_in(once, role, element_bytes), 0.0)
-    return len(once) + left / elements_in(largest, role, element_bytes) * len(largest)
+    working = sorted(
+        (body for body in bodies if elements_in(body, role, element_bytes) > 0),
+        key=lambda body: elements_in(body, role, element_bytes), reverse=True,
+    )
+    handled = elements_in(once, role, element_bytes)
+    # The code must agree with the configuration read from the backend, or the counts mean nothing.
+    if handled > role.elements or (not working and handled != role.elements):
+        raise ToolError(
+            f"{kernel} ({role.name}): the code handles {handled:g} elements a thread, the configuration "
+            f"{role.elements}; the kernel's shape changed, update scripts/sass_stats.py"
+        )
+    count, left = float(len(once)), role.elements - handled
+    for n, body in enumerate(working):
+        per_trip = elements_in(body, role, element_bytes)
+        trips = left / per_trip if n == len(working) - 1 else left // per_trip
+        count += trips * len(body)
+        left -= trips * per_trip
+    return count
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,7 +367,8 @@ def main_path_instructions(path: list[Instruction], role: Role, element_bytes: i
 # ----------------------------------------------------------------------------------------------
 
 
-def variant_rows(variant: Variant, arch: int, dtype: str, cuobjdump_tool: str, keep: Path, ) -> list[dict]:
+def variant_rows(variant: Variant, arch: int, dtype: str, element_bytes: int, cuobjdump_tool: str, keep: Path) -> list[dict]:
+    """Compile, keep the files, count: a row a role."""
     asm = compile_variant(variant, arch)
     cubin = keep / f"{variant.name}_{dtype}.cubin"
     cubin.write_bytes(asm["cubin"])
@@ -361,11 +377,10 @@ def variant_rows(variant: Variant, arch: int, dtype: str, cuobjdump_tool: str, k
     (keep / f"{variant.name}_{dtype}.sass").write_text(sass)
     (keep / f"{variant.name}_{dtype}.ptx").write_text(asm["ptx"])
     instructions = parse_sass(sass)
-    element_bytes = DTYPES[dtype][1]
     rows = []
     for role in variant.roles:
         path = role_paths(main_path(instructions), variant.roles)[role.name]
-        count = main_path_instructions(path, role, element_bytes)
+        count = main_path_instructions(path, role, element_bytes, variant.name)
         rows.append({
             "kernel": variant.kernel, "mode": variant.mode, "dtype": dtype, "role": role.name, "config": variant.config,
             "registers": used["reg"], "stack_bytes": used["stack"], "local_bytes": used["local"],
@@ -403,7 +418,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mode", action="extend", nargs="+", choices=MODES, help="rounding modes (default: both)")
     parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="input dtype (default bf16)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--keep", type=Path, help="write each kernel's .ptx, .sass and .cubin into this directory")
+    parser.add_argument("--keep", type=Path, help="write each kernel's KERNEL_MODE_DTYPE.ptx, .sass and .cubin into this directory")
     return parser.parse_args(argv)
 
 
@@ -421,12 +436,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     import tempfile
 
     _, cuobjdump_tool = nvidia_tools(args.arch)
+    import torch
+
     from nvfp4cli.kernels import triton_backend
 
+    dtype = getattr(torch, DTYPES[args.dtype])
+    selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(MODES), dtype)
     with tempfile.TemporaryDirectory() as scratch:
         keep = output_directory(args.keep, scratch)
-        selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(MODES), args.dtype)
-        return [row for variant in selected for row in variant_rows(variant, args.arch, args.dtype, cuobjdump_tool, keep)]
+        return [row for variant in selected for row in variant_rows(variant, args.arch, args.dtype, dtype.itemsize, cuobjdump_tool, keep)]
 
 
 def main(argv: list[str] | None = None) -> int:
