@@ -101,7 +101,7 @@ def quantize_variant(tb, mode, input_kind: int, elements_type: str, *, columns: 
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns, BLOCK_2D=False, COLUMNS=columns,
-        COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PTX=True,
+        COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PTX=True,  # PTX: as compiled for NVIDIA
     )
     role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(
@@ -135,9 +135,9 @@ def amax_quantize_variant(tb, mode, input_kind: int, elements_type: str) -> Vari
     )
 
 
-def amax_variant(tb, input_kind: int) -> Variant:
+def amax_variant(tb, dtype) -> Variant:
     """_amax_partial_kernel as amax launches it (the one-program finish is left out)."""
-    paired = input_kind != 2
+    paired = dtype.itemsize == 2  # two elements a word
     elements = tb.AMAX_TILES * tb.AMAX_WORDS * (2 if paired else 1) // _threads(tb.AMAX_WARPS)
     return Variant(
         "amax", "-", f"{tb.AMAX_WORDS} words x {tb.AMAX_TILES}, {tb.AMAX_WARPS} warps", tb._amax_partial_kernel,
@@ -154,7 +154,7 @@ def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
     selected = []
     for kernel in kernels:
         if kernel == "amax":
-            selected.append(amax_variant(tb, input_kind))
+            selected.append(amax_variant(tb, dtype))
             continue
         for mode in modes:
             mode = tb.Mode(mode)
@@ -378,8 +378,9 @@ def variant_rows(variant: Variant, arch: int, dtype: str, element_bytes: int, cu
     (keep / f"{variant.name}_{dtype}.ptx").write_text(asm["ptx"])
     instructions = parse_sass(sass)
     rows = []
+    paths = role_paths(main_path(instructions), variant.roles)
     for role in variant.roles:
-        path = role_paths(main_path(instructions), variant.roles)[role.name]
+        path = paths[role.name]
         count = main_path_instructions(path, role, element_bytes, variant.name)
         rows.append({
             "kernel": variant.kernel, "mode": variant.mode, "dtype": dtype, "role": role.name, "config": variant.config,
