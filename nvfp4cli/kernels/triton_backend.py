@@ -1008,6 +1008,24 @@ def _compile_options(scale_rule: str) -> dict:
     return options
 
 
+def _tiling(config: tuple[int, int, int], n_blocks: int, scale_cols: int, tiled: bool) -> tuple[int, int, int, int]:
+    """(blocks a tile, warps, tiles a program, number of tiles) of a quantize launch from its
+    configuration: 2-D tiles (16 rows) when tiled; one tile a program below MIN_PROGRAMS * tiles."""
+    blocks_a_tile, warps, tiles = config
+    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if tiled else triton.cdiv(n_blocks, blocks_a_tile)
+    if n_tiles < MIN_PROGRAMS * tiles:
+        tiles = 1
+    return blocks_a_tile, warps, tiles, n_tiles
+
+
+def _nvfp4_views(shape, packed: torch.Tensor, scales: torch.Tensor, swizzle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' int64 packed codes and scale bytes of a tensor of `shape` [..., K] as uint8
+    [..., K/2] and e4m3 [..., K/16] (flat with swizzle)."""
+    *rows, k = shape
+    scales = scales.view(torch.float8_e4m3fn)
+    return packed.view(torch.uint8).reshape(*rows, k // 2), scales if swizzle else scales.reshape(*rows, k // BLOCK_SIZE)
+
+
 def _launch_quantize(
     x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset, *, swizzle: bool = False,
     scale_rule: str = "max", hadamard: bool = False, block_2d: bool = False, columns: bool = False, col_hadamard: bool = False,
@@ -1028,14 +1046,8 @@ def _launch_quantize(
     pts = pts.to(device=x.device, dtype=torch.float32).reshape(())
     col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
     tiled = block_2d or columns  # 16-row tiles
-    mode = Mode.RS if stochastic else Mode.RN
-    blocks_a_tile, warps, tiles = ROWCOL_CONFIGS[mode] if columns else QUANTIZE_CONFIGS[(mode, block_2d)]
-    if tiled:
-        n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile)
-    else:
-        n_tiles = triton.cdiv(n_blocks, blocks_a_tile)
-    if n_tiles < MIN_PROGRAMS * tiles:
-        tiles = 1
+    config = ROWCOL_CONFIGS[Mode(mode)] if columns else QUANTIZE_CONFIGS[(Mode(mode), block_2d)]
+    blocks_a_tile, warps, tiles, n_tiles = _tiling(config, n_blocks, scale_cols, tiled)
     options = _compile_options(scale_rule)
     if n_blocks:
         _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
@@ -1080,13 +1092,10 @@ def quantize(
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x), transformed in registers; block_2d (2-D x, rows a multiple of 16)
     scales each block by its 16x16 tile's amax."""
-    k = x.shape[-1]
     packed, scales = _launch_quantize(
         x, per_tensor_scale, None, mode, seed, offset, swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
     )
-    packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
-    scales = scales.view(torch.float8_e4m3fn)
-    return packed, scales if swizzle else scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
+    return _nvfp4_views(x.shape, packed, scales, swizzle)
 
 
 class _AmaxQuantizeState(threading.local):
@@ -1144,12 +1153,8 @@ def quantize_amax(
         return quantize_amax_in_steps(
             amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
         )
-    stochastic = Mode(mode) is Mode.RS
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    blocks_a_tile, warps, tiles = AMAX_QUANTIZE_CONFIGS[(Mode.RS if stochastic else Mode.RN, block_2d)]
-    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if block_2d else triton.cdiv(n_blocks, blocks_a_tile)
-    if n_tiles < MIN_PROGRAMS * tiles:
-        tiles = 1
+    blocks_a_tile, warps, tiles, n_tiles = _tiling(AMAX_QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
     amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)
     chunk_tiles = _chunk_tiles(amax_tiles, x.device)
     n_chunks = triton.cdiv(amax_tiles, chunk_tiles)  # the last step's window may run past x's end
@@ -1163,16 +1168,13 @@ def quantize_amax(
         words, _elements_view(x), pts, amax_value, amax_value if host_amax is None else host_amax, _amax_quantize_state.get(x.device),
         0 if seed is None else seed, offset,
         packed, scales, n_blocks, scale_cols, 1, words.numel(), n_chunks, n_programs,
-        INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=stochastic, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
+        INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=Mode(mode) is Mode.RS, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
         OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
         BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles,
         NOTIFY_HOST=host_amax is not None, PTX=_PTX,
         num_warps=warps, **_compile_options(scale_rule),
     )
-    k = x.shape[-1]
-    packed = packed.view(torch.uint8).reshape(*x.shape[:-1], k // 2)
-    scales = scales.view(torch.float8_e4m3fn).reshape(*x.shape[:-1], k // BLOCK_SIZE)
-    return packed, scales, pts, amax_value
+    return *_nvfp4_views(x.shape, packed, scales), pts, amax_value
 
 
 def quantize_rowcol(
@@ -1192,12 +1194,7 @@ def quantize_rowcol(
     packed, scales, col_packed, col_scales = _launch_quantize(
         x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, block_2d=block_2d, columns=True, col_hadamard=col_hadamard
     )
-    return (
-        packed.view(torch.uint8).reshape(m, k // 2),
-        scales.view(torch.float8_e4m3fn).reshape(m, k // BLOCK_SIZE),
-        col_packed.view(torch.uint8).reshape(k, m // 2),
-        col_scales.view(torch.float8_e4m3fn).reshape(k, m // BLOCK_SIZE),
-    )
+    return (*_nvfp4_views((m, k), packed, scales), *_nvfp4_views((k, m), col_packed, col_scales))
 
 
 # ----------------------------------------------------------------------------------------------
