@@ -418,12 +418,15 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
             name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} {shape}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
     want = triton_backend.amax_rowcol(x, col_hadamard=True)
-    for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
-        with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
+    for config in ROWCOL_TUNE:
+        with settings(triton_backend, AMAX_ROWCOL_CONFIG=config):
             same = all(torch.equal(a, b) for a, b in zip(triton_backend.amax_rowcol(x, col_hadamard=True), want))
             us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
+        shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
+        report.add("tile-tune", f"amax_rowcol col_hadamard {shape}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+    for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
+        with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
             had_us = time_us(lambda: triton_backend.amax(x, hadamard=True))
-        report.add("tile-tune", f"amax_rowcol col_hadamard blocks={blocks} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
         report.add("tile-tune", f"amax hadamard blocks={blocks} warps={warps}", had_us, x.numel() * x.element_size(), copy_gbps)
 
 

@@ -278,6 +278,7 @@ def use_small_tiles(monkeypatch):
         monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, mode, config)
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
+    monkeypatch.setattr(triton_backend, "AMAX_ROWCOL_CONFIG", SMALL_ROWCOL_TILES[Mode.RS])
 
 
 def training_input(shape, dtype, seed):
@@ -357,10 +358,13 @@ ROWCOL_TILINGS = [(32, 1, 4, 4), (32, 1, 8, 8), (64, 2, 8, 8), (16, 1, 16, 4)]
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rowcol_tilings_match_reference(monkeypatch, dtype, mode, tiling):
     monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, Mode(mode), tiling)
+    monkeypatch.setattr(triton_backend, "AMAX_ROWCOL_CONFIG", tiling)
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     for shape, block_2d, col_hadamard in (((80, 48), True, False), ((48, 272), False, True), ((112, 32), True, True)):
         x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
-        pts, col_pts = (per_tensor_scale_from_amax(a) for a in reference.amax_rowcol(x, col_hadamard=col_hadamard))
+        amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
+        assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
+        pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
         kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
         assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
 

@@ -71,7 +71,8 @@ AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 AMAX_CHUNK_TILES = 8  # quantize tiles each amax program of the one-launch amax+quantize reduces
 
-AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns; H200)
+AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd rows (H200)
+AMAX_ROWCOL_CONFIG = (128, 4, 4, 4)  # amax_rowcol's with col_hadamard, as ROWCOL_CONFIGS
 RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
 
 PTS_DIVISOR_F32 = tl.constexpr(float(PTS_DIVISOR))
@@ -532,71 +533,19 @@ def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, 
 
 
 @triton.jit
-def _load_element(elements_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
-    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (docs/format.md §11)."""
-    if INPUT_KIND == 2:
-        x = tl.load(elements_ptr + offsets, mask=mask, other=0.0)
-    else:
-        bits = tl.load(elements_ptr + offsets, mask=mask, other=0)
-        if INPUT_KIND == 0:
-            x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
-        else:
-            x = bits.to(tl.float16, bitcast=True).to(tl.float32)
-    return x
-
-
-@triton.jit
-def _column_chunk(elements_ptr, base, k, mask, FIRST: tl.constexpr, STEP: tl.constexpr, INPUT_KIND: tl.constexpr):
-    """Rows FIRST + STEP * c (c < 4) of columns base (offsets of row 0): [COLUMNS, 4]."""
-    return _from_columns(
-        _load_element(elements_ptr, base + FIRST * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + STEP) * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + 2 * STEP) * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + 3 * STEP) * k, mask, INPUT_KIND),
-    )
-
-
-@triton.jit
-def _column_blocks(elements_ptr, tile, scale_cols, n_rows, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr):
-    """The columnwise blocks (blocks of x.T) of a 2-D tile (see _tile_blocks): its BLOCKS columns
-    over its 16 rows, one column a thread, as float32 chunks like _elements' (RHT'd with HADAMARD),
-    with their flat indices in x.T and mask. The tile's rows were just read for the rowwise
-    blocks, so these loads (one element a row, consecutive columns across a warp) hit the cache."""
-    T: tl.constexpr = BLOCKS // 16
-    groups = tl.cdiv(scale_cols, T)
-    group = tile // groups  # the tile's 16-row group
-    k = scale_cols * 16
-    cols = tile % groups * BLOCKS + tl.arange(0, BLOCKS)
-    mask = cols < tl.where(group < n_rows // 16, k, 0)  # a prefetched tile past the end is empty
-    base = group.to(tl.int64) * 16 * k + cols
-    if INPUT_KIND != 2:
-        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 2, INPUT_KIND)
-        c1 = _column_chunk(elements_ptr, base, k, mask, 1, 2, INPUT_KIND)
-        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 2, INPUT_KIND)
-        c3 = _column_chunk(elements_ptr, base, k, mask, 9, 2, INPUT_KIND)
-    else:
-        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 1, INPUT_KIND)
-        c1 = _column_chunk(elements_ptr, base, k, mask, 4, 1, INPUT_KIND)
-        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 1, INPUT_KIND)
-        c3 = _column_chunk(elements_ptr, base, k, mask, 12, 1, INPUT_KIND)
-    if HADAMARD:
-        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
-    return c0, c1, c2, c3, cols.to(tl.int64) * (n_rows // 16) + group, mask
-
-
-@triton.jit
 def _chunks_abs_max(c0, c1, c2, c3):
     return tl.maximum(tl.maximum(_row_abs_max(c0), _row_abs_max(c1)), tl.maximum(_row_abs_max(c2), _row_abs_max(c3)))
 
 
 @triton.jit
 def _chunks_abs_max_bits(c0, c1, c2, c3):
-    """max |.| over all four chunks as float32 bits: an int32 max (exact; NaN sorts above Inf)."""
+    """max |.| of each block over its four chunks as float32 bits, [BLOCKS]: an int32 max (exact;
+    NaN sorts above Inf)."""
     bits = tl.maximum(
         tl.maximum(tl.abs(c0).to(tl.int32, bitcast=True), tl.abs(c1).to(tl.int32, bitcast=True)),
         tl.maximum(tl.abs(c2).to(tl.int32, bitcast=True), tl.abs(c3).to(tl.int32, bitcast=True)),
     )
-    return tl.max(tl.max(bits, axis=1), axis=0)
+    return tl.max(bits, axis=1)
 
 
 @triton.jit
@@ -843,7 +792,7 @@ def _chunk_amax_bits(
             blocks, mask = _tile_blocks(step * n_chunks + chunk, n_blocks, 0, 1, BLOCKS, False, False)
             w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
             c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK)
-            best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+            best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
     else:
         WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
         halves = 2 * n_chunks  # step s reads half-tiles s * halves + 2 chunk and the next one
@@ -937,21 +886,25 @@ def _amax_quantize_kernel(
 
 @triton.jit
 def _amax_blocks_kernel(
-    words_ptr, elements_ptr, partial_ptr, col_partial_ptr, n_blocks, scale_cols,
+    words_ptr, partial_ptr, col_partial_ptr, n_blocks, scale_cols,
     INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
-    BLOCKS: tl.constexpr,
+    BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr,
 ):
-    """Per program, max |.| bits of one tile's blocks, RHT'd with HADAMARD (1-D tiles) and, with
-    COL_HADAMARD (2-D tiles), of its RHT'd column blocks too: quantize_rowcol's two per-tensor
-    scales from one read."""
-    tile = tl.program_id(0)
-    blocks, mask = _tile_blocks(tile, n_blocks, tile + 1, scale_cols, BLOCKS, COL_HADAMARD, False)
-    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
-    c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-    tl.store(partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
-    if COL_HADAMARD:
-        c0, c1, c2, c3, _, _ = _column_blocks(elements_ptr, tile, scale_cols, n_blocks // scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS)
-        tl.store(col_partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
+    """Per program, max |.| bits of its TILES tiles' blocks, RHT'd with HADAMARD (1-D tiles) and,
+    with COL_HADAMARD (2-D tiles down a tile column, as quantize_rowcol's), of their RHT'd column
+    blocks (_column_patches) too: quantize_rowcol's two per-tensor scales from one read."""
+    first = tl.program_id(0) * TILES
+    program = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+    best = tl.zeros([BLOCKS], tl.int32)  # each thread's running max, reduced across threads once
+    for step in tl.range(TILES):
+        blocks, mask = _tile_blocks(first + step, n_blocks, first + TILES, scale_cols, BLOCKS, COL_HADAMARD, COL_HADAMARD)
+        w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
+        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+        best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+    tl.store(partial_ptr + program, tl.max(best, axis=0))
+    if COL_HADAMARD:  # patches outside x read zeros, whose transform is zero
+        c0, c1, c2, c3, _, _ = _column_patches(words_ptr, first, n_blocks, scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS, TILES, PATCH)
+        tl.store(col_partial_ptr + program, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
 
 
 @triton.jit
@@ -1010,12 +963,6 @@ def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
     return result
 
 
-def _elements_view(x: torch.Tensor) -> torch.Tensor:
-    """x's elements as the column loads read them: int16 bits for 16-bit input (docs/format.md §11), else fp32."""
-    flat = x.reshape(-1)
-    return flat if x.dtype == torch.float32 else flat.view(torch.int16)
-
-
 def _sign_mask(signs) -> int:
     """Bit j set where signs[j] is -1 (the kernels' constexpr)."""
     return sum(1 << j for j, sign in enumerate(signs) if sign < 0)
@@ -1049,13 +996,20 @@ def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tupl
     x), of its RHT'd column blocks."""
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    blocks_a_tile, warps = AMAX_BLOCKS_CONFIG
-    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if col_hadamard else triton.cdiv(n_blocks, blocks_a_tile)
-    partials = torch.zeros(2, max(n_tiles, 1), dtype=torch.int32, device=x.device)
-    if n_tiles:
-        _amax_blocks_kernel[(n_tiles,)](
-            _words(x), _elements_view(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
-            HADAMARD=hadamard, COL_HADAMARD=col_hadamard, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, num_warps=warps,
+    if col_hadamard:  # programs down each tile column, as quantize_rowcol's
+        blocks_a_tile, warps, tiles, patch = AMAX_ROWCOL_CONFIG
+        if _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) < MIN_PROGRAMS * tiles:
+            tiles = 1
+        grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
+    else:
+        (blocks_a_tile, warps), tiles, patch = AMAX_BLOCKS_CONFIG, 1, 1
+        grid = (triton.cdiv(n_blocks, blocks_a_tile), 1)
+    partials = torch.zeros(2, max(grid[0] * grid[1], 1), dtype=torch.int32, device=x.device)
+    if n_blocks:
+        _amax_blocks_kernel[grid](
+            _words(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
+            HADAMARD=hadamard, COL_HADAMARD=col_hadamard, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles,
+            PATCH=patch, num_warps=warps,
         )
     # The partials hold float32 bits (the chunks are float32 whatever the input): finish as float32.
     row_amax = _finish_amax(partials[0], _INPUT_KIND[torch.float32])
