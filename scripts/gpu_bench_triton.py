@@ -391,8 +391,8 @@ def training(report: Report, peers: bool) -> dict:
 
 
 TILE_TUNE = [(64, 2, 1), (128, 4, 1), (128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 8, 1), (512, 8, 1)]  # (blocks a 2-D tile, warps, tiles a program)
-# quantize_rowcol's (blocks, warps, tiles, column patch): tiles * blocks = patch * 32 * warps
-ROWCOL_TUNE = [(128, 4, 4, 4), (64, 4, 8, 4), (256, 4, 2, 4), (64, 2, 4, 4), (128, 8, 8, 4), (256, 8, 4, 4), (128, 4, 8, 8), (256, 4, 4, 8)]
+# quantize_rowcol's (blocks, warps, tiles, column patch): tiles * blocks = patch * 32 * warps, blocks >= 32 * warps
+ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (256, 8, 2, 2), (256, 4, 2, 4), (64, 2, 4, 4), (256, 8, 4, 4), (128, 4, 8, 8), (256, 4, 4, 8)]
 
 
 def tile_tune(report: Report, copy_gbps: float) -> None:

@@ -349,8 +349,8 @@ def test_rowcol_matches_reference(monkeypatch, dtype, mode, flags, tiles):
 
 
 # (blocks, warps, tiles, patch): a program's tiles past x's bottom (odd row-group counts), patches
-# that fill the threads exactly, more patches than threads, one-block-column tiles
-ROWCOL_TILINGS = [(32, 1, 4, 4), (32, 1, 8, 8), (64, 2, 8, 8), (16, 1, 16, 4)]
+# 2, 4 and 8 wide that fill the threads exactly, more patches than threads, one-block-column tiles
+ROWCOL_TILINGS = [(32, 1, 4, 4), (32, 1, 2, 2), (32, 1, 8, 8), (64, 2, 8, 8), (16, 1, 16, 4)]
 
 
 @pytest.mark.parametrize("tiling", ROWCOL_TILINGS, ids=str)
