@@ -20,8 +20,8 @@
   across two chunks, in docs/format.md's order); 2-D scaling lays a program's blocks out as 16 rows x N block
   columns and shares the tile max (one value a block) across threads; quantize_rowcol's programs
   run down a column of such tiles, then read them again (from the cache the row pass filled) in
-  patches of 16 rows x 4 or 8 columns, one a thread, whose columns are blocks of x.T: 16-byte
-  loads, and the x.T blocks a warp stores lie side by side.
+  patches of 16 rows x 2-8 columns, one a thread, whose columns are blocks of x.T: loads of 4-16
+  bytes, not one an element, and the x.T blocks a warp stores lie side by side.
   `amax_rowcol` gives amax(x) and amax(rht(x.T)) from one read; `rht` writes float32.
 
 `seed`, `offset` and the per-tensor scales may live in device memory and are read in the kernel,
@@ -673,11 +673,12 @@ def _column_patches(
     """The columnwise blocks (blocks of x.T) of 2-D tiles first .. first + TILES - 1 (numbered
     down, see _tile_place), as float32 chunks like _elements' (RHT'd with HADAMARD), with their
     flat indices in x.T and mask. A thread takes a patch of 16 rows x PATCH columns: 16 loads of
-    2 * PATCH bytes (4 * PATCH for fp32) and PATCH column blocks from registers, where a load a
-    column element cost an instruction or two an element more. Patches go tile fastest within a
-    16-column strip of the tiles, so that a warp's stores of a column block fall on consecutive
-    16-row groups, consecutive in x.T; column j of patch p is element j * PATCHES + p, the order
-    of a store's own layout (one element a thread, threads fastest), so no values move."""
+    2 * PATCH bytes (4 * PATCH for fp32) and PATCH column blocks from registers (a load an
+    element cost one to two instructions an element more). Patches go across a 16 x 16 tile
+    fastest (2-D scaling's tile max stays among neighbours), then down the stacked tiles, so a
+    warp's stores of a column block are runs of consecutive 16-row groups, consecutive in x.T.
+    Column j of patch p is element j * PATCHES + p, the order of a store's own layout (one
+    element a thread, threads fastest), so no values move through shared memory."""
     PATCHES: tl.constexpr = TILES * BLOCKS // PATCH
     STRIPS: tl.constexpr = 16 // PATCH  # patches across a 16 x 16 tile
     row_groups = n_blocks // scale_cols // 16
