@@ -391,6 +391,8 @@ def training(report: Report, peers: bool) -> dict:
 
 
 TILE_TUNE = [(64, 2, 1), (128, 4, 1), (128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 8, 1), (512, 8, 1)]  # (blocks a 2-D tile, warps, tiles a program)
+# quantize_rowcol's (blocks, warps, tiles, column patch): tiles * blocks = patch * 32 * warps, blocks >= 32 * warps
+ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (256, 8, 2, 2), (256, 4, 2, 4), (64, 2, 4, 4), (256, 8, 4, 4), (128, 4, 8, 8), (256, 4, 4, 8)]
 
 
 def tile_tune(report: Report, copy_gbps: float) -> None:
@@ -404,23 +406,27 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
         else:
             run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
         want = run()
-        for blocks, warps, tiles in TILE_TUNE:
-            configs = {"ROWCOL_CONFIGS": {**triton_backend.ROWCOL_CONFIGS, mode: (blocks, warps, tiles)}} if columns else {
-                "QUANTIZE_CONFIGS": {**triton_backend.QUANTIZE_CONFIGS, (mode, True): (blocks, warps, tiles)}
+        for config in ROWCOL_TUNE if columns else TILE_TUNE:
+            configs = {"ROWCOL_CONFIGS": {**triton_backend.ROWCOL_CONFIGS, mode: config}} if columns else {
+                "QUANTIZE_CONFIGS": {**triton_backend.QUANTIZE_CONFIGS, (mode, True): config}
             }
             with settings(triton_backend, **configs):
                 got = run()
                 same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
                 us = time_us(run)
-            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} blocks={blocks} warps={warps} tiles={tiles}"
+            shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
+            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} {shape}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
     want = triton_backend.amax_rowcol(x, col_hadamard=True)
-    for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
-        with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
+    for config in ROWCOL_TUNE:
+        with settings(triton_backend, AMAX_ROWCOL_CONFIG=config):
             same = all(torch.equal(a, b) for a, b in zip(triton_backend.amax_rowcol(x, col_hadamard=True), want))
             us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
+        shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
+        report.add("tile-tune", f"amax_rowcol col_hadamard {shape}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+    for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
+        with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
             had_us = time_us(lambda: triton_backend.amax(x, hadamard=True))
-        report.add("tile-tune", f"amax_rowcol col_hadamard blocks={blocks} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
         report.add("tile-tune", f"amax hadamard blocks={blocks} warps={warps}", had_us, x.numel() * x.element_size(), copy_gbps)
 
 

@@ -82,11 +82,10 @@ class Variant:
         return f"{self.kernel}_{self.mode}" if self.mode != "-" else self.kernel
 
 
-def _quantize_arguments(elements_type: str) -> dict[str, str]:
+def _quantize_arguments() -> dict[str, str]:
     """_quantize_kernel's runtime arguments (seeds are 63-bit, docs/format.md §3: i64)."""
     return {
-        "words_ptr": "*i32", "elements_ptr": elements_type, "pts_ptr": "*fp32", "col_pts_ptr": "*fp32",
-        "seed": "i64", "offset": "i64", "packed_ptr": "*i64", "scales_ptr": "*u8", "col_packed_ptr": "*i64",
+        "words_ptr": "*i32", "pts_ptr": "*fp32", "col_pts_ptr": "*fp32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64", "scales_ptr": "*u8", "col_packed_ptr": "*i64",
         "col_scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32",
     }
 
@@ -95,27 +94,27 @@ def _threads(warps: int) -> int:
     return warps * THREADS_A_WARP
 
 
-def quantize_variant(tb, mode, input_kind: int, elements_type: str, *, columns: bool) -> Variant:
+def quantize_variant(tb, mode, input_kind: int, *, columns: bool) -> Variant:
     """_quantize_kernel as _launch_quantize launches it: 1-D tiles, or quantize_rowcol's 2-D tiles."""
-    blocks, warps, tiles = tb.ROWCOL_CONFIGS[mode] if columns else tb.QUANTIZE_CONFIGS[(mode, False)]
+    blocks, warps, tiles, patch = tb.ROWCOL_CONFIGS[mode] if columns else (*tb.QUANTIZE_CONFIGS[(mode, False)], 1)
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns, BLOCK_2D=False, COLUMNS=columns,
-        COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PTX=True,  # PTX: as compiled for NVIDIA
+        COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PATCH=patch, PTX=True,  # PTX: as compiled for NVIDIA
     )
     role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(
-        "rowcol" if columns else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps", tb._quantize_kernel,
-        _quantize_arguments(elements_type), constexprs, warps, tb._compile_options("max"), [role],
+        "rowcol" if columns else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else ""), tb._quantize_kernel,
+        _quantize_arguments(), constexprs, warps, tb._compile_options("max"), [role],
     )
 
 
-def amax_quantize_variant(tb, mode, input_kind: int, elements_type: str) -> Variant:
+def amax_quantize_variant(tb, mode, input_kind: int) -> Variant:
     """_amax_quantize_kernel as quantize_amax launches it from nvfp4cli.quantize (host_amax given)."""
     blocks, warps, tiles = tb.AMAX_QUANTIZE_CONFIGS[(mode, False)]
     chunk_tiles = tb.AMAX_CHUNK_TILES
     arguments = {
-        "words_ptr": "*i32", "elements_ptr": elements_type, "pts_ptr": "*fp32", "amax_ptr": "*fp32",
+        "words_ptr": "*i32", "pts_ptr": "*fp32", "amax_ptr": "*fp32",
         "host_amax_ptr": "*i32", "state_ptr": "*i32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64",
         "scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32", "n_words": "i32",
         "n_chunks": "i32", "n_programs": "i32",
@@ -150,7 +149,6 @@ def amax_variant(tb, dtype) -> Variant:
 def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
     """The selected kernels for input of torch dtype `dtype`, one a mode (amax has none)."""
     input_kind = tb._INPUT_KIND[dtype]
-    elements_type = "*i16" if dtype.itemsize == 2 else "*fp32"  # _elements_view: int16 bits of 16-bit input
     selected = []
     for kernel in kernels:
         if kernel == "amax":
@@ -159,9 +157,9 @@ def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
         for mode in modes:
             mode = tb.Mode(mode)
             if kernel == "amax-quantize":
-                selected.append(amax_quantize_variant(tb, mode, input_kind, elements_type))
+                selected.append(amax_quantize_variant(tb, mode, input_kind))
             else:
-                selected.append(quantize_variant(tb, mode, input_kind, elements_type, columns=kernel == "rowcol"))
+                selected.append(quantize_variant(tb, mode, input_kind, columns=kernel == "rowcol"))
     return selected
 
 

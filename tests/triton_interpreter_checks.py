@@ -265,6 +265,8 @@ def test_ops_trace_under_torch_compile_fullgraph():
 TRAINING_SHAPES = [(16, 16), (48, 80), (32, 272)]  # odd block and tile counts both ways
 # 2 block columns a 2-D tile; RS runs two tiles a program (an odd count: the last one past the end)
 SMALL_TILES = {(Mode.RN, True): (32, 1, 1), (Mode.RS, True): (32, 1, 2)}
+# rowcol's, (blocks, warps, tiles, patch): column patches 4 and 8 wide, fewer of them than threads
+SMALL_ROWCOL_TILES = {Mode.RN: (32, 1, 1, 4), Mode.RS: (32, 1, 2, 8)}
 SMALL_TILE_SHAPE = (48, 80)  # 3 x 3 of those tiles, the last one half outside
 
 
@@ -272,9 +274,11 @@ def use_small_tiles(monkeypatch):
     """Tiny 2-D tiles (and RHT-amax tiles), several a program: many tiles, partial ones at the edges."""
     for key, config in SMALL_TILES.items():
         monkeypatch.setitem(triton_backend.QUANTIZE_CONFIGS, key, config)
-        monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, key[0], config)
+    for mode, config in SMALL_ROWCOL_TILES.items():
+        monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, mode, config)
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     monkeypatch.setattr(triton_backend, "AMAX_BLOCKS_CONFIG", (32, 1))
+    monkeypatch.setattr(triton_backend, "AMAX_ROWCOL_CONFIG", SMALL_ROWCOL_TILES[Mode.RS])
 
 
 def training_input(shape, dtype, seed):
@@ -336,6 +340,27 @@ def test_rowcol_matches_reference(monkeypatch, dtype, mode, flags, tiles):
         use_small_tiles(monkeypatch)
     block_2d, col_hadamard = flags in ("block_2d", "both"), flags in ("col_hadamard", "both")
     for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
+        x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
+        amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
+        assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
+        pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
+        kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
+        assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
+
+
+# (blocks, warps, tiles, patch): a program's tiles past x's bottom (odd row-group counts), patches
+# 2, 4 and 8 wide that fill the threads exactly, more patches than threads, one-block-column tiles
+ROWCOL_TILINGS = [(32, 1, 4, 4), (32, 1, 2, 2), (32, 1, 8, 8), (64, 2, 8, 8), (16, 1, 16, 4)]
+
+
+@pytest.mark.parametrize("tiling", ROWCOL_TILINGS, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rowcol_tilings_match_reference(monkeypatch, dtype, mode, tiling):
+    monkeypatch.setitem(triton_backend.ROWCOL_CONFIGS, Mode(mode), tiling)
+    monkeypatch.setattr(triton_backend, "AMAX_ROWCOL_CONFIG", tiling)
+    monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
+    for shape, block_2d, col_hadamard in (((80, 48), True, False), ((48, 272), False, True), ((112, 32), True, True)):
         x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
         amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
         assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))

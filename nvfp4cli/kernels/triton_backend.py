@@ -23,9 +23,11 @@
 - training primitives (docs/format.md §9, docs/training.md), in the same kernel: the RHT runs on the
   thread's own block in registers (each butterfly stage pairs elements inside a 4-element chunk or
   across two chunks, in docs/format.md's order); 2-D scaling lays a program's blocks out as 16 rows x N block
-  columns and shares the tile max (one value a block) across threads; quantize_rowcol then takes
-  each column of the same 16-row tile (loads that hit the cache the row pass filled) as a block of
-  x.T. `amax_rowcol` gives amax(x) and amax(rht(x.T)) from one read; `rht` writes float32.
+  columns and shares the tile max (one value a block) across threads; quantize_rowcol's programs
+  run down a column of such tiles, then read them again (from the cache the row pass filled) in
+  patches of 16 rows x 2-8 columns, one a thread, whose columns are blocks of x.T: loads of 4-16
+  bytes, not one an element, and the x.T blocks a warp stores lie side by side.
+  `amax_rowcol` gives amax(x) and amax(rht(x.T)) from one read; `rht` writes float32.
 
 `seed`, `offset` and the per-tensor scales may live in device memory and are read in the kernel,
 so a captured CUDA graph replays with whatever values those tensors hold. The ops `nvfp4::amax`,
@@ -55,7 +57,11 @@ QUANTIZE_CONFIGS = {
     (Mode.RN, True): (256, 4, 2),
     (Mode.RS, True): (256, 4, 2),
 }
-ROWCOL_CONFIGS = {Mode.RN: (512, 8, 1), Mode.RS: (128, 4, 2)}  # the same, of quantize_rowcol's 2-D tiles
+# quantize_rowcol's: (blocks a 2-D tile, warps, tiles a program, patch), its columns in patches of
+# 16 rows x `patch` (2, 4 or 8) columns, one a thread (_column_patches): tiles * blocks = patch *
+# 32 * warps, and blocks >= 32 * warps (a row block a thread). Wider patches take fewer
+# instructions an element (sm_90 RS: 41.2 at patch 2, 39.3 at 4) and more registers (58, 126).
+ROWCOL_CONFIGS = {Mode.RN: (128, 4, 4, 4), Mode.RS: (128, 4, 4, 4)}
 MIN_PROGRAMS = 1024
 # (blocks a tile, warps, tiles a program) of the one-launch amax+quantize's quantize programs
 # (each program takes a ticket: fewer, longer programs than the quantize kernel's); H200.
@@ -72,7 +78,8 @@ AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 AMAX_CHUNK_TILES = 8  # quantize tiles each amax program of the one-launch amax+quantize reduces
 
-AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd blocks (rows or columns; H200)
+AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd rows (H200)
+AMAX_ROWCOL_CONFIG = (128, 4, 4, 4)  # amax_rowcol's with col_hadamard, as ROWCOL_CONFIGS
 RHT_BLOCKS = 128  # 16-element blocks a program of the rht kernel
 
 PTS_DIVISOR_F32 = tl.constexpr(float(PTS_DIVISOR))
@@ -409,16 +416,33 @@ def _scalar(value, IN_MEMORY: tl.constexpr):
 
 
 @triton.jit
-def _tile_blocks(tile, end, tile_end, scale_cols, BLOCKS: tl.constexpr, BLOCK_2D: tl.constexpr):
+def _tile_place(tile, scale_cols, T: tl.constexpr, DOWN: tl.constexpr):
+    """(16-row group, tile column) of a 2-D tile of 16 rows x T block columns: tiles numbered
+    row-major, or with DOWN down the tile column program_id(1) (quantize_rowcol: a program's
+    tiles are stacked, so its column stores, consecutive 16-row groups, are consecutive 8-byte
+    blocks of x.T, and no tile costs an integer division)."""
+    if DOWN:
+        group = tile
+        tile_col = tl.program_id(1)
+    else:
+        groups = tl.cdiv(scale_cols, T)
+        group = tile // groups
+        tile_col = tile % groups
+    return group, tile_col
+
+
+@triton.jit
+def _tile_blocks(tile, end, tile_end, scale_cols, BLOCKS: tl.constexpr, BLOCK_2D: tl.constexpr, DOWN: tl.constexpr):
     """The flat indices of a tile's blocks and their mask: BLOCKS consecutive blocks (1-D), or with
     BLOCK_2D 16 rows x BLOCKS/16 block columns, block columns fastest (so a warp reads along a row),
-    tiles row-major; a 2-D tile past tile_end (the next tile prefetched by the last one) is empty."""
+    tiles numbered as _tile_place's DOWN says; a 2-D tile past tile_end (the next tile prefetched
+    by the last one) or outside x is empty."""
     if BLOCK_2D:
         T: tl.constexpr = BLOCKS // 16
-        groups = tl.cdiv(scale_cols, T)
+        group, tile_col = _tile_place(tile, scale_cols, T, DOWN)
         lane = tl.arange(0, BLOCKS)
-        col = tile % groups * T + lane % T
-        blocks = ((tile // groups).to(tl.int64) * 16 + lane // T) * scale_cols + col
+        col = tile_col * T + lane % T
+        blocks = (group.to(tl.int64) * 16 + lane // T) * scale_cols + col
         mask = (col < scale_cols) & (blocks < tl.where(tile < tile_end, end, 0))
     else:
         blocks = tl.cast(tile, tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
@@ -516,83 +540,33 @@ def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, 
 
 
 @triton.jit
-def _load_element(elements_ptr, offsets, mask, INPUT_KIND: tl.constexpr):
-    """Elements as exact float32; 16-bit input arrives as int16 bits and is widened by bits (docs/format.md §11)."""
-    if INPUT_KIND == 2:
-        x = tl.load(elements_ptr + offsets, mask=mask, other=0.0)
-    else:
-        bits = tl.load(elements_ptr + offsets, mask=mask, other=0)
-        if INPUT_KIND == 0:
-            x = (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
-        else:
-            x = bits.to(tl.float16, bitcast=True).to(tl.float32)
-    return x
-
-
-@triton.jit
-def _column_chunk(elements_ptr, base, k, mask, FIRST: tl.constexpr, STEP: tl.constexpr, INPUT_KIND: tl.constexpr):
-    """Rows FIRST + STEP * c (c < 4) of columns base (offsets of row 0): [COLUMNS, 4]."""
-    return _from_columns(
-        _load_element(elements_ptr, base + FIRST * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + STEP) * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + 2 * STEP) * k, mask, INPUT_KIND),
-        _load_element(elements_ptr, base + (FIRST + 3 * STEP) * k, mask, INPUT_KIND),
-    )
-
-
-@triton.jit
-def _column_blocks(elements_ptr, tile, scale_cols, n_rows, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr):
-    """The columnwise blocks (blocks of x.T) of a 2-D tile (see _tile_blocks): its BLOCKS columns
-    over its 16 rows, one column a thread, as float32 chunks like _elements' (RHT'd with HADAMARD),
-    with their flat indices in x.T and mask. The tile's rows were just read for the rowwise
-    blocks, so these loads (one element a row, consecutive columns across a warp) hit the cache."""
-    T: tl.constexpr = BLOCKS // 16
-    groups = tl.cdiv(scale_cols, T)
-    group = tile // groups  # the tile's 16-row group
-    k = scale_cols * 16
-    cols = tile % groups * BLOCKS + tl.arange(0, BLOCKS)
-    mask = cols < tl.where(group < n_rows // 16, k, 0)  # a prefetched tile past the end is empty
-    base = group.to(tl.int64) * 16 * k + cols
-    if INPUT_KIND != 2:
-        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 2, INPUT_KIND)
-        c1 = _column_chunk(elements_ptr, base, k, mask, 1, 2, INPUT_KIND)
-        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 2, INPUT_KIND)
-        c3 = _column_chunk(elements_ptr, base, k, mask, 9, 2, INPUT_KIND)
-    else:
-        c0 = _column_chunk(elements_ptr, base, k, mask, 0, 1, INPUT_KIND)
-        c1 = _column_chunk(elements_ptr, base, k, mask, 4, 1, INPUT_KIND)
-        c2 = _column_chunk(elements_ptr, base, k, mask, 8, 1, INPUT_KIND)
-        c3 = _column_chunk(elements_ptr, base, k, mask, 12, 1, INPUT_KIND)
-    if HADAMARD:
-        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
-    return c0, c1, c2, c3, cols.to(tl.int64) * (n_rows // 16) + group, mask
-
-
-@triton.jit
 def _chunks_abs_max(c0, c1, c2, c3):
     return tl.maximum(tl.maximum(_row_abs_max(c0), _row_abs_max(c1)), tl.maximum(_row_abs_max(c2), _row_abs_max(c3)))
 
 
 @triton.jit
 def _chunks_abs_max_bits(c0, c1, c2, c3):
-    """max |.| over all four chunks as float32 bits: an int32 max (exact; NaN sorts above Inf)."""
+    """max |.| of each block over its four chunks as float32 bits, [BLOCKS]: an int32 max (exact;
+    NaN sorts above Inf)."""
     bits = tl.maximum(
         tl.maximum(tl.abs(c0).to(tl.int32, bitcast=True), tl.abs(c1).to(tl.int32, bitcast=True)),
         tl.maximum(tl.abs(c2).to(tl.int32, bitcast=True), tl.abs(c3).to(tl.int32, bitcast=True)),
     )
-    return tl.max(tl.max(bits, axis=1), axis=0)
+    return tl.max(bits, axis=1)
 
 
 @triton.jit
-def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr):
+def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr, PATCH: tl.constexpr):
     """2-D scaling: each block's max replaced by its 16x16 tile's. TILE_MAX 1: the blocks are 16
-    rows x BLOCKS/16 block columns (rowwise); 2: BLOCKS columns, 16 consecutive ones a tile."""
+    rows x BLOCKS/16 block columns (rowwise); 2: column blocks as _column_patches lays them out,
+    [PATCH, BLOCKS/16 tiles, 16/PATCH patches a tile]."""
     if TILE_MAX == 1:
         tiles = tl.max(tl.reshape(block_max, [16, BLOCKS // 16]), axis=0)
         block_max = tl.reshape(tl.broadcast_to(tiles[None, :], [16, BLOCKS // 16]), [BLOCKS])
     elif TILE_MAX == 2:
-        tiles = tl.max(tl.reshape(block_max, [BLOCKS // 16, 16]), axis=1)
-        block_max = tl.reshape(tl.broadcast_to(tiles[:, None], [BLOCKS // 16, 16]), [BLOCKS])
+        SHAPE: tl.constexpr = [PATCH, BLOCKS // 16, 16 // PATCH]
+        tiles = tl.max(tl.max(tl.reshape(block_max, SHAPE), axis=2), axis=0)
+        block_max = tl.reshape(tl.broadcast_to(tiles[None, :, None], SHAPE), [BLOCKS])
     return block_max
 
 
@@ -600,13 +574,13 @@ def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr):
 def _quantize_blocks(
     c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
     PAIRED: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
-    TILE_MAX: tl.constexpr, BLOCKS: tl.constexpr, PTX: tl.constexpr,
+    TILE_MAX: tl.constexpr, PATCH: tl.constexpr, BLOCKS: tl.constexpr, PTX: tl.constexpr,
 ):
     """Quantize BLOCKS blocks from their float32 chunks (see _rht_chunks). Each thread owns whole
     blocks, so every per-block value (max, scale, Philox words, packed codes) stays in that
     thread's registers; only 2-D scaling's tile max crosses threads (one value a block)."""
     elements = (c0, c1, c2, c3)
-    block_max = _tile_max(_chunks_abs_max(c0, c1, c2, c3), BLOCKS, TILE_MAX)
+    block_max = _tile_max(_chunks_abs_max(c0, c1, c2, c3), BLOCKS, TILE_MAX, PATCH)
 
     # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (docs/format.md §11).
     scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 6.0), pts))
@@ -658,26 +632,98 @@ def _program_end(n_blocks, first, BLOCKS: tl.constexpr, TILES: tl.constexpr, TIL
 
 
 @triton.jit
-def _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, TILED: tl.constexpr):
+def _first_tile(
+    words_ptr, n_blocks, scale_cols, first, INPUT_KIND: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
+    TILED: tl.constexpr, DOWN: tl.constexpr,
+):
     """The blocks, mask and words of a program's first tile (tile `first`), for _quantize_tiles."""
     end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
-    blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED)
+    blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED, DOWN)
     w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
     return blocks, mask, w0, w1, w2, w3
 
 
 @triton.jit
+def _patch_row(words_ptr, base, mask, row, row_words, INPUT_KIND: tl.constexpr, PATCH: tl.constexpr):
+    """Row `row` of each patch (see _column_patches), one load of 2 * PATCH bytes (4 * PATCH for
+    fp32), as [PATCH * PATCHES] float32, column j of patch p at j * PATCHES + p."""
+    PATCHES: tl.constexpr = base.shape[0]
+    WORDS: tl.constexpr = PATCH // 2 if INPUT_KIND != 2 else PATCH
+    offsets = base[:, None] + row * row_words + tl.arange(0, WORDS)[None, :]
+    words = tl.load(words_ptr + offsets, mask=mask[:, None], other=0)
+    if INPUT_KIND != 2:
+        even, odd = _split_pairs(words, INPUT_KIND)
+        values = tl.permute(tl.join(even, odd), (1, 2, 0))  # [word, half, patch]
+    else:
+        values = tl.permute(words.to(tl.float32, bitcast=True), (1, 0))
+    return tl.reshape(values, [PATCH * PATCHES])
+
+
+@triton.jit
+def _patch_chunk(words_ptr, base, mask, row_words, FIRST: tl.constexpr, STEP: tl.constexpr, INPUT_KIND: tl.constexpr, PATCH: tl.constexpr):
+    """Rows FIRST + STEP * c (c < 4) of the patches' columns: [PATCH * PATCHES, 4], like _elements' chunks."""
+    return _from_columns(
+        _patch_row(words_ptr, base, mask, FIRST, row_words, INPUT_KIND, PATCH),
+        _patch_row(words_ptr, base, mask, FIRST + STEP, row_words, INPUT_KIND, PATCH),
+        _patch_row(words_ptr, base, mask, FIRST + 2 * STEP, row_words, INPUT_KIND, PATCH),
+        _patch_row(words_ptr, base, mask, FIRST + 3 * STEP, row_words, INPUT_KIND, PATCH),
+    )
+
+
+@triton.jit
+def _column_patches(
+    words_ptr, first, n_blocks, scale_cols, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
+    BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr,
+):
+    """The columnwise blocks (blocks of x.T) of 2-D tiles first .. first + TILES - 1 (numbered
+    down, see _tile_place), as float32 chunks like _elements' (RHT'd with HADAMARD), with their
+    flat indices in x.T and mask. A thread takes a patch of 16 rows x PATCH columns: 16 loads of
+    2 * PATCH bytes (4 * PATCH for fp32) and PATCH column blocks from registers (a load an
+    element cost one to two instructions an element more). Patches go across a 16 x 16 tile
+    fastest (2-D scaling's tile max stays among neighbours), then down the stacked tiles, so a
+    warp's stores of a column block are runs of consecutive 16-row groups, consecutive in x.T.
+    Column j of patch p is element j * PATCHES + p, the order of a store's own layout (one
+    element a thread, threads fastest), so no values move through shared memory."""
+    PATCHES: tl.constexpr = TILES * BLOCKS // PATCH
+    STRIPS: tl.constexpr = 16 // PATCH  # patches across a 16 x 16 tile
+    row_groups = n_blocks // scale_cols // 16
+    patch = tl.arange(0, PATCHES)
+    group, tile_col = _tile_place(first + patch // STRIPS % TILES, scale_cols, BLOCKS // 16, True)
+    col = tile_col * BLOCKS + patch // (STRIPS * TILES) * 16 + patch % STRIPS * PATCH  # the patch's first column
+    mask = (col < scale_cols * 16) & (group < row_groups)
+    row_words = scale_cols * (8 if INPUT_KIND != 2 else 16)
+    base = group.to(tl.int64) * 16 * row_words + (col // 2 if INPUT_KIND != 2 else col)
+    if INPUT_KIND != 2:
+        c0 = _patch_chunk(words_ptr, base, mask, row_words, 0, 2, INPUT_KIND, PATCH)
+        c1 = _patch_chunk(words_ptr, base, mask, row_words, 1, 2, INPUT_KIND, PATCH)
+        c2 = _patch_chunk(words_ptr, base, mask, row_words, 8, 2, INPUT_KIND, PATCH)
+        c3 = _patch_chunk(words_ptr, base, mask, row_words, 9, 2, INPUT_KIND, PATCH)
+    else:
+        c0 = _patch_chunk(words_ptr, base, mask, row_words, 0, 1, INPUT_KIND, PATCH)
+        c1 = _patch_chunk(words_ptr, base, mask, row_words, 4, 1, INPUT_KIND, PATCH)
+        c2 = _patch_chunk(words_ptr, base, mask, row_words, 8, 1, INPUT_KIND, PATCH)
+        c3 = _patch_chunk(words_ptr, base, mask, row_words, 12, 1, INPUT_KIND, PATCH)
+    if HADAMARD:
+        c0, c1, c2, c3 = _rht_chunks(c0, c1, c2, c3, INPUT_KIND != 2, SIGN_MASK)
+    columns = tl.arange(0, PATCH)[:, None] + col[None, :]
+    blocks = tl.reshape(columns.to(tl.int64) * row_groups + group[None, :], [PATCH * PATCHES])
+    mask = tl.reshape(tl.broadcast_to(mask[None, :], [PATCH, PATCHES]), [PATCH * PATCHES])
+    return c0, c1, c2, c3, blocks, mask
+
+
+@triton.jit
 def _quantize_tiles(
-    words_ptr, elements_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
+    words_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
     n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
-    SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PTX: tl.constexpr,
+    SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr, PTX: tl.constexpr,
 ):
-    """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x, the first one's words loaded (_first_tile); of rht(x) with HADAMARD; 16x16-tile
-    scales with BLOCK_2D, which needs TILED, the 2-D tiles of _tile_blocks) and, with COLUMNS
-    (TILED too), the columnwise NVFP4 of each tile just read: the blocks of x.T, RHT'd with
-    COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
+    """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x, the first one's words loaded
+    (_first_tile); of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs TILED,
+    the 2-D tiles of _tile_blocks) and, with COLUMNS (TILED too, the tiles numbered down), the
+    columnwise NVFP4 of the tiles just read (_column_patches, from the cache): the blocks of x.T,
+    RHT'd with COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
     The next tile's words are loaded before the current one is quantized, so memory stays busy
     while the program computes."""
     inv_pts = tl.div_rn(1.0, pts)
@@ -686,25 +732,25 @@ def _quantize_tiles(
     end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
-        next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED)
+        next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED, COLUMNS)
         n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, PAIRED)
         c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
         _quantize_blocks(
             c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-            PAIRED, STOCHASTIC, SWIZZLE, SCALE_RULE, TILE_MAX, BLOCKS, PTX,
+            PAIRED, STOCHASTIC, SWIZZLE, SCALE_RULE, TILE_MAX, 1, BLOCKS, PTX,
         )
-        if COLUMNS:
-            col_pts = tl.load(col_pts_ptr)
-            c0, c1, c2, c3, col_blocks, col_mask = _column_blocks(
-                elements_ptr, tile, scale_cols, n_blocks // scale_cols, INPUT_KIND, COL_HADAMARD, SIGN_MASK, BLOCKS
-            )
-            _quantize_blocks(
-                c0, c1, c2, c3, col_blocks, col_mask, col_packed_ptr, col_scales_ptr, scale_cols, unit_stride, col_pts,
-                tl.div_rn(1.0, col_pts), seed, offset + n_blocks, PAIRED, STOCHASTIC, False, 0, 2 if BLOCK_2D else 0,
-                BLOCKS, PTX,
-            )
         w0, w1, w2, w3 = n0, n1, n2, n3
         blocks, mask = next_blocks, next_mask
+    if COLUMNS:
+        col_pts = tl.load(col_pts_ptr)
+        c0, c1, c2, c3, col_blocks, col_mask = _column_patches(
+            words_ptr, first, n_blocks, scale_cols, INPUT_KIND, COL_HADAMARD, SIGN_MASK, BLOCKS, TILES, PATCH
+        )
+        _quantize_blocks(
+            c0, c1, c2, c3, col_blocks, col_mask, col_packed_ptr, col_scales_ptr, scale_cols, unit_stride, col_pts,
+            tl.div_rn(1.0, col_pts), seed, offset + n_blocks, PAIRED, STOCHASTIC, False, 0, 2 if BLOCK_2D else 0,
+            PATCH, TILES * BLOCKS, PTX,
+        )
 
 
 @triton.jit
@@ -718,22 +764,22 @@ def _counters(seed, offset, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constex
 
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _quantize_kernel(
-    words_ptr, elements_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
+    words_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
     n_blocks, scale_cols, unit_stride,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
     SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr,
     COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
-    PTX: tl.constexpr,
+    PATCH: tl.constexpr, PTX: tl.constexpr,
 ):
     """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     first = tl.program_id(0) * TILES
-    blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED)
+    blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED, COLUMNS)
     _quantize_tiles(
-        words_ptr, elements_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
+        words_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
         col_scales_ptr, n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
         INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, HADAMARD, TILED, BLOCK_2D, COLUMNS, COL_HADAMARD, SIGN_MASK, BLOCKS,
-        TILES, PTX,
+        TILES, PATCH, PTX,
     )
 
 
@@ -751,10 +797,10 @@ def _chunk_amax_bits(
     if HADAMARD:
         best = tl.zeros((), tl.int32)
         for step in tl.range(CHUNK_TILES, num_stages=1):
-            blocks, mask = _tile_blocks(step * n_chunks + chunk, n_blocks, 0, 1, BLOCKS, False)
+            blocks, mask = _tile_blocks(step * n_chunks + chunk, n_blocks, 0, 1, BLOCKS, False, False)
             w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
             c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK)
-            best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+            best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
     else:
         WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
         halves = 2 * n_chunks  # step s reads half-tiles s * halves + 2 chunk and the next one
@@ -794,7 +840,7 @@ def _fence_system(PTX: tl.constexpr):
 
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _amax_quantize_kernel(
-    words_ptr, elements_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
+    words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, seed, offset, packed_ptr, scales_ptr,
     n_blocks, scale_cols, unit_stride, n_words, n_chunks, n_programs,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
     SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr,
@@ -821,7 +867,7 @@ def _amax_quantize_kernel(
         job = ticket - n_chunks
         first = (n_programs - n_chunks - 1 - job) * TILES
         # The first tile's words do not depend on the amax: they load while the program waits.
-        blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D)
+        blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D, False)
         while tl.load(state_ptr + CHUNKS_DONE, volatile=True) < n_chunks:
             _pause(PTX)
         amax = _magnitude_to_float(tl.atomic_max(state_ptr + AMAX_BITS, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
@@ -833,10 +879,10 @@ def _amax_quantize_kernel(
                 tl.store(host_amax_ptr, amax.to(tl.int32, bitcast=True))
                 _fence_system(PTX)  # push the store to the host now, not at the kernel's end
         _quantize_tiles(
-            words_ptr, elements_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
+            words_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
             n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
             INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
-            TILES, PTX,
+            TILES, 1, PTX,
         )
     # Relaxed: every read of state this program made has returned before this point.
     if tl.atomic_add(state_ptr + FINISHED, 1, sem="relaxed") == n_programs - 1:
@@ -848,27 +894,31 @@ def _amax_quantize_kernel(
 
 @triton.jit
 def _amax_blocks_kernel(
-    words_ptr, elements_ptr, partial_ptr, col_partial_ptr, n_blocks, scale_cols,
+    words_ptr, partial_ptr, col_partial_ptr, n_blocks, scale_cols,
     INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr,
-    BLOCKS: tl.constexpr,
+    BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr,
 ):
-    """Per program, max |.| bits of one tile's blocks, RHT'd with HADAMARD (1-D tiles) and, with
-    COL_HADAMARD (2-D tiles), of its RHT'd column blocks too: quantize_rowcol's two per-tensor
-    scales from one read."""
-    tile = tl.program_id(0)
-    blocks, mask = _tile_blocks(tile, n_blocks, tile + 1, scale_cols, BLOCKS, COL_HADAMARD)
-    w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
-    c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-    tl.store(partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
-    if COL_HADAMARD:
-        c0, c1, c2, c3, _, _ = _column_blocks(elements_ptr, tile, scale_cols, n_blocks // scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS)
-        tl.store(col_partial_ptr + tile, _chunks_abs_max_bits(c0, c1, c2, c3))
+    """Per program, max |.| bits of its TILES tiles' blocks, RHT'd with HADAMARD (1-D tiles) and,
+    with COL_HADAMARD (2-D tiles down a tile column, as quantize_rowcol's), of their RHT'd column
+    blocks (_column_patches) too: quantize_rowcol's two per-tensor scales from one read."""
+    first = tl.program_id(0) * TILES
+    program = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+    best = tl.zeros([BLOCKS], tl.int32)  # each thread's running max, reduced across threads once
+    for step in tl.range(TILES):
+        blocks, mask = _tile_blocks(first + step, n_blocks, first + TILES, scale_cols, BLOCKS, COL_HADAMARD, COL_HADAMARD)
+        w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
+        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+        best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+    tl.store(partial_ptr + program, tl.max(best, axis=0))
+    if COL_HADAMARD:  # patches outside x read zeros, whose transform is zero
+        c0, c1, c2, c3, _, _ = _column_patches(words_ptr, first, n_blocks, scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS, TILES, PATCH)
+        tl.store(col_partial_ptr + program, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
 
 
 @triton.jit
 def _rht_kernel(words_ptr, out_ptr, n_blocks, INPUT_KIND: tl.constexpr, SIGN_MASK: tl.constexpr, INVERSE: tl.constexpr, BLOCKS: tl.constexpr):
     """rht (or its inverse) of BLOCKS blocks a program, written as float32 chunks."""
-    blocks, mask = _tile_blocks(tl.program_id(0), n_blocks, 0, 1, BLOCKS, False)
+    blocks, mask = _tile_blocks(tl.program_id(0), n_blocks, 0, 1, BLOCKS, False, False)
     w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
     c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, False, 0)
     if INVERSE:  # butterfly and * 0.25 first (signs +1), then the signs
@@ -921,12 +971,6 @@ def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
     return result
 
 
-def _elements_view(x: torch.Tensor) -> torch.Tensor:
-    """x's elements as the column loads read them: int16 bits for 16-bit input (docs/format.md §11), else fp32."""
-    flat = x.reshape(-1)
-    return flat if x.dtype == torch.float32 else flat.view(torch.int16)
-
-
 def _sign_mask(signs) -> int:
     """Bit j set where signs[j] is -1 (the kernels' constexpr)."""
     return sum(1 << j for j, sign in enumerate(signs) if sign < 0)
@@ -960,13 +1004,20 @@ def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tupl
     x), of its RHT'd column blocks."""
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    blocks_a_tile, warps = AMAX_BLOCKS_CONFIG
-    n_tiles = _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) if col_hadamard else triton.cdiv(n_blocks, blocks_a_tile)
-    partials = torch.zeros(2, max(n_tiles, 1), dtype=torch.int32, device=x.device)
-    if n_tiles:
-        _amax_blocks_kernel[(n_tiles,)](
-            _words(x), _elements_view(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
-            HADAMARD=hadamard, COL_HADAMARD=col_hadamard, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, num_warps=warps,
+    if col_hadamard:  # programs down each tile column, as quantize_rowcol's
+        blocks_a_tile, warps, tiles, patch = AMAX_ROWCOL_CONFIG
+        if _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) < MIN_PROGRAMS * tiles:
+            tiles = 1
+        grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
+    else:
+        (blocks_a_tile, warps), tiles, patch = AMAX_BLOCKS_CONFIG, 1, 1
+        grid = (triton.cdiv(n_blocks, blocks_a_tile), 1)
+    partials = torch.zeros(2, max(grid[0] * grid[1], 1), dtype=torch.int32, device=x.device)
+    if n_blocks:
+        _amax_blocks_kernel[grid](
+            _words(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
+            HADAMARD=hadamard, COL_HADAMARD=col_hadamard, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles,
+            PATCH=patch, num_warps=warps,
         )
     # The partials hold float32 bits (the chunks are float32 whatever the input): finish as float32.
     row_amax = _finish_amax(partials[0], _INPUT_KIND[torch.float32])
@@ -1046,12 +1097,19 @@ def _launch_quantize(
     pts = pts.to(device=x.device, dtype=torch.float32).reshape(())
     col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
     tiled = block_2d or columns  # 16-row tiles
-    config = ROWCOL_CONFIGS[Mode(mode)] if columns else QUANTIZE_CONFIGS[(Mode(mode), block_2d)]
-    blocks_a_tile, warps, tiles, n_tiles = _tiling(config, n_blocks, scale_cols, tiled)
+    if columns:
+        *config, patch = ROWCOL_CONFIGS[Mode(mode)]
+    else:
+        config, patch = QUANTIZE_CONFIGS[(Mode(mode), block_2d)], 1
+    blocks_a_tile, warps, tiles, n_tiles = _tiling(tuple(config), n_blocks, scale_cols, tiled)
+    if columns:  # programs down each tile column (_tile_place)
+        grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
+    else:
+        grid = (triton.cdiv(n_tiles, tiles),)
     options = _compile_options(scale_rule)
     if n_blocks:
-        _quantize_kernel[(triton.cdiv(n_tiles, tiles),)](
-            _words(x), _elements_view(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
+        _quantize_kernel[grid](
+            _words(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
             *(outputs[2:] if columns else outputs[:2]), n_blocks, scale_cols, 1,
             INPUT_KIND=_INPUT_KIND[x.dtype],
             STOCHASTIC=stochastic,
@@ -1067,6 +1125,7 @@ def _launch_quantize(
             SIGN_MASK=_HADAMARD_MASK,
             BLOCKS=blocks_a_tile,
             TILES=tiles,
+            PATCH=patch,
             PTX=_PTX,
             num_warps=warps,
             **options,
@@ -1165,7 +1224,7 @@ def quantize_amax(
     amax_value = torch.empty((), dtype=torch.float32, device=x.device)
     words = _words(x)
     _amax_quantize_kernel[(n_programs,)](
-        words, _elements_view(x), pts, amax_value, amax_value if host_amax is None else host_amax, _amax_quantize_state.get(x.device),
+        words, pts, amax_value, amax_value if host_amax is None else host_amax, _amax_quantize_state.get(x.device),
         0 if seed is None else seed, offset,
         packed, scales, n_blocks, scale_cols, 1, words.numel(), n_chunks, n_programs,
         INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=Mode(mode) is Mode.RS, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
