@@ -3,13 +3,14 @@ run on this card: against a device-to-device copy of the same input (the bandwid
 counting bytes read plus written) and against torch.compile of torchao's nvfp4_quantize (or, for
 the training primitives, torch.compile of a plain PyTorch version of the same op).
 
-    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api]
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api] [--l2]
 
 --training times the FP4 training primitives (docs/format.md §9) at 8192x8192 bf16: quantize_rowcol (RN,
 RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
 quantize against 1-D, the rht op, and the default API call against the kernels it runs.
 --tile-tune times other 2-D tile shapes (outputs checked equal to the default's); --api the
-default API call's host time and the alternatives for its finiteness read.
+default API call's host time and the alternatives for its finiteness read; --l2 how much of a
+first pass (amax) a second pass finds in L2, by the part of x it reads.
 
 --tune times other tile shapes of the quantize and amax kernels (each checked equal to the
 default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32;
@@ -99,14 +100,18 @@ def quantize_bytes(x: torch.Tensor, reads: int = 1) -> int:
 _divisor = {}
 
 
+def device_pts(amax: torch.Tensor) -> torch.Tensor:
+    """pts as format.per_tensor_scale_from_amax computes it (true division by a tensor), with the
+    divisor tensor made once: creating it from a Python number each call is a host-to-device
+    copy that waits for the GPU."""
+    if amax.device not in _divisor:
+        _divisor[amax.device] = torch.tensor(2688.0, device=amax.device)
+    return torch.clamp(amax / _divisor[amax.device], min=2.0**-120)
+
+
 def amax_then_quantize(x: torch.Tensor, mode: Mode):
-    """The backend's amax, pts, quantize. pts as format.per_tensor_scale_from_amax computes it
-    (true division by a tensor), with the divisor tensor made once: creating it from a Python
-    number each call is a host-to-device copy that waits for the GPU."""
-    if x.device not in _divisor:
-        _divisor[x.device] = torch.tensor(2688.0, device=x.device)
-    pts = torch.clamp(triton_backend.amax(x) / _divisor[x.device], min=2.0**-120)
-    return triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
+    """The backend's amax, pts, quantize."""
+    return triton_backend.quantize(x, per_tensor_scale=device_pts(triton_backend.amax(x)), mode=mode, seed=SEED, offset=OFFSET)
 
 
 def amax_quantize(x: torch.Tensor, mode: Mode):
@@ -356,8 +361,7 @@ def training(report: Report, peers: bool) -> dict:
 
     def amax_rowcol_rs():
         a, b = triton_backend.amax_rowcol(x, col_hadamard=True)
-        return rowcol(x, torch.clamp(a / _divisor.setdefault(x.device, torch.tensor(2688.0, device=x.device)), min=2.0**-120),
-                      torch.clamp(b / _divisor[x.device], min=2.0**-120), Mode.RS, False, True)
+        return rowcol(x, device_pts(a), device_pts(b), Mode.RS, False, True)
 
     r["rowcol e2e"] = report.add("training", "amax_rowcol + quantize_rowcol RS col_hadamard", time_us(amax_rowcol_rs), rowcol_bytes(x, 2), copy_gbps)
     hpts = per_tensor_scale_from_amax(triton_backend.amax(x, hadamard=True))
@@ -392,7 +396,7 @@ def training(report: Report, peers: bool) -> dict:
 
 TILE_TUNE = [(64, 2, 1), (128, 4, 1), (128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 8, 1), (512, 8, 1)]  # (blocks a 2-D tile, warps, tiles a program)
 # quantize_rowcol's (blocks, warps, tiles, column patch): tiles * blocks = patch * 32 * warps, blocks >= 32 * warps
-ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (256, 8, 2, 2), (256, 4, 2, 4), (64, 2, 4, 4), (256, 8, 4, 4), (128, 4, 8, 8), (256, 4, 4, 8)]
+ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (128, 4, 4, 2), (256, 8, 2, 2), (64, 2, 4, 4), (256, 8, 4, 4), (64, 2, 4, 2)]
 
 
 def tile_tune(report: Report, copy_gbps: float) -> None:
@@ -400,9 +404,9 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
     x = make_input(MAIN_SHAPE)
     row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=True)
     pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
-    for columns, mode in ((True, Mode.RS), (True, Mode.RN), (False, Mode.RS), (False, Mode.RN)):
+    for columns, mode, col_hadamard in ((True, Mode.RS, True), (True, Mode.RN, True), (True, Mode.RS, False), (False, Mode.RS, False), (False, Mode.RN, False)):
         if columns:
-            run = lambda: rowcol(x, pts, col_pts, mode, False, True)  # noqa: E731
+            run = lambda: rowcol(x, pts, col_pts, mode, False, col_hadamard)  # noqa: E731
         else:
             run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
         want = run()
@@ -415,7 +419,8 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
                 same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
                 us = time_us(run)
             shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
-            name = f"{'rowcol col_hadamard' if columns else 'quantize block_2d'} {mode.value.upper()} {shape}"
+            kind = ("rowcol col_hadamard" if col_hadamard else "rowcol") if columns else "quantize block_2d"
+            name = f"{kind} {mode.value.upper()} {shape}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
     want = triton_backend.amax_rowcol(x, col_hadamard=True)
     for config in ROWCOL_TUNE:
@@ -428,6 +433,32 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
         with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
             had_us = time_us(lambda: triton_backend.amax(x, hadamard=True))
         report.add("tile-tune", f"amax hadamard blocks={blocks} warps={warps}", had_us, x.numel() * x.element_size(), copy_gbps)
+
+
+def l2_reuse(report: Report) -> None:
+    """Does a second pass find the first one's data in L2 (what a one-launch amax+quantize could
+    save)? amax reads its windows from x's end back to its start, so x's start is read last:
+    time amax of a part of x alone, and its extra time right after an amax of all of x, for the
+    part read last (x's start) and the part read first (x's end)."""
+    x, _, copy_gbps = main_input_and_copy(report, "l2")
+    flat, n = x.view(-1), x.numel()
+    whole = time_us(lambda: triton_backend.amax(x))
+    report.add("l2", "amax of x", whole, n * x.element_size(), copy_gbps)
+    for parts in (16, 8, 4, 2):
+        part = n // parts
+        head, tail = flat[:part], flat[n - part :]
+        nbytes = part * x.element_size()
+        report.add("l2", f"amax of x's first 1/{parts} alone", time_us(lambda: triton_backend.amax(head)), nbytes, copy_gbps)
+        after_head = time_us(lambda: (triton_backend.amax(x), triton_backend.amax(head))) - whole
+        report.add("l2", f"after amax of x: its first 1/{parts} (read last)", after_head, nbytes, copy_gbps)
+        after_tail = time_us(lambda: (triton_backend.amax(x), triton_backend.amax(tail))) - whole
+        report.add("l2", f"after amax of x: its last 1/{parts} (read first)", after_tail, nbytes, copy_gbps)
+        pts = per_tensor_scale_from_amax(triton_backend.amax(head))
+        quantize_head = lambda: triton_backend.quantize(head.view(-1, 8192), per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)  # noqa: E731
+        alone = time_us(quantize_head)
+        report.add("l2", f"quantize RN of x's first 1/{parts} alone", alone, quantize_bytes(head), copy_gbps)
+        after = time_us(lambda: (triton_backend.amax(x), quantize_head())) - whole
+        report.add("l2", f"after amax of x: quantize RN of its first 1/{parts}", after, quantize_bytes(head), copy_gbps)
 
 
 def wall_us(fn, calls: int = 300) -> float:
@@ -479,6 +510,7 @@ def main() -> None:
     parser.add_argument("--training", action="store_true", help="time the training primitives (docs/format.md §9) and the API call")
     parser.add_argument("--tile-tune", action="store_true", help="time other 2-D tile shapes (rowcol, block_2d, RHT amax)")
     parser.add_argument("--api", action="store_true", help="the default API call's host time and its finiteness read")
+    parser.add_argument("--l2", action="store_true", help="how much of a first pass a second one finds in L2")
     parser.add_argument("--no-training-peer", action="store_true", help="skip torch.compile of the plain PyTorch rowcol")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -517,6 +549,8 @@ def main() -> None:
         tile_tune(report, r["copy_gbps"])
     if args.api:
         api_overhead(report, r["copy_gbps"])
+    if args.l2:
+        l2_reuse(report)
     columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
     sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
     text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)
@@ -525,6 +559,7 @@ def main() -> None:
     text += "\n" + report.table("training", ["name", "us", "GB/s", "% of copy", "x 1-D", "x kernels", "speed-up"])
     text += "\n" + report.table("tile-tune", columns)
     text += "\n" + report.table("api", ["name", "us", "GB/s", "% of copy"])
+    text += "\n" + report.table("l2", ["name", "us", "GB/s", "% of copy"])
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
     print(text)
