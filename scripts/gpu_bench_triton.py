@@ -459,6 +459,25 @@ def l2_reuse(report: Report) -> None:
         report.add("l2", f"quantize RN of x's first 1/{parts} alone", alone, quantize_bytes(head), copy_gbps)
         after = time_us(lambda: (triton_backend.amax(x), quantize_head())) - whole
         report.add("l2", f"after amax of x: quantize RN of its first 1/{parts}", after, quantize_bytes(head), copy_gbps)
+    floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
+    variants = [(mode, kept, stream) for mode in Mode for kept in (0, 0.5, 0.75, 0.875, 1) for stream in (False, True)]
+    for mode, kept, stream in variants:
+        with settings(triton_backend, AMAX_KEPT_FRACTION=0, AMAX_STREAM_QUANTIZE=False):
+            want = amax_quantize(x, mode)
+        with settings(triton_backend, AMAX_KEPT_FRACTION=kept, AMAX_STREAM_QUANTIZE=stream):
+            got = amax_quantize(x, mode)
+            us = time_us(lambda: amax_quantize(x, mode))
+        same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want[:2]))
+        name = f"amax+quantize {mode.value.upper()} one launch, last {kept} of the amax steps kept in L2" + (", quantize loads evict_first" if stream else "")
+        report.add("l2", name, us, quantize_bytes(x, reads=2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
+    for shape in ((4096, 4096), (16384, 8192)):
+        y = make_input(shape)
+        y_floor_us = quantize_bytes(y, reads=2) / copy_gbps / 1e3
+        for kept, stream in ((0, False), (0.75, True)):
+            with settings(triton_backend, AMAX_KEPT_FRACTION=kept, AMAX_STREAM_QUANTIZE=stream):
+                us = time_us(lambda: amax_quantize(y, Mode.RN))
+            name = f"{shape[0]}x{shape[1]} amax+quantize RN one launch, kept {kept}" + (", evict_first" if stream else "")
+            report.add("l2", name, us, quantize_bytes(y, reads=2), copy_gbps, **{"x two-pass floor": round(us / y_floor_us, 3)})
 
 
 def wall_us(fn, calls: int = 300) -> float:
@@ -559,7 +578,7 @@ def main() -> None:
     text += "\n" + report.table("training", ["name", "us", "GB/s", "% of copy", "x 1-D", "x kernels", "speed-up"])
     text += "\n" + report.table("tile-tune", columns)
     text += "\n" + report.table("api", ["name", "us", "GB/s", "% of copy"])
-    text += "\n" + report.table("l2", ["name", "us", "GB/s", "% of copy"])
+    text += "\n" + report.table("l2", ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"])
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
     print(text)

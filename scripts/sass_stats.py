@@ -115,14 +115,14 @@ def amax_quantize_variant(tb, mode, input_kind: int) -> Variant:
     chunk_tiles = tb.AMAX_CHUNK_TILES
     arguments = {
         "words_ptr": "*i32", "pts_ptr": "*fp32", "amax_ptr": "*fp32",
-        "host_amax_ptr": "*i32", "state_ptr": "*i32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64",
+        "host_amax_ptr": "*i32", "state_ptr": "*i32", "tickets_before": "i32", "chunks_before": "i32", "amax_word": "i32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64",
         "scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32", "n_words": "i32",
         "n_chunks": "i32", "n_programs": "i32",
     }
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SCALE_RULE=0, HADAMARD=False, BLOCK_2D=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles,
-        CHUNK_TILES=chunk_tiles, NOTIFY_HOST=True, PTX=True,
+        CHUNK_TILES=chunk_tiles, KEPT_STEPS=tb._kept_steps(chunk_tiles), STREAM_QUANTIZE=tb.AMAX_STREAM_QUANTIZE, NOTIFY_HOST=True, PTX=True,
     )
     roles = [
         Role("amax", chunk_tiles * blocks * 16 // _threads(warps), counts_stores=False),
@@ -275,18 +275,26 @@ def main_path(instructions: list[Instruction]) -> list[Instruction]:
 
 def outermost_if_else(path: list[Instruction]) -> tuple[set[int], set[int]] | None:
     """The addresses of the two sides of the path's largest if/else: a conditional forward
-    branch to T whose fall-through side ends in an unconditional forward branch past T."""
+    branch to T whose fall-through side ends in an unconditional forward branch past T (the
+    other side ends there) or in an unconditional EXIT (the other side runs to the end)."""
     by_address = {i.address: n for n, i in enumerate(path)}
     best = None
     for branch in path:
         if not (branch.is_branch() and branch.predicate and branch.target() in by_address):
             continue
         end_of_then = path[by_address[branch.target()] - 1]
-        if end_of_then.is_branch() and not end_of_then.predicate and end_of_then.target() > branch.target():
-            then = {i.address for i in path if branch.address < i.address < branch.target()}
-            other = {i.address for i in path if branch.target() <= i.address < end_of_then.target()}
-            if best is None or len(then) + len(other) > len(best[0]) + len(best[1]):
-                best = (then, other)
+        if end_of_then.predicate:
+            continue
+        if end_of_then.is_branch() and end_of_then.target() > branch.target():
+            end = end_of_then.target()
+        elif end_of_then.opcode == "EXIT":
+            end = path[-1].address + 1
+        else:
+            continue
+        then = {i.address for i in path if branch.address < i.address < branch.target()}
+        other = {i.address for i in path if branch.target() <= i.address < end}
+        if best is None or len(then) + len(other) > len(best[0]) + len(best[1]):
+            best = (then, other)
     return best
 
 

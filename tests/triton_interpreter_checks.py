@@ -454,12 +454,25 @@ def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
 
 def test_one_launch_amax_chunks_fill_a_wave_before_they_grow():
     # (256x256 bf16 above: 16 tiles, so chunks of 4 tiles here, where a wave is 4 programs.)
+    # Two tiles at least: a program's second window keeps two loads in flight.
     cpu, wave, most = torch.device("cpu"), triton_backend._programs_a_wave(torch.device("cpu")), triton_backend.AMAX_CHUNK_TILES
     for n_tiles in range(1, 3 * most * wave):
         chunk = triton_backend._chunk_tiles(n_tiles, cpu)
-        assert chunk in (1, 2, 4, 8, 16) and chunk <= most
-        assert chunk == 1 or n_tiles >= chunk * wave  # no chunk larger than one that leaves SMs idle
+        assert chunk in (2, 4, 8, 16) and chunk <= most
+        assert chunk == 2 or n_tiles >= chunk * wave  # no chunk larger than one that leaves SMs idle, from 2 on
         assert chunk == most or n_tiles < 2 * chunk * wave  # and none smaller than needed
+
+
+@pytest.mark.parametrize("kept_fraction", [0.1, 0.75, 1.0])
+@pytest.mark.parametrize("where", [0, 40000, -1])
+def test_one_launch_amax_with_steps_kept_in_l2_sees_every_element(monkeypatch, kept_fraction, where):
+    # The amax windows' last steps load with another cache policy, in a loop of their own: the
+    # largest magnitude counts wherever it sits (first window, middle, x's last element).
+    monkeypatch.setattr(triton_backend, "AMAX_KEPT_FRACTION", kept_fraction)
+    assert 0 <= triton_backend._kept_steps(4) < 8
+    x = torch.randn(256, 256, generator=torch.Generator().manual_seed(where)).to(torch.bfloat16)
+    x.view(-1)[where] = -1000.0
+    assert_amax_quantize_agrees(x, Mode.RN)
 
 
 @pytest.mark.parametrize(
@@ -485,16 +498,18 @@ def test_one_launch_amax_quantize_propagates_nan():
     assert_amax_quantize_agrees(x, Mode.RN)
 
 
-def test_one_launch_amax_quantize_resets_its_state_for_the_next_launch(monkeypatch):
-    # On a GPU the state is kept per stream and reused: the kernel must leave it zeroed.
-    state = torch.zeros(triton_backend.STATE_WORDS, dtype=torch.int32)
-    monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: state)
+def test_one_launch_amax_quantize_state_carries_over_launches_through_int32_wrap(monkeypatch):
+    # On a GPU a stream's state is reused and never reset: each launch starts from the counts the
+    # launches before it left. Start just below int32's largest value, so the counters overflow
+    # (and wrap to negative values) in the first launch.
+    counters = triton_backend._LaunchCounters(torch.device("cpu"))
+    counters.tickets = counters.chunks = 2**31 - 3
+    counters.state[int(triton_backend.TICKETS.value)] = counters.state[int(triton_backend.CHUNKS_DONE.value)] = 2**31 - 3
+    monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: counters)
     x = torch.randn(256, 256, generator=torch.Generator().manual_seed(9)).to(torch.bfloat16)
-    first = triton_backend.quantize_amax(x, mode=Mode.RS, seed=SEED, offset=OFFSET)
-    assert not state.any()
-    second = triton_backend.quantize_amax(x * 2, mode=Mode.RS, seed=SEED, offset=OFFSET)
-    assert torch.equal(second[3], first[3] * 2)
-    assert not state.any()
+    for scale in (1, 2, 0.5):  # three launches: each amax word used, zeroed and used again
+        assert_amax_quantize_agrees(x * scale, Mode.RS)
+    assert counters.launches == 3 and counters.state[int(triton_backend.TICKETS.value)] < 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

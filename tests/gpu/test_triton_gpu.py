@@ -327,7 +327,7 @@ def test_one_launch_amax_quantize_options_match_reference(mode, options):
 
 
 def test_one_launch_amax_quantize_back_to_back_on_two_streams():
-    # Each launch counts in its stream's state and zeroes it as it ends: many launches of
+    # Each launch counts on in its stream's state from where the launch before left it: many launches of
     # different sizes queued without a host sync, on two streams at once, all stay exact.
     xs = [random_input((rows, 4096), torch.bfloat16, seed=rows) for rows in (1, 16, 1024, 3000, 64)]
     wants = [reference.quantize_amax(x.cpu(), mode=Mode.RS, seed=1, offset=2) for x in xs]
