@@ -122,7 +122,7 @@ def amax_quantize_variant(tb, mode, input_kind: int) -> Variant:
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SCALE_RULE=0, HADAMARD=False, BLOCK_2D=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles,
-        CHUNK_TILES=chunk_tiles, KEPT_STEPS=tb._kept_steps(chunk_tiles), STREAM_QUANTIZE=tb.AMAX_STREAM_QUANTIZE, NOTIFY_HOST=True, PTX=True,
+        CHUNK_TILES=chunk_tiles, KEPT_STEPS=tb._kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=tb.AMAX_STREAM_QUANTIZE, NOTIFY_HOST=True, PTX=True,
     )
     roles = [
         Role("amax", chunk_tiles * blocks * 16 // _threads(warps), counts_stores=False),
@@ -141,7 +141,7 @@ def amax_variant(tb, dtype) -> Variant:
     return Variant(
         "amax", "-", f"{tb.AMAX_WORDS} words x {tb.AMAX_TILES}, {tb.AMAX_WARPS} warps", tb._amax_partial_kernel,
         {"words_ptr": "*i32", "partial_ptr": "*i32", "n_words": "i32"},
-        dict(PAIRED=paired, WORDS=tb.AMAX_WORDS, TILES=tb.AMAX_TILES), tb.AMAX_WARPS, {},
+        dict(PAIRED=paired, WORDS=tb.AMAX_WORDS, TILES=tb.AMAX_TILES, KEPT_STEPS=tb._kept_steps(tb.AMAX_TILES)), tb.AMAX_WARPS, {},
         [Role("all", elements, counts_stores=False)],
     )
 

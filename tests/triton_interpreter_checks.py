@@ -469,7 +469,7 @@ def test_one_launch_amax_with_steps_kept_in_l2_sees_every_element(monkeypatch, k
     # The amax windows' last steps load with another cache policy, in a loop of their own: the
     # largest magnitude counts wherever it sits (first window, middle, x's last element).
     monkeypatch.setattr(triton_backend, "AMAX_KEPT_FRACTION", kept_fraction)
-    assert 0 <= triton_backend._kept_steps(4) < 8
+    assert 0 <= triton_backend._kept_steps(8) < 8
     x = torch.randn(256, 256, generator=torch.Generator().manual_seed(where)).to(torch.bfloat16)
     x.view(-1)[where] = -1000.0
     assert_amax_quantize_agrees(x, Mode.RN)
@@ -512,12 +512,15 @@ def test_one_launch_amax_quantize_state_carries_over_launches_through_int32_wrap
     assert counters.launches == 3 and counters.state[int(triton_backend.TICKETS.value)] < 0
 
 
+@pytest.mark.parametrize("kept_fraction", [0, 0.5, 0.75])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_amax_windows_over_several_programs_and_tiles(monkeypatch, dtype):
+def test_amax_windows_over_several_programs_and_tiles(monkeypatch, dtype, kept_fraction):
     # 64-word tiles, 4 a program: 19 (16-bit) or 37 (fp32) programs sweep windows of tiles from the end;
-    # the largest value sits in each place of a window in turn.
+    # the largest value sits in each place of a window in turn. The windows kept in L2 are
+    # read by a loop of their own: none, 2 or 3 of the 4.
     monkeypatch.setattr(triton_backend, "AMAX_WORDS", 64)
     monkeypatch.setattr(triton_backend, "AMAX_TILES", 4)
+    monkeypatch.setattr(triton_backend, "AMAX_KEPT_FRACTION", kept_fraction)
     x = torch.randn(9400, generator=torch.Generator().manual_seed(4)).to(dtype)
     for index in (0, 63, 64 * 37, 9400 - 1, 5000):
         y = x.clone()

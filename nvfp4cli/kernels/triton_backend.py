@@ -77,9 +77,9 @@ AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
 AMAX_FINISH_ELEMENTS = 1024
 AMAX_CHUNK_TILES = 8  # quantize tiles each amax program of the one-launch amax+quantize reduces
-# L2 policy of the one-launch amax+quantize (H200, 8192x8192 bf16 RN: 89.5 -> 84.5 us; 16384x8192:
+# L2 policy of amax then quantize (H200, 8192x8192 bf16 RN one launch: 89.5 -> 84.5 us; 16384x8192:
 # 169.0 -> 161.4 us; all of the steps kept: no gain): the last AMAX_KEPT_FRACTION of each amax
-# program's steps load with evict_last, and the quantize programs' loads with evict_first.
+# program's steps load with evict_last, and the one-launch quantize programs' loads with evict_first.
 AMAX_KEPT_FRACTION = 0.75
 AMAX_STREAM_QUANTIZE = True
 
@@ -128,23 +128,54 @@ def _word_magnitudes(words_ptr, tile, n_words, PAIRED: tl.constexpr, WORDS: tl.c
 
 
 @triton.jit
-def _amax_partial_kernel(words_ptr, partial_ptr, n_words, PAIRED: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr):
-    # Step s of every program reads one window of consecutive tiles (program p: tile s * P + p),
-    # so the programs sweep the tensor together: DRAM pages stay open, where each program
-    # streaming its own region spread the reads over the whole tensor. The windows run from the
-    # end, so the quantize pass, which starts at the beginning, finds it still in L2. The next
-    # tile is loaded before the current one is reduced, to keep two in flight.
-    programs = tl.num_programs(0)
-    low, high = _word_magnitudes(words_ptr, (TILES - 1) * programs + tl.program_id(0), n_words, PAIRED, WORDS)
-    best_low, best_high = low, high
-    for step in range(1, TILES):
-        next_low, next_high = _word_magnitudes(words_ptr, (TILES - 1 - step) * programs + tl.program_id(0), n_words, PAIRED, WORDS)
+def _amax_steps(
+    words_ptr, base, stride, n_words, low, high, best_low, best_high, FIRST: tl.constexpr, LAST: tl.constexpr,
+    KEEP: tl.constexpr, PAIRED: tl.constexpr, WORDS: tl.constexpr, PER: tl.constexpr,
+):
+    """Steps FIRST .. LAST - 1 of _sweep_max: each loads its tile, then takes the max of the one
+    before (low, high)."""
+    for step in tl.range(FIRST, LAST, num_stages=1):
+        next_low, next_high = _word_magnitudes(words_ptr, base + step // PER * stride + step % PER, n_words, PAIRED, WORDS, KEEP)
         best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
         low, high = next_low, next_high
+    return low, high, best_low, best_high
+
+
+@triton.jit
+def _sweep_max(
+    words_ptr, base, stride, n_words, STEPS: tl.constexpr, KEPT_STEPS: tl.constexpr, PAIRED: tl.constexpr,
+    WORDS: tl.constexpr, PER: tl.constexpr,
+):
+    """Max magnitude bits (int32) of the tiles of WORDS words that a program reads in STEPS steps,
+    step s tile base + (s // PER) * stride + s % PER: PER consecutive tiles, then the next window.
+    The next tile is loaded before the current one is reduced, to keep two in flight; the last
+    KEPT_STEPS (< STEPS) load with evict_last, for a quantize pass that reads those tiles first."""
+    low, high = _word_magnitudes(words_ptr, base, n_words, PAIRED, WORDS)
+    best_low, best_high = low, high
+    low, high, best_low, best_high = _amax_steps(
+        words_ptr, base, stride, n_words, low, high, best_low, best_high, 1, STEPS - KEPT_STEPS, False, PAIRED, WORDS, PER
+    )
+    low, high, best_low, best_high = _amax_steps(
+        words_ptr, base, stride, n_words, low, high, best_low, best_high, STEPS - KEPT_STEPS, STEPS, True, PAIRED, WORDS, PER
+    )
     best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
     if PAIRED:
         best_high = best_high >> 16
-    tl.store(partial_ptr + tl.program_id(0), tl.maximum(tl.max(best_low, axis=0), tl.max(best_high, axis=0)))
+    return tl.maximum(tl.max(best_low, axis=0), tl.max(best_high, axis=0))
+
+
+@triton.jit
+def _amax_partial_kernel(
+    words_ptr, partial_ptr, n_words, PAIRED: tl.constexpr, WORDS: tl.constexpr, TILES: tl.constexpr, KEPT_STEPS: tl.constexpr
+):
+    # Step s of every program reads one window of consecutive tiles (program p: tile s * P + p),
+    # so the programs sweep the tensor together: DRAM pages stay open, where each program
+    # streaming its own region spread the reads over the whole tensor. The windows run from the
+    # end, so the quantize pass, which starts at the beginning, finds it in L2 (the last
+    # KEPT_STEPS windows are kept there).
+    programs = tl.num_programs(0)
+    base = (TILES - 1) * programs + tl.program_id(0)
+    tl.store(partial_ptr + tl.program_id(0), _sweep_max(words_ptr, base, -programs, n_words, TILES, KEPT_STEPS, PAIRED, WORDS, 1))
 
 
 @triton.jit
@@ -648,11 +679,12 @@ def _first_tile(
     words_ptr, n_blocks, scale_cols, first, INPUT_KIND: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
     TILED: tl.constexpr, DOWN: tl.constexpr, STREAM: tl.constexpr = False,
 ):
-    """The blocks, mask and words of a program's first tile (tile `first`), for _quantize_tiles."""
+    """The end of the program's blocks (_program_end), and the blocks, mask and words of its first
+    tile (tile `first`), for _quantize_tiles."""
     end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
     blocks, mask = _tile_blocks(first, end, first + TILES, scale_cols, BLOCKS, TILED, DOWN)
     w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2, STREAM)
-    return blocks, mask, w0, w1, w2, w3
+    return end, blocks, mask, w0, w1, w2, w3
 
 
 @triton.jit
@@ -726,7 +758,7 @@ def _column_patches(
 @triton.jit
 def _quantize_tiles(
     words_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
-    n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
+    n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
     SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr, PTX: tl.constexpr,
@@ -742,7 +774,6 @@ def _quantize_tiles(
     inv_pts = tl.div_rn(1.0, pts)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
-    end = _program_end(n_blocks, first, BLOCKS, TILES, TILED)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
         next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED, COLUMNS)
@@ -787,27 +818,13 @@ def _quantize_kernel(
     """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     first = tl.program_id(0) * TILES
-    blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED, COLUMNS)
+    end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED, COLUMNS)
     _quantize_tiles(
         words_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
-        col_scales_ptr, n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
+        col_scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
         INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, HADAMARD, TILED, BLOCK_2D, COLUMNS, COL_HADAMARD, SIGN_MASK, BLOCKS,
         TILES, PATCH, PTX,
     )
-
-
-@triton.jit
-def _amax_steps(
-    words_ptr, chunk, halves, n_words, low, high, best_low, best_high, FIRST: tl.constexpr, LAST: tl.constexpr,
-    KEEP: tl.constexpr, PAIRED: tl.constexpr, WORDS: tl.constexpr,
-):
-    """Steps FIRST .. LAST - 1 of _chunk_amax_bits: each loads its half-tile, then takes the max of
-    the one before (low, high)."""
-    for step in tl.range(FIRST, LAST, num_stages=1):
-        next_low, next_high = _word_magnitudes(words_ptr, step // 2 * halves + 2 * chunk + step % 2, n_words, PAIRED, WORDS, KEEP)
-        best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
-        low, high = next_low, next_high
-    return low, high, best_low, best_high
 
 
 @triton.jit
@@ -832,20 +849,8 @@ def _chunk_amax_bits(
             best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
     else:
         WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
-        halves = 2 * n_chunks  # step s reads half-tiles s * halves + 2 chunk and the next one
-        STEPS: tl.constexpr = CHUNK_TILES * 2
-        low, high = _word_magnitudes(words_ptr, 2 * chunk, n_words, PAIRED, WORDS)
-        best_low, best_high = low, high
-        low, high, best_low, best_high = _amax_steps(
-            words_ptr, chunk, halves, n_words, low, high, best_low, best_high, 1, STEPS - KEPT_STEPS, False, PAIRED, WORDS
-        )
-        low, high, best_low, best_high = _amax_steps(
-            words_ptr, chunk, halves, n_words, low, high, best_low, best_high, STEPS - KEPT_STEPS, STEPS, True, PAIRED, WORDS
-        )
-        best_low, best_high = tl.maximum(best_low, low), tl.maximum(best_high, high)
-        if PAIRED:
-            best_high = best_high >> 16
-        best = tl.maximum(tl.max(best_low, axis=0), tl.max(best_high, axis=0))
+        # step s reads half-tiles s // 2 * 2 n_chunks + 2 chunk and the next one
+        best = _sweep_max(words_ptr, 2 * chunk, 2 * n_chunks, n_words, 2 * CHUNK_TILES, KEPT_STEPS, PAIRED, WORDS, 2)
     return best
 
 
@@ -906,7 +911,7 @@ def _amax_quantize_kernel(
         job = ticket - n_chunks
         first = (n_programs - n_chunks - 1 - job) * TILES
         # The first tile's words do not depend on the amax: they load while the program waits.
-        blocks, mask, w0, w1, w2, w3 = _first_tile(
+        end, blocks, mask, w0, w1, w2, w3 = _first_tile(
             words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D, False, STREAM_QUANTIZE
         )
         while tl.load(state_ptr + CHUNKS_DONE, volatile=True) - chunks_before < n_chunks:
@@ -922,7 +927,7 @@ def _amax_quantize_kernel(
                 _fence_system(PTX)  # push the store to the host now, not at the kernel's end
         _quantize_tiles(
             words_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
-            n_blocks, scale_cols, unit_stride, first, blocks, mask, w0, w1, w2, w3,
+            n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
             INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
             TILES, 1, PTX, STREAM_QUANTIZE,
         )
@@ -1030,7 +1035,8 @@ def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
     partials = torch.zeros(max(n_partials, 1), dtype=torch.int32, device=x.device)
     if n_partials:
         _amax_partial_kernel[(n_partials,)](
-            words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES, num_warps=AMAX_WARPS
+            words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES,
+            KEPT_STEPS=_kept_steps(AMAX_TILES), num_warps=AMAX_WARPS,
         )
     return _finish_amax(partials, _INPUT_KIND[x.dtype])
 
@@ -1248,9 +1254,9 @@ def _chunk_tiles(n_tiles: int, device: torch.device) -> int:
     return tiles
 
 
-def _kept_steps(chunk_tiles: int) -> int:
-    """Of an amax program's 2 * chunk_tiles half-tile steps, the last ones loaded with evict_last (never the first)."""
-    return min(int(AMAX_KEPT_FRACTION * 2 * chunk_tiles), 2 * chunk_tiles - 1)
+def _kept_steps(steps: int) -> int:
+    """Of an amax program's steps, the last ones loaded with evict_last (never the first)."""
+    return min(int(AMAX_KEPT_FRACTION * steps), steps - 1)
 
 
 def quantize_amax(
@@ -1293,7 +1299,7 @@ def quantize_amax(
         INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=Mode(mode) is Mode.RS, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
         OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
         BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles,
-        KEPT_STEPS=_kept_steps(chunk_tiles), STREAM_QUANTIZE=AMAX_STREAM_QUANTIZE, NOTIFY_HOST=host_amax is not None, PTX=_PTX,
+        KEPT_STEPS=_kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=AMAX_STREAM_QUANTIZE, NOTIFY_HOST=host_amax is not None, PTX=_PTX,
         num_warps=warps, **_compile_options(scale_rule),
     )
     return *_nvfp4_views(x.shape, packed, scales), pts, amax_value
