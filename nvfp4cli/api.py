@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -83,21 +84,30 @@ def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor | float) -> None:
     raise DataError(f"{count} non-finite value(s) (NaN or Inf) in tensor of shape {tuple(x.shape)}, first at index {index}")
 
 
-class _HostReader(threading.local):
-    """Per thread and device: a side stream, an event and a pinned float32 that one amax goes
-    through. Made once: creating them a call cost more host time than the kernels."""
+class _HostSlot(NamedTuple):
+    slot: torch.Tensor  # int32 [1], page-locked on a GPU's host: the kernel writes float32 bits into it
+    view: object  # its numpy view, which the host polls
+    stream: torch.cuda.Stream | None  # the side stream a copy into it goes through (None on CPU)
+    done: torch.cuda.Event | None
+
+
+class _HostSlots(threading.local):
+    """Per thread and device: one 4-byte host slot that an amax reaches the host through. Made
+    once: creating its parts a call cost more host time than the kernels."""
 
     def __init__(self):
-        self.parts: dict[torch.device, tuple[torch.cuda.Stream, torch.cuda.Event, torch.Tensor]] = {}
+        self.slots: dict[torch.device, _HostSlot] = {}
 
-    def get(self, device: torch.device):
-        if device not in self.parts:
-            host = torch.empty((), dtype=torch.float32, pin_memory=True)
-            self.parts[device] = (torch.cuda.Stream(device), torch.cuda.Event(), host)
-        return self.parts[device]
+    def get(self, device: torch.device) -> _HostSlot:
+        if device not in self.slots:
+            cuda = device.type == "cuda"
+            slot = torch.empty(1, dtype=torch.int32, pin_memory=cuda)
+            self.slots[device] = _HostSlot(slot, slot.numpy(), torch.cuda.Stream(device) if cuda else None, torch.cuda.Event() if cuda else None)
+        return self.slots[device]
 
 
-_host_reader = _HostReader()
+_host_slots = _HostSlots()
+_NOT_WRITTEN = -1  # no float32's bits once the sign is cleared, as amax's is
 
 
 def _read_later(value: torch.Tensor):
@@ -107,35 +117,17 @@ def _read_later(value: torch.Tensor):
     keeps value alive and calls the result before its next call in this thread."""
     if value.device.type != "cuda":
         return lambda: float(value)
-    stream, done, host = _host_reader.get(value.device)
-    stream.wait_stream(torch.cuda.current_stream(value.device))
-    with torch.cuda.stream(stream):
-        host.copy_(value, non_blocking=True)
-        done.record(stream)
+    host = _host_slots.get(value.device)
+    host.stream.wait_stream(torch.cuda.current_stream(value.device))
+    with torch.cuda.stream(host.stream):
+        host.slot.view(torch.float32).copy_(value.reshape(1), non_blocking=True)
+        host.done.record(host.stream)
 
     def read() -> float:
-        done.synchronize()
-        return float(host)
+        host.done.synchronize()
+        return float(host.view.view("float32")[0])
 
     return read
-
-
-class _HostAmax(threading.local):
-    """Per thread and device: an int32 in page-locked memory that the one-launch amax+quantize
-    writes amax's bits into as soon as it knows them, and a numpy view the host polls."""
-
-    def __init__(self):
-        self.slots: dict[torch.device, tuple[torch.Tensor, object]] = {}
-
-    def get(self, device: torch.device) -> tuple[torch.Tensor, object]:
-        if device not in self.slots:
-            slot = torch.empty(1, dtype=torch.int32, pin_memory=device.type == "cuda")
-            self.slots[device] = (slot, slot.numpy())
-        return self.slots[device]
-
-
-_host_amax = _HostAmax()
-_NOT_WRITTEN = -1  # no float32's bits once the sign is cleared, as amax's is
 
 
 def _amax_when_written(view, amax: torch.Tensor) -> float:
@@ -279,7 +271,7 @@ def quantize(
     if per_tensor_scale is None:  # amax, scale and quantize: one launch on the Triton backend
         slot = view = None
         if check_finite:
-            slot, view = _host_amax.get(x.device)
+            slot, view, _, _ = _host_slots.get(x.device)
             view[0] = _NOT_WRITTEN
         packed, scales, pts, amax = kernels.quantize_amax(x, **options, host_amax=slot)
         if check_finite:  # the GPU never waits for the host's check
