@@ -394,7 +394,7 @@ def training(report: Report, peers: bool) -> dict:
     return r
 
 
-TILE_TUNE = [(64, 2, 1), (128, 4, 1), (128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 8, 1), (512, 8, 1)]  # (blocks a 2-D tile, warps, tiles a program)
+TILE_TUNE = [(128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 4, 4), (512, 4, 2), (512, 8, 1), (512, 8, 2)]  # (blocks a 2-D tile, warps, tiles a program)
 # quantize_rowcol's (blocks, warps, tiles, column patch): tiles * blocks = patch * 32 * warps, blocks >= 32 * warps
 ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (128, 4, 4, 2), (256, 8, 2, 2), (64, 2, 4, 4), (256, 8, 4, 4), (64, 2, 4, 2)]
 
