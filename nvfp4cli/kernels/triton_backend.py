@@ -60,8 +60,9 @@ QUANTIZE_CONFIGS = {
 # quantize_rowcol's: (blocks a 2-D tile, warps, tiles a program, patch), its columns in patches of
 # 16 rows x `patch` (2, 4 or 8) columns, one a thread (_column_patches): tiles * blocks = patch *
 # 32 * warps, and blocks >= 32 * warps (a row block a thread). Wider patches take fewer
-# instructions an element (sm_90 RS: 41.2 at patch 2, 39.3 at 4) and more registers (58, 126).
-ROWCOL_CONFIGS = {Mode.RN: (128, 4, 4, 4), Mode.RS: (128, 4, 4, 4)}
+# instructions an element (sm_90 RS: 41.2 at patch 2, 39.3 at 4) and more registers (58, 126):
+# on the H200 RS runs best at patch 2 (col_hadamard 135.1 -> 134.0 us, plain 165.0 -> 141.0 us).
+ROWCOL_CONFIGS = {Mode.RN: (128, 4, 4, 4), Mode.RS: (128, 4, 2, 2)}
 MIN_PROGRAMS = 1024
 # (blocks a tile, warps, tiles a program) of the one-launch amax+quantize's quantize programs
 # (each program takes a ticket: fewer, longer programs than the quantize kernel's); H200.
