@@ -331,6 +331,15 @@ def test_hadamard_with_a_scale_rule_matches_reference(rule):
         assert_same_bytes(got, want)
 
 
+def assert_rowcol_matches_reference(x, mode, block_2d, col_hadamard):
+    """amax_rowcol and quantize_rowcol (per-tensor scales from those amaxes) equal the reference's, byte for byte."""
+    amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
+    assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
+    pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
+    kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
+    assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
+
+
 @pytest.mark.parametrize("tiles", ["default", "small"])
 @pytest.mark.parametrize("flags", ["plain", "block_2d", "col_hadamard", "both"])
 @pytest.mark.parametrize("mode", MODES)
@@ -340,12 +349,7 @@ def test_rowcol_matches_reference(monkeypatch, dtype, mode, flags, tiles):
         use_small_tiles(monkeypatch)
     block_2d, col_hadamard = flags in ("block_2d", "both"), flags in ("col_hadamard", "both")
     for shape in TRAINING_SHAPES if tiles == "default" else [SMALL_TILE_SHAPE]:
-        x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
-        amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
-        assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
-        pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
-        kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
-        assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
+        assert_rowcol_matches_reference(training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype)), mode, block_2d, col_hadamard)
 
 
 # (blocks, warps, tiles, patch): a program's tiles past x's bottom (odd row-group counts), patches
@@ -361,12 +365,7 @@ def test_rowcol_tilings_match_reference(monkeypatch, dtype, mode, tiling):
     monkeypatch.setattr(triton_backend, "AMAX_ROWCOL_CONFIG", tiling)
     monkeypatch.setattr(triton_backend, "MIN_PROGRAMS", 1)
     for shape, block_2d, col_hadamard in (((80, 48), True, False), ((48, 272), False, True), ((112, 32), True, True)):
-        x = training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype))
-        amaxes = triton_backend.amax_rowcol(x, col_hadamard=col_hadamard)
-        assert_same_bytes(amaxes, reference.amax_rowcol(x, col_hadamard=col_hadamard))
-        pts, col_pts = (per_tensor_scale_from_amax(a) for a in amaxes)
-        kwargs = dict(per_tensor_scale=pts, col_per_tensor_scale=col_pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=block_2d, col_hadamard=col_hadamard)
-        assert_same_bytes(triton_backend.quantize_rowcol(x, **kwargs), reference.quantize_rowcol(x, **kwargs))
+        assert_rowcol_matches_reference(training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype)), mode, block_2d, col_hadamard)
 
 
 @pytest.mark.parametrize("mode", ["rn", "rs"])
