@@ -3,14 +3,15 @@ run on this card: against a device-to-device copy of the same input (the bandwid
 counting bytes read plus written) and against torch.compile of torchao's nvfp4_quantize (or, for
 the training primitives, torch.compile of a plain PyTorch version of the same op).
 
-    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api] [--l2]
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api] [--l2] [--one-launch-tune]
 
 --training times the FP4 training primitives (docs/format.md §9) at 8192x8192 bf16: quantize_rowcol (RN,
 RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
 quantize against 1-D, the rht op, and the default API call against the kernels it runs.
 --tile-tune times other 2-D tile shapes (outputs checked equal to the default's); --api the
 default API call's host time and the alternatives for its finiteness read; --l2 how much of a
-first pass (amax) a second pass finds in L2, by the part of x it reads.
+first pass (amax) a second pass finds in L2, by the part of x it reads; --one-launch-tune the
+8192x8192 one-launch amax+quantize around its defaults (L2 share, amax chunk, quantize tiles).
 
 --tune times other tile shapes of the quantize and amax kernels (each checked equal to the
 default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32;
@@ -283,6 +284,26 @@ def small_tune(report: Report, copy_gbps: float) -> None:
         report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same)
 
 
+# (share of the amax steps kept in L2, amax tiles a chunk, quantize (blocks, warps, tiles)) of the
+# 8192x8192 one-launch amax+quantize RN, around the default
+ONE_LAUNCH_VARIANTS = [(0.75, 8, (256, 4, 2)), (0.625, 8, (256, 4, 2)), (0.8125, 8, (256, 4, 2)), (0.75, 16, (256, 4, 2)), (0.75, 8, (256, 4, 4)), (0.75, 8, (128, 4, 4))]
+
+
+def one_launch_tune(report: Report, copy_gbps: float) -> None:
+    """The one-launch amax+quantize RN at 8192x8192 around its defaults (L2 share, chunk, tiles)."""
+    x = make_input(MAIN_SHAPE)
+    floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
+    want = amax_quantize(x, Mode.RN)
+    for kept, chunk_tiles, config in ONE_LAUNCH_VARIANTS:
+        configs = {**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}
+        with settings(triton_backend, AMAX_KEPT_FRACTION=kept, AMAX_CHUNK_TILES=chunk_tiles, AMAX_QUANTIZE_CONFIGS=configs):
+            got = amax_quantize(x, Mode.RN)
+            us = time_us(lambda: amax_quantize(x, Mode.RN))
+        same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want[:2]))
+        name = f"one launch RN kept={kept} chunk={chunk_tiles} blocks={config[0]} warps={config[1]} tiles={config[2]}"
+        report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
+
+
 def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -> None:
     for shape in SWEEP_SHAPES + SKINNY_SHAPES:
         x = make_input(shape)
@@ -523,6 +544,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--small", action="store_true", help="1024x1024 one-launch variants alone (also part of --tune)")
+    parser.add_argument("--one-launch-tune", action="store_true", help="8192x8192 one-launch amax+quantize around its defaults")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
@@ -553,6 +575,8 @@ def main() -> None:
         tune(report, r["copy_gbps"])
     if args.tune or args.small:
         small_tune(report, r["copy_gbps"])
+    if args.one_launch_tune:
+        one_launch_tune(report, r["copy_gbps"])
     if args.sweep:
         sweep(report, torchao, r["torchao"]["us"] if "torchao" in r else None, not args.no_sweep_peers)
     if args.rules:
