@@ -511,6 +511,29 @@ def test_one_launch_amax_quantize_state_carries_over_launches_through_int32_wrap
     assert counters.launches == 3 and counters.state[int(triton_backend.TICKETS.value)] < 0
 
 
+def test_one_launch_that_raises_counts_nothing(monkeypatch):
+    # A launch that fails on the host (say, its compile) must not advance the host's counts, or
+    # every later launch on that stream would wait for tickets that never come.
+    counters = triton_backend._LaunchCounters(torch.device("cpu"))
+    monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: counters)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+
+    class FailingLaunch:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                raise RuntimeError("compile failed")
+
+            return launch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(triton_backend, "_amax_quantize_kernel", FailingLaunch())
+        with pytest.raises(RuntimeError, match="compile failed"):
+            triton_backend.quantize_amax(x, mode=Mode.RN, seed=None, offset=0)
+    assert (counters.tickets, counters.chunks, counters.launches) == (0, 0, 0)
+    assert_amax_quantize_agrees(x, Mode.RN)
+    assert counters.launches == 1 and counters.tickets == int(counters.state[int(triton_backend.TICKETS.value)])
+
+
 @pytest.mark.parametrize("kept_fraction", [0, 0.5, 0.75])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_amax_windows_over_several_programs_and_tiles(monkeypatch, dtype, kept_fraction):

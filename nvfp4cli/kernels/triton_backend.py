@@ -1210,11 +1210,13 @@ class _LaunchCounters:
         self.state = torch.zeros(STATE_WORDS, dtype=torch.int32, device=device)
         self.tickets = self.chunks = self.launches = 0
 
-    def take(self, n_programs: int, n_chunks: int) -> tuple[int, int, int]:
-        """(tickets_before, chunks_before, amax_word) of the next launch, counted as launched."""
-        taken = _as_int32(self.tickets), _as_int32(self.chunks), AMAX_BITS.value + 32 * (self.launches % 2)
+    def next_launch(self) -> tuple[int, int, int]:
+        """(tickets_before, chunks_before, amax_word) of the next launch."""
+        return _as_int32(self.tickets), _as_int32(self.chunks), AMAX_BITS.value + 32 * (self.launches % 2)
+
+    def launched(self, n_programs: int, n_chunks: int) -> None:
+        """Count a launch once it is queued (a launch that raised counts nothing on the device either)."""
         self.tickets, self.chunks, self.launches = self.tickets + n_programs, self.chunks + n_chunks, self.launches + 1
-        return taken
 
 
 def _as_int32(count: int) -> int:
@@ -1297,7 +1299,7 @@ def quantize_amax(
     counters = _amax_quantize_state.get(x.device)
     _amax_quantize_kernel[(n_programs,)](
         words, pts, amax_value, amax_value if host_amax is None else host_amax, counters.state,
-        *counters.take(n_programs, n_chunks), 0 if seed is None else seed, offset,
+        *counters.next_launch(), 0 if seed is None else seed, offset,
         packed, scales, n_blocks, scale_cols, 1, words.numel(), n_chunks, n_programs,
         INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=Mode(mode) is Mode.RS, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
         OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
@@ -1305,6 +1307,7 @@ def quantize_amax(
         KEPT_STEPS=_kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=AMAX_STREAM_QUANTIZE, NOTIFY_HOST=host_amax is not None, PTX=_PTX,
         num_warps=warps, **_compile_options(scale_rule),
     )
+    counters.launched(n_programs, n_chunks)
     return *_nvfp4_views(x.shape, packed, scales), pts, amax_value
 
 
