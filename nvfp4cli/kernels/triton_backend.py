@@ -899,9 +899,9 @@ def _amax_quantize_kernel(
     from launch to launch: tickets_before and chunks_before are their values as this launch
     starts (int32 arithmetic wraps, so differences stay exact); the amax bits gather in word
     amax_word (AMAX_BITS or the line after it), and the first quantize program zeroes the other
-    one for the next launch on this stream. pts and amax (float32 0-d) are written by the first quantize program, and with
-    NOTIFY_HOST the amax bits to host_amax_ptr (page-locked host memory), so that the host can
-    check them while the quantize programs still run."""
+    one for the next launch on this stream. That program also writes pts and amax (float32 0-d)
+    and, with NOTIFY_HOST, the amax bits to host_amax_ptr (page-locked host memory), so that the
+    host can check them while the quantize programs still run."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed") - tickets_before
     if ticket < n_chunks:
@@ -1050,10 +1050,7 @@ def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tupl
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = x.shape[-1] // BLOCK_SIZE
     if col_hadamard:  # programs down each tile column, as quantize_rowcol's
-        blocks_a_tile, warps, tiles, patch = AMAX_ROWCOL_CONFIG
-        if _tiles_2d(n_blocks // scale_cols, scale_cols, blocks_a_tile) < MIN_PROGRAMS * tiles:
-            tiles = 1
-        grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
+        blocks_a_tile, warps, tiles, patch, grid = _rowcol_tiling(AMAX_ROWCOL_CONFIG, n_blocks, scale_cols)
     else:
         (blocks_a_tile, warps), tiles, patch = AMAX_BLOCKS_CONFIG, 1, 1
         grid = (triton.cdiv(n_blocks, blocks_a_tile), 1)
@@ -1114,6 +1111,16 @@ def _tiling(config: tuple[int, int, int], n_blocks: int, scale_cols: int, tiled:
     return blocks_a_tile, warps, tiles, n_tiles
 
 
+def _rowcol_tiling(config: tuple[int, int, int, int], n_blocks: int, scale_cols: int) -> tuple[int, int, int, int, tuple[int, int]]:
+    """(blocks a tile, warps, tiles a program, patch, grid) of a launch whose programs run down
+    each column of 2-D tiles (_tile_place's DOWN: quantize_rowcol's and amax_rowcol's), from its
+    configuration (ROWCOL_CONFIGS' shape), tiles a program as _tiling gives them."""
+    blocks_a_tile, warps, tiles, patch = config
+    tiles = _tiling((blocks_a_tile, warps, tiles), n_blocks, scale_cols, True)[2]
+    grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
+    return blocks_a_tile, warps, tiles, patch, grid
+
+
 def _nvfp4_views(shape, packed: torch.Tensor, scales: torch.Tensor, swizzle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernels' int64 packed codes and scale bytes of a tensor of `shape` [..., K] as uint8
     [..., K/2] and e4m3 [..., K/16] (flat with swizzle)."""
@@ -1143,14 +1150,10 @@ def _launch_quantize(
     col_pts = pts if col_pts is None else col_pts.to(device=x.device, dtype=torch.float32).reshape(())
     tiled = block_2d or columns  # 16-row tiles
     if columns:
-        *config, patch = ROWCOL_CONFIGS[Mode(mode)]
+        blocks_a_tile, warps, tiles, patch, grid = _rowcol_tiling(ROWCOL_CONFIGS[Mode(mode)], n_blocks, scale_cols)
     else:
-        config, patch = QUANTIZE_CONFIGS[(Mode(mode), block_2d)], 1
-    blocks_a_tile, warps, tiles, n_tiles = _tiling(tuple(config), n_blocks, scale_cols, tiled)
-    if columns:  # programs down each tile column (_tile_place)
-        grid = (triton.cdiv(n_blocks // scale_cols // BLOCK_SIZE, tiles), triton.cdiv(scale_cols, blocks_a_tile // BLOCK_SIZE))
-    else:
-        grid = (triton.cdiv(n_tiles, tiles),)
+        blocks_a_tile, warps, tiles, n_tiles = _tiling(QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
+        patch, grid = 1, (triton.cdiv(n_tiles, tiles),)
     options = _compile_options(scale_rule)
     if n_blocks:
         _quantize_kernel[grid](
