@@ -120,6 +120,20 @@ def amax_quantize(x: torch.Tensor, mode: Mode):
     return triton_backend.quantize_amax(x, mode=mode, seed=SEED, offset=OFFSET)
 
 
+def same_bytes(got, want) -> bool:
+    """Whether two sequences of tensors (packed codes, e4m3 scales) hold the same bytes."""
+    return all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want, strict=True))
+
+
+def one_launch_variant(x: torch.Tensor, mode: Mode, want, **knobs) -> tuple[float, bool]:
+    """Microseconds of the one-launch amax+quantize with triton_backend's knobs set, and whether
+    its codes, scales and per-tensor scale equal want's (the default's)."""
+    with settings(triton_backend, **knobs):
+        got = amax_quantize(x, mode)
+        us = time_us(lambda: amax_quantize(x, mode))
+    return us, same_bytes(got[:2], want[:2]) and torch.equal(got[2], want[2])
+
+
 def torchao_quantize():
     """torchao's nvfp4_quantize(x, 16, pts), or None when torchao is missing."""
     try:
@@ -256,12 +270,10 @@ def tune(report: Report, copy_gbps: float) -> None:
         report.add("tune", f"amax words={words} tiles={tiles} warps={warps}", us, x.numel() * x.element_size(), copy_gbps, same=same)
     floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
     for mode in Mode:
-        want_fused = amax_quantize(x, mode)
+        want = amax_quantize(x, mode)
         for config, chunk_tiles in FUSED_CONFIGS[mode]:
-            with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, False): config}, AMAX_CHUNK_TILES=chunk_tiles):
-                got = amax_quantize(x, mode)
-                same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want_fused[:2]))
-                us = time_us(lambda: amax_quantize(x, mode))
+            configs = {**triton_backend.AMAX_QUANTIZE_CONFIGS, (mode, False): config}
+            us, same = one_launch_variant(x, mode, want, AMAX_QUANTIZE_CONFIGS=configs, AMAX_CHUNK_TILES=chunk_tiles)
             name = f"amax+quantize one launch {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]} chunk={chunk_tiles}"
             report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same, **{"x two-pass floor": round(us / floor_us, 3)})
 
@@ -276,10 +288,8 @@ def small_tune(report: Report, copy_gbps: float) -> None:
     want = amax_quantize(x, Mode.RN)
     for config, chunk_tiles in SMALL_VARIANTS:
         chunks = triton_backend._chunk_tiles if chunk_tiles is None else (lambda n_tiles, device, c=chunk_tiles: c)
-        with settings(triton_backend, AMAX_QUANTIZE_CONFIGS={**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}, MIN_PROGRAMS=1, _chunk_tiles=chunks):
-            got = amax_quantize(x, Mode.RN)
-            same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want[:2])) and torch.equal(got[2], want[2])
-            us = time_us(lambda: amax_quantize(x, Mode.RN))
+        configs = {**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}
+        us, same = one_launch_variant(x, Mode.RN, want, AMAX_QUANTIZE_CONFIGS=configs, MIN_PROGRAMS=1, _chunk_tiles=chunks)
         name = f"1024x1024 one launch RN blocks={config[0]} warps={config[1]} tiles={config[2]} chunk={chunk_tiles or 'rule'}"
         report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same)
 
@@ -296,10 +306,7 @@ def one_launch_tune(report: Report, copy_gbps: float) -> None:
     want = amax_quantize(x, Mode.RN)
     for kept, chunk_tiles, config in ONE_LAUNCH_VARIANTS:
         configs = {**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}
-        with settings(triton_backend, AMAX_KEPT_FRACTION=kept, AMAX_CHUNK_TILES=chunk_tiles, AMAX_QUANTIZE_CONFIGS=configs):
-            got = amax_quantize(x, Mode.RN)
-            us = time_us(lambda: amax_quantize(x, Mode.RN))
-        same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want[:2]))
+        us, same = one_launch_variant(x, Mode.RN, want, AMAX_KEPT_FRACTION=kept, AMAX_CHUNK_TILES=chunk_tiles, AMAX_QUANTIZE_CONFIGS=configs)
         name = f"one launch RN kept={kept} chunk={chunk_tiles} blocks={config[0]} warps={config[1]} tiles={config[2]}"
         report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
 
@@ -437,7 +444,7 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
             }
             with settings(triton_backend, **configs):
                 got = run()
-                same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
+                same = same_bytes(got, want)
                 us = time_us(run)
             shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
             kind = ("rowcol col_hadamard" if col_hadamard else "rowcol") if columns else "quantize block_2d"
@@ -481,16 +488,12 @@ def l2_reuse(report: Report) -> None:
         after = time_us(lambda: (triton_backend.amax(x), quantize_head())) - whole
         report.add("l2", f"after amax of x: quantize RN of its first 1/{parts}", after, quantize_bytes(head), copy_gbps)
     floor_us = quantize_bytes(x, reads=2) / copy_gbps / 1e3
-    variants = [(mode, kept, stream) for mode in Mode for kept in (0, 0.5, 0.75, 0.875, 1) for stream in (False, True)]
-    for mode, kept, stream in variants:
-        with settings(triton_backend, AMAX_KEPT_FRACTION=0, AMAX_STREAM_QUANTIZE=False):
-            want = amax_quantize(x, mode)
-        with settings(triton_backend, AMAX_KEPT_FRACTION=kept, AMAX_STREAM_QUANTIZE=stream):
-            got = amax_quantize(x, mode)
-            us = time_us(lambda: amax_quantize(x, mode))
-        same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got[:2], want[:2]))
-        name = f"amax+quantize {mode.value.upper()} one launch, last {kept} of the amax steps kept in L2" + (", quantize loads evict_first" if stream else "")
-        report.add("l2", name, us, quantize_bytes(x, reads=2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
+    for mode in Mode:
+        want = amax_quantize(x, mode)  # the cache policy changes no byte
+        for kept, stream in [(kept, stream) for kept in (0, 0.5, 0.75, 0.875, 1) for stream in (False, True)]:
+            us, same = one_launch_variant(x, mode, want, AMAX_KEPT_FRACTION=kept, AMAX_STREAM_QUANTIZE=stream)
+            name = f"amax+quantize {mode.value.upper()} one launch, last {kept} of the amax steps kept in L2" + (", quantize loads evict_first" if stream else "")
+            report.add("l2", name, us, quantize_bytes(x, reads=2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
     for shape in ((4096, 4096), (16384, 8192)):
         y = make_input(shape)
         y_floor_us = quantize_bytes(y, reads=2) / copy_gbps / 1e3
