@@ -47,3 +47,16 @@ def test_half_inputs_are_widened_exactly(dtype):
     ref_codes, ref_scales, _ = spec_oracle.quantize(x.float().numpy())
     np.testing.assert_array_equal(codes, ref_codes)
     np.testing.assert_array_equal(scales, ref_scales)
+
+
+def test_rs_on_each_elements_own_threshold():
+    """Every element on, or one ulp either side of, the threshold of its own random byte, in
+    every step region (tiny ones too, where only an exact comparison gets it right)."""
+    from triton_cases import own_threshold_blocks
+
+    x = own_threshold_blocks(seed=99, offset=5, rows=4, blocks_a_row=12)
+    codes, scales, pts = ours(x, mode="rs", seed=99, offset=5)
+    ref_codes, ref_scales, ref_pts = spec_oracle.quantize(x.numpy(), mode="rs", seed=99, offset=5)
+    assert pts == float(ref_pts) == 1.0
+    np.testing.assert_array_equal(scales, ref_scales)
+    np.testing.assert_array_equal(codes, ref_codes)

@@ -159,14 +159,19 @@ def _rn_codes(a: torch.Tensor) -> torch.Tensor:
 def _rs_codes(a: torch.Tensor, random_bytes: torch.Tensor) -> torch.Tensor:
     """E2M1 magnitude code of a in [0, 6], rounded up with probability equal to its fraction
     of the grid step (docs/format.md §3); all arithmetic here is exact in float32."""
-    ge2, ge4 = a >= 2, a >= 4
     # Steps 0.5, 1, 2 below 2, below 4, up to 6: q = a / step counts steps; codes of the three
     # ranges start at 0, 2 + 2, 4 + 2, i.e. code = q + 2 * (number of ranges passed).
-    q = a * torch.where(ge2, torch.where(ge4, 0.5, 1.0), 2.0)
+    passed = (a >= 2).to(torch.uint8).add_(a >= 4)
+    # q = 2a / 2^passed: a >= 2 is a normal float, so lowering its exponent field divides exactly
+    # (a select between three products took three times as long on a CPU); in place where a
+    # temporary is done with, which saves fresh pages
+    q = passed.to(torch.int32).bitwise_left_shift_(23)
+    q = torch.sub(a.view(torch.int32), q, out=q).view(torch.float32).mul_(2)
     lo = torch.floor(q)
-    u = (random_bytes.to(torch.float32) + 0.5) / 256
-    codes = lo.to(torch.uint8) + (q - lo > u)
-    return codes + 2 * (ge2.to(torch.uint8) + ge4)
+    # frac > u = (byte + 0.5) / 256 as 256 frac - 0.5 > byte: 256 frac is exact, and so is
+    # subtracting 0.5 from it wherever the result is not negative
+    up = q.sub_(lo).mul_(256).sub_(0.5) > random_bytes
+    return lo.to(torch.uint8).add_(up).add_(passed.mul_(2))
 
 
 def _tile_amax(blocks: torch.Tensor, block_cols: int) -> torch.Tensor:
