@@ -36,7 +36,7 @@ from . import __version__, formats
 from .api import SUPPORTED_DTYPES, QuantizedTensor, quantize, raise_if_not_finite
 from .calibrate import input_scale_specs
 from .errors import DataError
-from .format import BLOCK_SIZE, E4M3_MAX, Mode, e2m1_values, per_tensor_scale_from_amax, unpack_codes
+from .format import BLOCK_SIZE, E4M3_MAX, Mode, byte_lookup, byte_values, per_tensor_scale_from_amax
 from .formats.base import StoredWeight, record, recorded_mode
 from .formats.modelopt import HF_QUANT_CONFIG_NAME
 from .io import Checkpoint, TensorSpec
@@ -105,7 +105,8 @@ def scale_energy(packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """float64 [127]: for each E4M3 block-scale byte, the summed e2m1(code)^2 of the blocks that
     use it. A weight's error under a rescale depends only on this (a block of scale s and codes c
     errs by sum c^2 * (s * ratio - rounded)^2), so candidate scales are scored in O(127) each."""
-    energy = e2m1_values()[unpack_codes(packed).long()].to(torch.float64).square().unflatten(-1, (-1, BLOCK_SIZE)).sum(-1)
+    byte_energy = byte_values().square().sum(-1).to(torch.float64)  # exact: multiples of 1/4 up to 72
+    energy = byte_lookup(byte_energy, packed).unflatten(-1, (-1, BLOCK_SIZE // 2)).sum(-1)
     return torch.zeros(len(E4M3_TABLE), dtype=torch.float64).index_add_(0, scales.view(torch.uint8).reshape(-1).long(), energy.reshape(-1))
 
 

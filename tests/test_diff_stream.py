@@ -51,9 +51,9 @@ def test_diff_memory_grows_with_one_tensor_not_the_model(tmp_path):
     small, large = diff_growth(tmp_path / "small", 4), diff_growth(tmp_path / "large", 24)
     assert large < small + 4 * TENSOR_BYTES, (small, large)  # 20 more tensors: no more memory (allocator noise aside)
     # one pair: the bf16 tensor, its decoded float32 partner and the decode's int32 index, with
-    # the float64 work in cache-sized buffers; measured 8-10 tensors on this machine, where
+    # the float64 work in cache-sized buffers; measured 6-8 tensors on this machine, where
     # 4 Mi-element float64 chunks took 32 and a decode through int64 codes 14-16.5
-    assert large < 13 * TENSOR_BYTES, large / TENSOR_BYTES
+    assert large < 11 * TENSOR_BYTES, large / TENSOR_BYTES
 
 
 def test_diff_device_option(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from ..api import QuantizedTensor, quantize
 from ..errors import DataError
-from ..format import BLOCK_SIZE, Mode, e2m1_values
+from ..format import BLOCK_SIZE, Mode, byte_lookup, byte_values
 from ..io import Checkpoint
 from .base import LogicalWeight, StoredWeight
 
@@ -54,11 +54,6 @@ def read(weight: LogicalWeight, checkpoint: Checkpoint) -> StoredWeight:
     return StoredWeight(weight, {"blocks": blocks, "scales": scales})
 
 
-def _codes(blocks: torch.Tensor) -> torch.Tensor:
-    """[..., G, 16] bytes -> [..., G, 32] codes, low nibble first."""
-    return torch.stack([blocks & 0xF, blocks >> 4], dim=-1).flatten(-2)
-
-
 def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
     """The values in the logical layout: [out, in] for one matrix (an expert's view too), [E, in, out] for all experts."""
     values = _decode_stored(stored.parts["blocks"], stored.parts["scales"])
@@ -67,8 +62,8 @@ def decode(stored: StoredWeight, dtype: torch.dtype) -> torch.Tensor:
 
 def _decode_stored(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """float32 values in the stored [..., out, in] orientation."""
-    values = e2m1_values()[_codes(blocks).long()]
-    return (values * _power_of_two(scales.to(torch.int32) - E8M0_BIAS).unsqueeze(-1)).flatten(-2)
+    values = byte_lookup(byte_values(), blocks).flatten(-2)  # [..., G, 32], low nibble first
+    return values.mul_(_power_of_two(scales.to(torch.int32) - E8M0_BIAS).unsqueeze(-1)).flatten(-2)
 
 
 def _power_of_two(exponents: torch.Tensor) -> torch.Tensor:
@@ -78,7 +73,7 @@ def _power_of_two(exponents: torch.Tensor) -> torch.Tensor:
 
 def _nonzero_blocks(blocks: torch.Tensor) -> torch.Tensor:
     """[..., G] bool: the MXFP4 block holds a non-zero code (the sign alone is no value)."""
-    return ((_codes(blocks) & 0x7) != 0).any(dim=-1)
+    return ((blocks & 0x77) != 0).any(dim=-1)  # either nibble's magnitude bits
 
 
 def top_exponent(stored: list[StoredWeight]) -> int | None:
