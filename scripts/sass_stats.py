@@ -8,8 +8,10 @@ default on a large tensor (QUANTIZE_CONFIGS, ROWCOL_CONFIGS, AMAX_QUANTIZE_CONFI
 rule max, no Hadamard, no 2-D scaling), by Triton's own compiler and its bundled ptxas, and read
 back with its bundled cuobjdump. A row gives registers, stack and local (spill) bytes, the SASS
 instructions of the whole kernel and of its main path, the elements a thread handles in one pass
-of that path, and main-path instructions per element. On an H200 the quantize kernels are
-instruction-bound, so the last column predicts their relative speed before GPU time is spent.
+of that path, main-path instructions per element, and of those the ones on Hopper's two 16-lane
+pipes (ALU and IMAD: two cycles a warp instruction, see ALU_OPCODES). On an H200 the quantize
+kernels are instruction-bound, so instructions per element predict their relative speed before
+GPU time is spent.
 
 The main path is what a thread runs on a large tensor: the code up to the last EXIT (called
 subroutines follow it), without div_rn's slow paths (a few instructions around a CALL, skipped
@@ -32,6 +34,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,10 +344,11 @@ def elements_in(instructions: list[Instruction], role: Role, element_bytes: int)
     return sum(load_bytes(i) for i in instructions) / element_bytes
 
 
-def main_path_instructions(path: list[Instruction], role: Role, element_bytes: int, kernel: str) -> float:
-    """Instructions a thread runs in one pass: every instruction once, then the loops again until
-    the role's elements are handled, the one doing most a trip (an unrolled loop) in whole trips
-    first, a remainder loop the rest; a wait loop (NANOSLEEP) not at all."""
+def main_path_runs(path: list[Instruction], role: Role, element_bytes: int, kernel: str) -> dict[int, float]:
+    """How often a thread runs each instruction (by address) in one pass: every instruction once,
+    then the loops again until the role's elements are handled, the one doing most a trip (an
+    unrolled loop) in whole trips first, a remainder loop the rest; a wait loop (NANOSLEEP) not
+    at all."""
     bodies = loops(path)
     waiting = {i.address for body in bodies if any(i.opcode == "NANOSLEEP" for i in body) for i in body}
     once = [i for i in path if i.address not in waiting]
@@ -359,13 +363,31 @@ def main_path_instructions(path: list[Instruction], role: Role, element_bytes: i
             f"{kernel} ({role.name}): the code handles {handled:g} elements a thread, the configuration "
             f"{role.elements}; the kernel's shape changed, update scripts/sass_stats.py"
         )
-    count, left = float(len(once)), role.elements - handled
+    runs, left = {i.address: 1.0 for i in once}, role.elements - handled
     for n, body in enumerate(working):
         per_trip = elements_in(body, role, element_bytes)
         trips = left / per_trip if n == len(working) - 1 else left // per_trip
-        count += trips * len(body)
+        for i in body:
+            runs[i.address] += trips
         left -= trips * per_trip
-    return count
+    return runs
+
+
+# Hopper's 16-lane pipes, which take two cycles a warp instruction where the issue takes one:
+# logic, shifts, integer adds, compares, selects and min/max (float ones too) on the ALU pipe;
+# integer multiply-adds (ptxas also moves, shifts and adds with IMAD) on the FMA-heavy pipe.
+ALU_OPCODES = frozenset(
+    "LOP3 SHF IADD3 VIADD ISETP FSETP PLOP3 FMNMX IMNMX VIMNMX VIMNMX3 SEL FSEL LEA PRMT BMSK SGXT IABS MOV".split()
+)
+IMAD_OPCODES = frozenset(("IMAD", "IMUL"))
+
+
+def pipe(opcode: str) -> str:
+    """"alu", "imad", "uniform" (the scalar datapath, U-prefixed) or "other"."""
+    base = opcode.split(".")[0]
+    if base.startswith("U"):
+        return "uniform"
+    return "alu" if base in ALU_OPCODES else "imad" if base in IMAD_OPCODES else "other"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,12 +409,17 @@ def variant_rows(variant: Variant, arch: int, dtype: str, element_bytes: int, cu
     paths = role_paths(main_path(instructions), variant.roles)
     for role in variant.roles:
         path = paths[role.name]
-        count = main_path_instructions(path, role, element_bytes, variant.name)
+        runs = main_path_runs(path, role, element_bytes, variant.name)
+        by_pipe = Counter()
+        for i in path:
+            by_pipe[pipe(i.opcode)] += runs.get(i.address, 0)
+        count = sum(runs.values())
         rows.append({
             "kernel": variant.kernel, "mode": variant.mode, "dtype": dtype, "role": role.name, "config": variant.config,
             "registers": used["reg"], "stack_bytes": used["stack"], "local_bytes": used["local"],
             "sass_instructions": len(instructions), "main_path_instructions": round(count, 1),
             "elements_per_thread": role.elements, "instructions_per_element": round(count / role.elements, 3),
+            "alu_per_element": round(by_pipe["alu"] / role.elements, 3), "imad_per_element": round(by_pipe["imad"] / role.elements, 3),
         })
     return rows
 
@@ -401,6 +428,7 @@ HEADERS = {
     "kernel": "kernel", "mode": "mode", "dtype": "dtype", "role": "role", "config": "config (default)",
     "registers": "regs", "stack_bytes": "stack B", "local_bytes": "local B", "sass_instructions": "SASS",
     "main_path_instructions": "main path", "elements_per_thread": "elements/thread", "instructions_per_element": "instr/element",
+    "alu_per_element": "ALU/element", "imad_per_element": "IMAD/element",
 }
 
 

@@ -57,6 +57,9 @@ def test_counts_are_real(compiled):
         assert 0 < row["registers"] <= 255  # sm_90's limit a thread
         assert row["sass_instructions"] > 0 and row["main_path_instructions"] > 0 and row["elements_per_thread"] > 0
         assert row["instructions_per_element"] > 0
+        # every kernel does logic and integer work; the two pipes' share is part of the whole
+        assert 0 < row["alu_per_element"] and 0 < row["imad_per_element"]
+        assert row["alu_per_element"] + row["imad_per_element"] < row["instructions_per_element"]
     for mode in ("rn", "rs"):  # the quantize kernel has no loop: its main path is part of its code
         assert rows[("quantize", mode, "all")]["main_path_instructions"] < rows[("quantize", mode, "all")]["sass_instructions"]
 
@@ -65,7 +68,9 @@ def test_stochastic_rounding_costs_more_per_element(compiled):
     """RS adds a Philox4x32-10 call a block (10 rounds of two wide multiplies, docs/format.md §3)."""
     rows, _ = compiled
     for kernel, role in (("quantize", "all"), ("amax-quantize", "quantize")):
-        assert rows[(kernel, "rs", role)]["instructions_per_element"] > rows[(kernel, "rn", role)]["instructions_per_element"]
+        rs, rn = rows[(kernel, "rs", role)], rows[(kernel, "rn", role)]
+        assert rs["instructions_per_element"] > rn["instructions_per_element"]
+        assert rs["imad_per_element"] > rn["imad_per_element"]  # two 32x32 -> 64 products a round
 
 
 def test_amax_programs_cost_less_than_quantize_programs(compiled):
