@@ -21,25 +21,24 @@ PHILOX_ROUNDS = 10
 MASK32 = 0xFFFFFFFF
 
 
-def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # int64 products of two uint32 wrap mod 2^64, which keeps both 32-bit halves exact.
-    product = b * a
-    return (product >> 32) & MASK32, product & MASK32
-
-
 def philox4x32(
     c0: torch.Tensor, c1: torch.Tensor, k0: torch.Tensor | int, k1: torch.Tensor | int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox4x32-10 on counters (c0, c1, 0, 0), all values uint32 held in int64 tensors."""
+    """Philox4x32-10 on counters (c0, c1, 0, 0), all values uint32 held in int64 tensors.
+
+    int64 products of two uint32 wrap mod 2^64, which keeps both 32-bit halves exact. c1 and c3
+    take whole products (the low half and garbage above it): they only meet XORs before the
+    masks, so each round masks twice, not four times (a quarter faster on a CPU)."""
     c2 = torch.zeros_like(c0)
     c3 = torch.zeros_like(c0)
     for _ in range(PHILOX_ROUNDS):
-        hi_b, lo_b = _mulhilo(PHILOX_ROUND_B, c2)
-        hi_a, lo_a = _mulhilo(PHILOX_ROUND_A, c0)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        product_b, product_a = c2 * PHILOX_ROUND_B, c0 * PHILOX_ROUND_A
+        c0 = ((product_b >> 32) ^ c1 ^ k0) & MASK32
+        c2 = ((product_a >> 32) ^ c3 ^ k1) & MASK32
+        c1, c3 = product_b, product_a
         k0 = (k0 + PHILOX_KEY_A) & MASK32
         k1 = (k1 + PHILOX_KEY_B) & MASK32
-    return c0, c1, c2, c3
+    return c0, c1 & MASK32, c2, c3 & MASK32
 
 
 def block_random_bytes(
