@@ -38,13 +38,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from nvfp4cli import names  # the CLI's closed sets; imports nothing
+
 # The backend's launches get Triton's default, FP fusion on (Triton 3.9); saying so silences
 # Triton's warning that the default will change.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 KERNELS = ("quantize", "amax-quantize", "rowcol", "amax")
-MODES = ("rn", "rs")
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # --dtype -> torch dtype
 THREADS_A_WARP = 32
 PACKED_STORE = "STG.E.64"  # one int64 of 16 nibbles: one block's packed codes
 
@@ -450,8 +450,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability as one number (default 90, Hopper)")
     parser.add_argument("--kernel", action="extend", nargs="+", choices=KERNELS, help="kernels to compile (default: all)")
-    parser.add_argument("--mode", action="extend", nargs="+", choices=MODES, help="rounding modes (default: both)")
-    parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="input dtype (default bf16)")
+    parser.add_argument("--mode", action="extend", nargs="+", choices=names.MODES, help="rounding modes (default: both)")
+    parser.add_argument("--dtype", choices=names.FLOAT_DTYPES, default="bf16", help="input dtype (default bf16)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--keep", type=Path, help="write each kernel's KERNEL_MODE_DTYPE.ptx, .sass and .cubin into this directory")
     return parser.parse_args(argv)
@@ -471,12 +471,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     import tempfile
 
     _, cuobjdump_tool = nvidia_tools(args.arch)
-    import torch
-
+    from nvfp4cli.api import FLOAT_DTYPES
     from nvfp4cli.kernels import triton_backend
 
-    dtype = getattr(torch, DTYPES[args.dtype])
-    selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(MODES), dtype)
+    dtype = FLOAT_DTYPES[args.dtype]
+    selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(names.MODES), dtype)
     with tempfile.TemporaryDirectory() as scratch:
         keep = output_directory(args.keep, scratch)
         return [row for variant in selected for row in variant_rows(variant, args.arch, args.dtype, dtype.itemsize, cuobjdump_tool, keep)]
