@@ -25,12 +25,14 @@ demo: $(STAMP)
 	$(NVFP4) --version
 	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-rs --mode rs --seed 7 --max-shard-size 1MB
 	$(NVFP4) inspect $(DEMO)/tiny-llama-rs
+	$(NVFP4) verify $(DEMO)/tiny-llama-rs
 	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-nvfp4
 	$(NVFP4) quantize sample_ckpts/tiny-llama --format modelopt -o $(DEMO)/tiny-llama-modelopt
 	$(NVFP4) diff sample_ckpts/tiny-llama $(DEMO)/tiny-llama-nvfp4 --sqnr --min-sqnr 15
 	$(NVFP4) diff $(DEMO)/tiny-llama-nvfp4 $(DEMO)/tiny-llama-modelopt --top 5
 	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-nvfp4-w2 --workers 2
 	$(NVFP4) diff $(DEMO)/tiny-llama-nvfp4 $(DEMO)/tiny-llama-nvfp4-w2 --top 3
+	$(NVFP4) verify $(DEMO)/tiny-llama-nvfp4-w2
 	$(NVFP4) verify $(DEMO)/tiny-llama-nvfp4
 	$(NVFP4) verify $(DEMO)/tiny-llama-modelopt
 	$(NVFP4) quantize sample_ckpts/deepseek-v3-fp8 -o $(DEMO)/deepseek-v3-nvfp4
@@ -38,6 +40,7 @@ demo: $(STAMP)
 	$(NVFP4) diff sample_ckpts/deepseek-v3-fp8 $(DEMO)/deepseek-v3-nvfp4 --sqnr --top 3 --min-sqnr 15
 	$(NVFP4) inspect sample_ckpts/gpt-oss-mxfp4 --json > $(DEMO)/gpt-oss-inspect.json
 	$(NVFP4) quantize sample_ckpts/gpt-oss-mxfp4 -o $(DEMO)/gpt-oss-nvfp4
+	$(NVFP4) verify $(DEMO)/gpt-oss-nvfp4
 	$(NVFP4) diff sample_ckpts/gpt-oss-mxfp4 $(DEMO)/gpt-oss-nvfp4 --sqnr --top 3
 	$(NVFP4) quantize sample_ckpts/tiny-llama -o $(DEMO)/tiny-llama-w4a4 --scheme w4a4 --calibration sample_ckpts/calibration.txt --samples 32 --seq-len 64
 	$(NVFP4) verify $(DEMO)/tiny-llama-w4a4
