@@ -3,6 +3,7 @@ and stays near what one comparison needs (measured in a child process)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 from nvfp4cli.execute import run
 from nvfp4cli.io import open_checkpoint
 from nvfp4cli.plan import QuantizeOptions, plan_quantize
+from nvfp4cli.verify import describe, verify
 
 ROWS = COLS = 2048
 TENSOR_BYTES = ROWS * COLS * 2  # 8 MB of bf16
@@ -39,7 +41,9 @@ def diff_growth(directory: Path, count: int) -> int:
     (directory / "model").mkdir(parents=True)
     tensors = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(ROWS, COLS, generator=g).to(torch.bfloat16) for i in range(count)}
     save_file(tensors, directory / "model" / "model.safetensors")
+    (directory / "model" / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     run(plan_quantize(open_checkpoint(directory / "model"), QuantizeOptions()), directory / "q", overlap=False)
+    assert verify(describe(directory / "q"))["findings"] == []  # what diff compares is a checkpoint engines load
     result = subprocess.run([sys.executable, "-c", PROBE, str(directory / "model"), str(directory / "q")], capture_output=True, text=True, check=True)
     compared, growth = map(int, result.stdout.split())
     assert compared == count
@@ -58,8 +62,6 @@ def test_diff_memory_grows_with_one_tensor_not_the_model(tmp_path):
 
 def test_diff_device_option(tmp_path):
     """--device cpu is the default's comparison; cuda without a GPU is a one-line usage error."""
-    import json
-
     from cli_runner import SAMPLE, nvfp4
 
     run(plan_quantize(open_checkpoint(SAMPLE), QuantizeOptions()), tmp_path / "q", overlap=False)
