@@ -838,10 +838,11 @@ def _chunk_amax_bits(
     """max |.| bits of chunk `chunk` of x, CHUNK_TILES tiles of BLOCKS blocks: the magnitude bits
     of x's elements (int32; see _word_magnitudes), or with HADAMARD the float32 bits of rht(x)'s.
     Step s reads tile s * n_chunks + chunk: the chunks sweep x together, front to back (see
-    _amax_partial_kernel). Two tiles are in flight; a tile of words is loaded in two halves, so
-    that the two tiles and the running maxima stay within the quantize branch's registers. The
-    last KEPT_STEPS (< 2 CHUNK_TILES) half-tile steps, x's end, which the quantize programs read
-    first, are loaded with evict_last."""
+    _amax_partial_kernel). Without HADAMARD two tiles are in flight, a tile of words loaded in two
+    halves so that the two tiles and the running maxima stay within the quantize branch's
+    registers, and the last KEPT_STEPS (< 2 CHUNK_TILES) half-tile steps, x's end, which the
+    quantize programs read first, load with evict_last; with HADAMARD a step loads and transforms
+    a whole tile, with the default cache policy."""
     PAIRED: tl.constexpr = INPUT_KIND != 2
     if HADAMARD:
         best = tl.zeros((), tl.int32)
