@@ -8,7 +8,7 @@ the training primitives, torch.compile of a plain PyTorch version of the same op
 --training times the FP4 training primitives (docs/format.md §9) at 8192x8192 bf16: quantize_rowcol (RN,
 RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
 quantize against 1-D, the rht op, and the default API call against the kernels it runs.
---tile-tune times other 2-D tile shapes (outputs checked equal to the default's); --api the
+--tile-tune times other 2-D tile shapes and 2-D register caps (outputs checked equal to the default's); --api the
 default API call's host time and the alternatives for its finiteness read; --l2 how much of a
 first pass (amax) a second pass finds in L2, by the part of x it reads; --one-launch-tune the
 8192x8192 one-launch amax+quantize around its defaults (L2 share, amax chunk, quantize tiles).
@@ -53,6 +53,7 @@ TORCHAO_SHAPES = {(1024, 1024), (4096, 4096), (16384, 8192), (16, 8192)}  # and 
 # (blocks a tile, warps, tiles a program) of the quantize kernel; (words a tile, tiles, warps) of amax
 QUANTIZE_CONFIGS = [(256, 4, 1), (512, 8, 1), (512, 4, 1), (256, 4, 2), (256, 4, 4), (128, 4, 2), (128, 4, 4), (128, 4, 8), (256, 8, 4)]
 MAX_REGISTERS = [32, 40]  # register caps tried on each mode's default configuration (more programs an SM)
+BLOCK_2D_REGISTERS = [None, 96, 80, 72, 64]  # the 2-D quantize's, None: the compiler's choice
 AMAX_CONFIGS = [(4096, 8, 8), (2048, 8, 4)]
 # ((blocks a tile, warps, tiles a program), amax tiles a chunk) of the one-launch amax+quantize
 FUSED_CONFIGS = {
@@ -428,7 +429,8 @@ ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (128, 4, 4, 2), (256, 8, 2, 2), (
 
 
 def tile_tune(report: Report, copy_gbps: float) -> None:
-    """Other 2-D tile shapes (16 rows x blocks/16 block columns) for rowcol, 2-D quantize and the RHT amax."""
+    """Other 2-D tile shapes (16 rows x blocks/16 block columns) for rowcol, 2-D quantize and the RHT
+    amax, and register caps of the 2-D quantize."""
     x = make_input(MAIN_SHAPE)
     row_amax, col_amax = triton_backend.amax_rowcol(x, col_hadamard=True)
     pts, col_pts = per_tensor_scale_from_amax(row_amax), per_tensor_scale_from_amax(col_amax)
@@ -450,6 +452,14 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
             kind = ("rowcol col_hadamard" if col_hadamard else "rowcol") if columns else "quantize block_2d"
             name = f"{kind} {mode.value.upper()} {shape}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
+    for mode in Mode:  # register caps of the 2-D quantize (more programs an SM, or spills)
+        run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
+        want = run()
+        for cap in BLOCK_2D_REGISTERS:
+            with settings(triton_backend, QUANTIZE_REGISTERS={} if cap is None else {(mode, True): cap}):
+                same = same_bytes(run(), want)
+                us = time_us(run)
+            report.add("tile-tune", f"quantize block_2d {mode.value.upper()} maxnreg={cap or 'none'}", us, quantize_bytes(x), copy_gbps, same=same)
     want = triton_backend.amax_rowcol(x, col_hadamard=True)
     for config in ROWCOL_TUNE:
         with settings(triton_backend, AMAX_ROWCOL_CONFIG=config):
@@ -552,7 +562,7 @@ def main() -> None:
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")
     parser.add_argument("--no-sweep-peers", action="store_true", help="skip torchao (a compile a shape) in the sweep")
     parser.add_argument("--training", action="store_true", help="time the training primitives (docs/format.md §9) and the API call")
-    parser.add_argument("--tile-tune", action="store_true", help="time other 2-D tile shapes (rowcol, block_2d, RHT amax)")
+    parser.add_argument("--tile-tune", action="store_true", help="time other 2-D tile shapes (rowcol, block_2d, RHT amax) and block_2d register caps")
     parser.add_argument("--api", action="store_true", help="the default API call's host time and its finiteness read")
     parser.add_argument("--l2", action="store_true", help="how much of a first pass a second one finds in L2")
     parser.add_argument("--no-training-peer", action="store_true", help="skip torch.compile of the plain PyTorch rowcol")

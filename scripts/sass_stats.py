@@ -44,7 +44,7 @@ from nvfp4cli import names  # the CLI's closed sets; imports nothing
 # Triton's warning that the default will change.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-KERNELS = ("quantize", "amax-quantize", "rowcol", "amax")
+KERNELS = ("quantize", "quantize-2d", "amax-quantize", "rowcol", "amax")
 THREADS_A_WARP = 32
 PACKED_STORE = "STG.E.64"  # one int64 of 16 nibbles: one block's packed codes
 
@@ -97,18 +97,19 @@ def _threads(warps: int) -> int:
     return warps * THREADS_A_WARP
 
 
-def quantize_variant(tb, mode, input_kind: int, *, columns: bool) -> Variant:
-    """_quantize_kernel as _launch_quantize launches it: 1-D tiles, or quantize_rowcol's 2-D tiles."""
-    blocks, warps, tiles, patch = tb.ROWCOL_CONFIGS[mode] if columns else (*tb.QUANTIZE_CONFIGS[(mode, False)], 1)
+def quantize_variant(tb, mode, input_kind: int, *, columns: bool, block_2d: bool = False) -> Variant:
+    """_quantize_kernel as _launch_quantize launches it: 1-D tiles, 2-D scaling's 2-D tiles
+    (block_2d), or quantize_rowcol's 2-D tiles (columns)."""
+    blocks, warps, tiles, patch = tb.ROWCOL_CONFIGS[mode] if columns else (*tb.QUANTIZE_CONFIGS[(mode, block_2d)], 1)
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
-        SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns, BLOCK_2D=False, COLUMNS=columns,
+        SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns or block_2d, BLOCK_2D=block_2d, COLUMNS=columns,
         COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PATCH=patch, PTX=True,  # PTX: as compiled for NVIDIA
     )
     role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(
-        "rowcol" if columns else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else ""), tb._quantize_kernel,
-        _quantize_arguments(), constexprs, warps, tb._compile_options("max"), [role],
+        "rowcol" if columns else "quantize-2d" if block_2d else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else ""), tb._quantize_kernel,
+        _quantize_arguments(), constexprs, warps, tb._compile_options("max", None if columns else (mode, block_2d)), [role],
     )
 
 
@@ -162,7 +163,7 @@ def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
             if kernel == "amax-quantize":
                 selected.append(amax_quantize_variant(tb, mode, input_kind))
             else:
-                selected.append(quantize_variant(tb, mode, input_kind, columns=kernel == "rowcol"))
+                selected.append(quantize_variant(tb, mode, input_kind, columns=kernel == "rowcol", block_2d=kernel == "quantize-2d"))
     return selected
 
 

@@ -110,3 +110,18 @@ def test_missing_triton_is_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("error:") and "NVIDIA backend" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_2d_quantize_is_compiled_with_its_register_cap(tmp_path):
+    """The 2-D RN quantize runs capped (triton_backend.QUANTIZE_REGISTERS: one more program an SM
+    on an H200); the cap must reach ptxas, and the 1-D kernel must stay uncapped."""
+    from nvfp4cli.format import Mode
+    from nvfp4cli.kernels import triton_backend
+
+    cap = triton_backend.QUANTIZE_REGISTERS[(Mode.RN, True)]
+    run = _run("--kernel", "quantize-2d", "quantize", "--mode", "rn", "--json", "--keep", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    rows = {row["kernel"]: row for row in json.loads(run.stdout)}
+    assert rows["quantize-2d"]["registers"] <= cap
+    assert f".maxnreg {cap}" in (tmp_path / "quantize-2d_rn_bf16.ptx").read_text()
+    assert ".maxnreg" not in (tmp_path / "quantize_rn_bf16.ptx").read_text()

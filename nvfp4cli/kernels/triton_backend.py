@@ -75,6 +75,10 @@ AMAX_QUANTIZE_CONFIGS = {
     (Mode.RS, True): (256, 4, 2),
 }
 MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
+# The quantize kernel's register caps by (mode, 2-D tiles). Uncapped, Triton 3.6 gives 2-D RN 82
+# registers, so an SM holds 5 of its 128-thread programs; at 80 it holds 6 (H200: 49.9 -> 48.8 us,
+# 1.10x -> 1.08x 1-D; 72 and 64 spill and gain nothing or lose).
+QUANTIZE_REGISTERS = {(Mode.RN, True): 80}
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
@@ -480,9 +484,11 @@ def _tile_place(tile, scale_cols, T: tl.constexpr, DOWN: tl.constexpr):
 @triton.jit
 def _tile_blocks(tile, end, tile_end, scale_cols, BLOCKS: tl.constexpr, BLOCK_2D: tl.constexpr, DOWN: tl.constexpr):
     """The flat indices of a tile's blocks and their mask: BLOCKS consecutive blocks (1-D), or with
-    BLOCK_2D 16 rows x BLOCKS/16 block columns, block columns fastest (so a warp reads along a row),
-    tiles numbered as _tile_place's DOWN says; a 2-D tile past tile_end (the next tile prefetched
-    by the last one) or outside x is empty."""
+    BLOCK_2D 16 rows x BLOCKS/16 block columns, block columns fastest (so a warp reads along a row;
+    orders that keep a tile in one warp, so that its max needs no shared memory, read shorter runs
+    of each row and measured slower: docs/benchmarks.md, fourth round), tiles numbered as
+    _tile_place's DOWN says; a 2-D tile past tile_end (the next tile prefetched by the last one)
+    or outside x is empty."""
     if BLOCK_2D:
         T: tl.constexpr = BLOCKS // 16
         group, tile_col = _tile_place(tile, scale_cols, T, DOWN)
@@ -1093,12 +1099,14 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return padded_rows * padded_cols
 
 
-def _compile_options(scale_rule: str) -> dict:
+def _compile_options(scale_rule: str, tiles: tuple[Mode, bool] | None = None) -> dict:
     """The quantize kernels' compile options: the rules' errors must round once an operation, as
-    the reference's do (no FMA contraction); max keeps Triton's default. MAX_REGISTERS caps registers."""
+    the reference's do (no FMA contraction); max keeps Triton's default. MAX_REGISTERS, where set,
+    else QUANTIZE_REGISTERS[tiles] (the quantize kernel's (mode, 2-D tiles)) caps registers."""
     options = {} if scale_rule == "max" else {"enable_fp_fusion": False}
-    if MAX_REGISTERS is not None:
-        options["maxnreg"] = MAX_REGISTERS
+    registers = MAX_REGISTERS if MAX_REGISTERS is not None else QUANTIZE_REGISTERS.get(tiles)
+    if registers is not None:
+        options["maxnreg"] = registers
     return options
 
 
@@ -1155,7 +1163,7 @@ def _launch_quantize(
     else:
         blocks_a_tile, warps, tiles, n_tiles = _tiling(QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
         patch, grid = 1, (triton.cdiv(n_tiles, tiles),)
-    options = _compile_options(scale_rule)
+    options = _compile_options(scale_rule, None if columns else (Mode(mode), block_2d))
     if n_blocks:
         _quantize_kernel[grid](
             _words(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
