@@ -99,21 +99,9 @@ def quantize_bytes(x: torch.Tensor, reads: int = 1) -> int:
     return reads * x.numel() * x.element_size() + x.numel() // 2 + x.numel() // BLOCK_SIZE
 
 
-_divisor = {}
-
-
-def device_pts(amax: torch.Tensor) -> torch.Tensor:
-    """pts as format.per_tensor_scale_from_amax computes it (true division by a tensor), with the
-    divisor tensor made once: creating it from a Python number each call is a host-to-device
-    copy that waits for the GPU."""
-    if amax.device not in _divisor:
-        _divisor[amax.device] = torch.tensor(2688.0, device=amax.device)
-    return torch.clamp(amax / _divisor[amax.device], min=2.0**-120)
-
-
 def amax_then_quantize(x: torch.Tensor, mode: Mode):
-    """The backend's amax, pts, quantize."""
-    return triton_backend.quantize(x, per_tensor_scale=device_pts(triton_backend.amax(x)), mode=mode, seed=SEED, offset=OFFSET)
+    """The backend's amax, pts (format's: a fill, a division, a clamp), quantize."""
+    return triton_backend.quantize(x, per_tensor_scale=per_tensor_scale_from_amax(triton_backend.amax(x)), mode=mode, seed=SEED, offset=OFFSET)
 
 
 def amax_quantize(x: torch.Tensor, mode: Mode):
@@ -390,7 +378,7 @@ def training(report: Report, peers: bool) -> dict:
 
     def amax_rowcol_rs():
         a, b = triton_backend.amax_rowcol(x, col_hadamard=True)
-        return rowcol(x, device_pts(a), device_pts(b), Mode.RS, False, True)
+        return rowcol(x, per_tensor_scale_from_amax(a), per_tensor_scale_from_amax(b), Mode.RS, False, True)
 
     r["rowcol e2e"] = report.add("training", "amax_rowcol + quantize_rowcol RS col_hadamard", time_us(amax_rowcol_rs), rowcol_bytes(x, 2), copy_gbps)
     hpts = per_tensor_scale_from_amax(triton_backend.amax(x, hadamard=True))
