@@ -76,8 +76,8 @@ AMAX_QUANTIZE_CONFIGS = {
 }
 MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
 # The quantize kernel's register caps by (mode, 2-D tiles). Uncapped, Triton 3.6 gives 2-D RN 82
-# registers, so an SM holds 5 of its 128-thread programs; at 80 it holds 6 (H200: 49.9 -> 48.8 us,
-# 1.10x -> 1.08x 1-D; 72 and 64 spill and gain nothing or lose).
+# registers, so an SM holds 5 of its 128-thread programs; at 80 it holds 6 (H200: 49.9 -> 48.7-49.0 us,
+# 1.111x -> 1.085x 1-D; 72 and 64 spill and gain nothing or lose; 2-D RS loses at every cap).
 QUANTIZE_REGISTERS = {(Mode.RN, True): 80}
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
