@@ -238,16 +238,14 @@ def tune(report: Report, copy_gbps: float) -> None:
     for config in QUANTIZE_CONFIGS:
         for mode in Mode:
             with settings(triton_backend, QUANTIZE_CONFIGS={**triton_backend.QUANTIZE_CONFIGS, (mode, False): config}):
-                packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
-                same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
+                same = same_bytes(triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET), want[mode])
                 us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
             name = f"quantize {mode.value.upper()} blocks={config[0]} warps={config[1]} tiles={config[2]}"
             report.add("tune", name, us, quantize_bytes(x), copy_gbps, same=same)
     for cap in MAX_REGISTERS:
         for mode in Mode:
             with settings(triton_backend, MAX_REGISTERS=cap):
-                packed, scales = triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET)
-                same = torch.equal(packed, want[mode][0]) and torch.equal(scales.view(torch.uint8), want[mode][1].view(torch.uint8))
+                same = same_bytes(triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET), want[mode])
                 us = time_us(lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET))
             report.add("tune", f"quantize {mode.value.upper()} default tiles, maxnreg={cap}", us, quantize_bytes(x), copy_gbps, same=same)
     report.add("tune", "torch x.amax() (a read-only reference)", time_us(lambda: x.amax()), x.numel() * x.element_size(), copy_gbps)
@@ -416,6 +414,11 @@ TILE_TUNE = [(128, 4, 2), (128, 4, 4), (256, 4, 1), (256, 4, 2), (256, 4, 4), (5
 ROWCOL_TUNE = [(128, 4, 4, 4), (128, 4, 2, 2), (128, 4, 4, 2), (256, 8, 2, 2), (64, 2, 4, 4), (256, 8, 4, 4), (64, 2, 4, 2)]
 
 
+def config_name(config: tuple[int, ...]) -> str:
+    """A tile configuration as blocks=.. warps=.. tiles=.. [patch=..]."""
+    return " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
+
+
 def tile_tune(report: Report, copy_gbps: float) -> None:
     """Other 2-D tile shapes (16 rows x blocks/16 block columns) for rowcol, 2-D quantize and the RHT
     amax, and register caps of the 2-D quantize."""
@@ -436,9 +439,8 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
                 got = run()
                 same = same_bytes(got, want)
                 us = time_us(run)
-            shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
             kind = ("rowcol col_hadamard" if col_hadamard else "rowcol") if columns else "quantize block_2d"
-            name = f"{kind} {mode.value.upper()} {shape}"
+            name = f"{kind} {mode.value.upper()} {config_name(config)}"
             report.add("tile-tune", name, us, rowcol_bytes(x) if columns else quantize_bytes(x), copy_gbps, same=same)
     for mode in Mode:  # register caps of the 2-D quantize (more programs an SM, or spills)
         run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
@@ -453,8 +455,7 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
         with settings(triton_backend, AMAX_ROWCOL_CONFIG=config):
             same = all(torch.equal(a, b) for a, b in zip(triton_backend.amax_rowcol(x, col_hadamard=True), want))
             us = time_us(lambda: triton_backend.amax_rowcol(x, col_hadamard=True))
-        shape = " ".join(f"{key}={value}" for key, value in zip(("blocks", "warps", "tiles", "patch"), config))
-        report.add("tile-tune", f"amax_rowcol col_hadamard {shape}", us, x.numel() * x.element_size(), copy_gbps, same=same)
+        report.add("tile-tune", f"amax_rowcol col_hadamard {config_name(config)}", us, x.numel() * x.element_size(), copy_gbps, same=same)
     for blocks, warps in sorted({(blocks, warps) for blocks, warps, _ in TILE_TUNE}):
         with settings(triton_backend, AMAX_BLOCKS_CONFIG=(blocks, warps)):
             had_us = time_us(lambda: triton_backend.amax(x, hadamard=True))

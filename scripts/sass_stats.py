@@ -1,11 +1,11 @@
 """SASS statistics of the Triton backend's kernels, compiled for a Hopper-class GPU on a machine without one.
 
-    .venv/bin/python scripts/sass_stats.py [--arch 90] [--kernel quantize|amax-quantize|rowcol|amax ...]
+    .venv/bin/python scripts/sass_stats.py [--arch 90] [--kernel quantize|quantize-2d|amax-quantize|rowcol|amax ...]
         [--mode rn|rs] [--dtype bf16|fp16|fp32] [--json] [--keep DIR]
 
 Each kernel is compiled with the configuration nvfp4cli/kernels/triton_backend.py launches by
 default on a large tensor (QUANTIZE_CONFIGS, ROWCOL_CONFIGS, AMAX_QUANTIZE_CONFIGS, AMAX_*, scale
-rule max, no Hadamard, no 2-D scaling), by Triton's own compiler and its bundled ptxas, and read
+rule max, no Hadamard, 2-D scaling only in quantize-2d), by Triton's own compiler and its bundled ptxas, and read
 back with its bundled cuobjdump. A row gives registers, stack and local (spill) bytes, the SASS
 instructions of the whole kernel and of its main path, the elements a thread handles in one pass
 of that path, main-path instructions per element, and of those the ones on Hopper's two 16-lane
