@@ -125,10 +125,7 @@ def _word_magnitudes(words_ptr, tile, n_words, PAIRED: tl.constexpr, WORDS: tl.c
     (words, words) for fp32. Non-negative integers order like the floats; NaN above Inf.
     KEEP asks L2 to keep the words (evict_last) for a second pass that reads them soon."""
     offsets = tl.cast(tile, tl.int64) * WORDS + tl.arange(0, WORDS)
-    if KEEP:
-        words = tl.load(words_ptr + offsets, mask=offsets < n_words, other=0, eviction_policy="evict_last")
-    else:
-        words = tl.load(words_ptr + offsets, mask=offsets < n_words, other=0)
+    words = tl.load(words_ptr + offsets, mask=offsets < n_words, other=0, eviction_policy="evict_last" if KEEP else "")
     if PAIRED:
         return words & 0x7FFF, words & 0x7FFF0000
     return words & 0x7FFFFFFF, words & 0x7FFFFFFF
@@ -199,9 +196,7 @@ def _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK: tl.constexpr, CHUNK: t
     """Int32 words CHUNK*4 .. CHUNK*4 + 3 (16 bytes) of each block: [BLOCKS, 4]. STREAM: read
     once, L2 may evict them first (evict_first)."""
     offsets = blocks[:, None] * WORDS_PER_BLOCK + (CHUNK * 4 + tl.arange(0, 4))[None, :]
-    if STREAM:
-        return tl.load(words_ptr + offsets, mask=mask[:, None], other=0, eviction_policy="evict_first")
-    return tl.load(words_ptr + offsets, mask=mask[:, None], other=0)
+    return tl.load(words_ptr + offsets, mask=mask[:, None], other=0, eviction_policy="evict_first" if STREAM else "")
 
 
 @triton.jit
