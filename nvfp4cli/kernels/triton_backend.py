@@ -1009,11 +1009,10 @@ def _words(x: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.int32)
 
 
-def _finish_amax(partials: torch.Tensor, input_kind: int) -> torch.Tensor:
+def _finish_amax(partials: torch.Tensor, count: int, input_kind: int) -> torch.Tensor:
+    """The max of partials[:count] (magnitude bits) as float32 0-d; 0 when count is 0."""
     result = torch.empty((), dtype=torch.float32, device=partials.device)
-    _amax_finish_kernel[(1,)](
-        partials, result, partials.numel(), INPUT_KIND=input_kind, ELEMENTS=AMAX_FINISH_ELEMENTS, num_warps=4
-    )
+    _amax_finish_kernel[(1,)](partials, result, count, INPUT_KIND=input_kind, ELEMENTS=AMAX_FINISH_ELEMENTS, num_warps=4)
     return result
 
 
@@ -1037,13 +1036,14 @@ def amax(x: torch.Tensor, *, hadamard: bool = False) -> torch.Tensor:
         return _amax_blocks(x, hadamard=True, col_hadamard=False)[0]
     words = _words(x)
     n_partials = triton.cdiv(words.numel(), AMAX_WORDS * AMAX_TILES)
-    partials = torch.zeros(max(n_partials, 1), dtype=torch.int32, device=x.device)
+    # Every program writes its partial: no zeroing, a memset launch (H200, 8192x8192 bf16: 40.0-40.5 -> 37.7-39.2 us).
+    partials = torch.empty(max(n_partials, 1), dtype=torch.int32, device=x.device)
     if n_partials:
         _amax_partial_kernel[(n_partials,)](
             words, partials, words.numel(), PAIRED=x.element_size() == 2, WORDS=AMAX_WORDS, TILES=AMAX_TILES,
             KEPT_STEPS=_kept_steps(AMAX_TILES), num_warps=AMAX_WARPS,
         )
-    return _finish_amax(partials, _INPUT_KIND[x.dtype])
+    return _finish_amax(partials, n_partials, _INPUT_KIND[x.dtype])
 
 
 def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -1056,7 +1056,8 @@ def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tupl
     else:
         (blocks_a_tile, warps), tiles, patch = AMAX_BLOCKS_CONFIG, 1, 1
         grid = (triton.cdiv(n_blocks, blocks_a_tile), 1)
-    partials = torch.zeros(2, max(grid[0] * grid[1], 1), dtype=torch.int32, device=x.device)
+    n_partials = grid[0] * grid[1] if n_blocks else 0
+    partials = torch.empty(2, max(n_partials, 1), dtype=torch.int32, device=x.device)  # every program writes its own
     if n_blocks:
         _amax_blocks_kernel[grid](
             _words(x), partials[0], partials[1], n_blocks, scale_cols, INPUT_KIND=_INPUT_KIND[x.dtype],
@@ -1064,8 +1065,8 @@ def _amax_blocks(x: torch.Tensor, *, hadamard: bool, col_hadamard: bool) -> tupl
             PATCH=patch, num_warps=warps,
         )
     # The partials hold float32 bits (the chunks are float32 whatever the input): finish as float32.
-    row_amax = _finish_amax(partials[0], _INPUT_KIND[torch.float32])
-    return row_amax, _finish_amax(partials[1], _INPUT_KIND[torch.float32]) if col_hadamard else None
+    row_amax = _finish_amax(partials[0], n_partials, _INPUT_KIND[torch.float32])
+    return row_amax, _finish_amax(partials[1], n_partials, _INPUT_KIND[torch.float32]) if col_hadamard else None
 
 
 def amax_rowcol(x: torch.Tensor, *, col_hadamard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
