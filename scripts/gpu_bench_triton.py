@@ -58,7 +58,7 @@ AMAX_CONFIGS = [(4096, 8, 8), (2048, 8, 4)]
 # ((blocks a tile, warps, tiles a program), amax tiles a chunk) of the one-launch amax+quantize
 FUSED_CONFIGS = {
     Mode.RN: [((256, 4, 1), 8), ((256, 4, 1), 16), ((256, 4, 2), 8), ((256, 4, 4), 8), ((128, 4, 2), 8)],
-    Mode.RS: [((128, 4, 2), 8), ((128, 4, 2), 16), ((128, 4, 4), 8), ((256, 4, 1), 8)],
+    Mode.RS: [((256, 4, 2), 8), ((256, 4, 2), 16), ((256, 4, 4), 8), ((128, 4, 4), 8), ((128, 4, 2), 8)],
 }
 SEED, OFFSET = 1234, 0
 SPIN_CYCLES = 2_000_000
