@@ -3,7 +3,7 @@ run on this card: against a device-to-device copy of the same input (the bandwid
 counting bytes read plus written) and against torch.compile of torchao's nvfp4_quantize (or, for
 the training primitives, torch.compile of a plain PyTorch version of the same op).
 
-    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api] [--l2] [--one-launch-tune]
+    PYTHONPATH=. python scripts/gpu_bench_triton.py --out "$OUT" [--tune] [--sweep] [--rules] [--training] [--tile-tune] [--api] [--l2] [--one-launch-tune] [--reads]
 
 --training times the FP4 training primitives (docs/format.md §9) at 8192x8192 bf16: quantize_rowcol (RN,
 RS, col_hadamard, block_2d; bytes = input read once + both outputs written), 2-D and Hadamard
@@ -11,7 +11,8 @@ quantize against 1-D, the rht op, and the default API call against the kernels i
 --tile-tune times other 2-D tile shapes and 2-D register caps (outputs checked equal to the default's); --api the
 default API call's host time and the alternatives for its finiteness read; --l2 how much of a
 first pass (amax) a second pass finds in L2, by the part of x it reads; --one-launch-tune the
-8192x8192 one-launch amax+quantize around its defaults (L2 share, amax chunk, quantize tiles).
+8192x8192 one-launch amax+quantize around its defaults (L2 share, amax chunk, quantize tiles); --reads
+how fast the card reads x alone (a plain Triton max by program shape) beside the amax kernels.
 
 --tune times other tile shapes of the quantize and amax kernels (each checked equal to the
 default's output); --sweep times sizes from 1024^2 to 16384x8192, skinny M = 1..16, and fp16/fp32;
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import torch
 import triton
+import triton.language as tl
 
 import nvfp4cli
 from nvfp4cli.format import BLOCK_SIZE, Mode, per_tensor_scale_from_amax
@@ -283,7 +285,10 @@ def small_tune(report: Report, copy_gbps: float) -> None:
 
 # (share of the amax steps kept in L2, amax tiles a chunk, quantize (blocks, warps, tiles)) of the
 # 8192x8192 one-launch amax+quantize RN, around the default
-ONE_LAUNCH_VARIANTS = [(0.75, 8, (256, 4, 2)), (0.625, 8, (256, 4, 2)), (0.8125, 8, (256, 4, 2)), (0.75, 16, (256, 4, 2)), (0.75, 8, (256, 4, 4)), (0.75, 8, (128, 4, 4))]
+ONE_LAUNCH_VARIANTS = [
+    (0.75, 8, (256, 4, 2)), (0.625, 8, (256, 4, 2)), (0.8125, 8, (256, 4, 2)), (0.75, 16, (256, 4, 2)), (0.625, 10, (256, 4, 2)),
+    (0.75, 10, (256, 4, 2)), (0.625, 12, (256, 4, 2)), (0.75, 8, (256, 4, 4)), (0.75, 8, (128, 4, 4)), (0.75, 8, (512, 8, 2)),
+]
 
 
 def one_launch_tune(report: Report, copy_gbps: float) -> None:
@@ -296,6 +301,44 @@ def one_launch_tune(report: Report, copy_gbps: float) -> None:
         us, same = one_launch_variant(x, Mode.RN, want, AMAX_KEPT_FRACTION=kept, AMAX_CHUNK_TILES=chunk_tiles, AMAX_QUANTIZE_CONFIGS=configs)
         name = f"one launch RN kept={kept} chunk={chunk_tiles} blocks={config[0]} warps={config[1]} tiles={config[2]}"
         report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, **{"x two-pass floor": round(us / floor_us, 3), "same": same})
+
+
+@triton.jit
+def _read_max_kernel(words_ptr, partial_ptr, n_words, WORDS: tl.constexpr, TILES: tl.constexpr):
+    """The max of TILES tiles of WORDS int32 words a program, tile t * programs + program: the
+    plainest read of x, no double buffering, no cache policy (the read rate's yardstick)."""
+    best = tl.zeros([WORDS], tl.int32)
+    for t in tl.range(TILES):
+        offsets = (t * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * WORDS + tl.arange(0, WORDS)
+        best = tl.maximum(best, tl.load(words_ptr + offsets, mask=offsets < n_words, other=0))
+    tl.store(partial_ptr + tl.program_id(0), tl.max(best, axis=0))
+
+
+# (words a tile, warps, tiles a program) of the plain read
+READ_CONFIGS = [(2048, 8, 1), (4096, 8, 1), (8192, 8, 2), (4096, 8, 8), (2048, 4, 16)]
+
+
+def read_rate(report: Report, copy_gbps: float) -> None:
+    """How fast this card reads x alone (the amax pass's ceiling, which the copy's read + write
+    does not show): a plain Triton max over x's words by program shape, torch's amax, and the
+    backend's amax whole (partial and finish kernels) and its partial kernel alone."""
+    x = make_input(MAIN_SHAPE)
+    nbytes = x.numel() * x.element_size()
+    words = triton_backend._words(x)
+    for block, warps, tiles in READ_CONFIGS:
+        programs = triton.cdiv(words.numel(), block * tiles)
+        partials = torch.empty(programs, dtype=torch.int32, device="cuda")
+        us = time_us(lambda: _read_max_kernel[(programs,)](words, partials, words.numel(), WORDS=block, TILES=tiles, num_warps=warps))
+        report.add("reads", f"plain Triton max, words={block} warps={warps} tiles={tiles} ({programs} programs)", us, nbytes, copy_gbps)
+    report.add("reads", "torch x.amax()", time_us(lambda: x.amax()), nbytes, copy_gbps)
+    report.add("reads", "triton amax (partial + finish kernels)", time_us(lambda: triton_backend.amax(x)), nbytes, copy_gbps)
+    programs = triton.cdiv(words.numel(), triton_backend.AMAX_WORDS * triton_backend.AMAX_TILES)
+    partials = torch.empty(programs, dtype=torch.int32, device="cuda")
+    partial = lambda: triton_backend._amax_partial_kernel[(programs,)](  # noqa: E731
+        words, partials, words.numel(), PAIRED=True, WORDS=triton_backend.AMAX_WORDS, TILES=triton_backend.AMAX_TILES,
+        KEPT_STEPS=triton_backend._kept_steps(triton_backend.AMAX_TILES), num_warps=triton_backend.AMAX_WARPS,
+    )
+    report.add("reads", "triton amax's partial kernel alone", time_us(partial), nbytes, copy_gbps)
 
 
 def sweep(report: Report, torchao, main_torchao_us: float | None, peers: bool) -> None:
@@ -554,6 +597,7 @@ def main() -> None:
     parser.add_argument("--tile-tune", action="store_true", help="time other 2-D tile shapes (rowcol, block_2d, RHT amax) and block_2d register caps")
     parser.add_argument("--api", action="store_true", help="the default API call's host time and its finiteness read")
     parser.add_argument("--l2", action="store_true", help="how much of a first pass a second one finds in L2")
+    parser.add_argument("--reads", action="store_true", help="the card's read rate (a plain Triton max by program shape) beside amax")
     parser.add_argument("--no-training-peer", action="store_true", help="skip torch.compile of the plain PyTorch rowcol")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -596,6 +640,8 @@ def main() -> None:
         api_overhead(report, r["copy_gbps"])
     if args.l2:
         l2_reuse(report)
+    if args.reads:
+        read_rate(report, r["copy_gbps"])
     columns = ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"]
     sweep_columns = ["shape", "us", "GB/s", "% of copy", "copy us", "RS us", "amax+RN us", "torchao-compile us", "speed-up vs torchao"]
     text = f"{json.dumps(info)}\n\n{json.dumps(summary)}\n\n" + report.table("main", columns)
@@ -605,6 +651,7 @@ def main() -> None:
     text += "\n" + report.table("tile-tune", columns)
     text += "\n" + report.table("api", ["name", "us", "GB/s", "% of copy"])
     text += "\n" + report.table("l2", ["name", "us", "GB/s", "% of copy", "x two-pass floor", "same"])
+    text += "\n" + report.table("reads", ["name", "us", "GB/s", "% of copy"])
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"device": info, "summary": summary, "rows": report.rows}, indent=1))
     print(text)
