@@ -83,6 +83,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if not args.other.is_file():
+        parser.error(f"--other {args.other}: no such file (a copy of nvfp4cli/kernels/triton_backend.py)")
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU")
     args.out.mkdir(parents=True, exist_ok=True)
     versions = {"A": triton_backend, "B": load_other(args.other)}
 
