@@ -89,7 +89,7 @@ def _quantize_arguments() -> dict[str, str]:
     """_quantize_kernel's runtime arguments (seeds are 63-bit, docs/format.md §3: i64)."""
     return {
         "words_ptr": "*i32", "pts_ptr": "*fp32", "col_pts_ptr": "*fp32", "seed": "i64", "offset": "i64", "packed_ptr": "*i64", "scales_ptr": "*u8", "col_packed_ptr": "*i64",
-        "col_scales_ptr": "*u8", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32",
+        "col_scales_ptr": "*u8", "nonfinite_ptr": "*fp32", "n_blocks": "i32", "scale_cols": "i32", "unit_stride": "i32",
     }
 
 
@@ -105,6 +105,7 @@ def quantize_variant(tb, mode, input_kind: int, *, columns: bool, block_2d: bool
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns or block_2d, BLOCK_2D=block_2d, COLUMNS=columns,
         COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PATCH=patch, PTX=True,  # PTX: as compiled for NVIDIA
+        CHECK_FINITE=False,
     )
     role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(

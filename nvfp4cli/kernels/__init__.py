@@ -52,9 +52,13 @@ class Backend(Protocol):
         scale_rule: str = "max",
         hadamard: bool = False,
         block_2d: bool = False,
+        nonfinite: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(packed uint8 [..., K/2], row-major e4m3 scales [..., K/16]) of x, or of rht(x) with
-        hadamard; block_2d (2-D x, both dims multiples of 16, scale rule max) scales 16x16 tiles."""
+        hadamard; block_2d (2-D x, both dims multiples of 16, scale rule max) scales 16x16 tiles.
+        nonfinite: a float32 [1] on x's device that the caller zeroes; NaN is written into it when
+        what was quantized (x, or rht(x)) holds NaN or Inf, and nothing otherwise (the finiteness
+        check of a call given its per-tensor scale, without an amax pass)."""
         ...
 
     def quantize_amax(
@@ -86,9 +90,11 @@ class Backend(Protocol):
         offset: Counter,
         block_2d: bool = False,
         col_hadamard: bool = False,
+        nonfinite: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(packed, scales) of quantize(x) and of quantize(x.T, offset + numel / 16,
-        hadamard=col_hadamard), both with block_2d, for a 2-D x with both dims multiples of 16."""
+        hadamard=col_hadamard), both with block_2d, for a 2-D x with both dims multiples of 16;
+        nonfinite as quantize's, for x and the columnwise input (rht(x.T) with col_hadamard)."""
         ...
 
     def rht(self, x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:

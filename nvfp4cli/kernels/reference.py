@@ -232,13 +232,18 @@ def quantize(
     scale_rule: str = "max",
     hadamard: bool = False,
     block_2d: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and row-major E4M3 scales [..., K/16] of a contiguous x.
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x) (docs/format.md §9); block_2d (2-D x, rows a multiple of 16) gives each
-    block the scale of its 16x16 tile's amax.
+    block the scale of its 16x16 tile's amax. nonfinite: NaN into it where rht(x) or x holds
+    NaN or Inf (Backend.quantize), without waiting for the device.
     """
+    if nonfinite is not None:
+        quantized = rht(x) if hadamard else x
+        nonfinite.masked_fill_(~torch.isfinite(quantized).all(), float("nan"))
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
     rows = x2d.shape[0]
@@ -286,14 +291,15 @@ def quantize_rowcol(
     offset: torch.Tensor | int,
     block_2d: bool = False,
     col_hadamard: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize(x) and quantize(x.T) (docs/format.md §9): the columnwise Philox stream starts where the
     rowwise one ends, at offset + numel(x) / 16, so no random bit is used twice."""
-    rows = quantize(x, per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, block_2d=block_2d)
+    rows = quantize(x, per_tensor_scale=per_tensor_scale, mode=mode, seed=seed, offset=offset, block_2d=block_2d, nonfinite=nonfinite)
     col_offset = offset + x.numel() // BLOCK_SIZE
     cols = quantize(
         x.T.contiguous(), per_tensor_scale=col_per_tensor_scale, mode=mode, seed=seed, offset=col_offset,
-        hadamard=col_hadamard, block_2d=block_2d,
+        hadamard=col_hadamard, block_2d=block_2d, nonfinite=nonfinite if col_hadamard else None,  # x.T holds x's values
     )
     return (*rows, *cols)
 

@@ -215,7 +215,14 @@ def _split_pairs(words, INPUT_KIND: tl.constexpr):
 
 
 @triton.jit
-def _row_abs_max(x):
+def _max_keeping_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _row_abs_max(x, KEEP_NAN: tl.constexpr = False):
+    if KEEP_NAN:
+        return tl.reduce(tl.abs(x), 1, _max_keeping_nan)
     return tl.max(tl.abs(x), axis=1)
 
 
@@ -590,7 +597,13 @@ def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, 
 
 
 @triton.jit
-def _chunks_abs_max(c0, c1, c2, c3):
+def _chunks_abs_max(c0, c1, c2, c3, KEEP_NAN: tl.constexpr = False):
+    """max |.| of each block over its four chunks, [BLOCKS]; NaN where a block holds NaN with
+    KEEP_NAN (max.NaN on the GPU, no dearer), else NaN is dropped as float maxima drop it."""
+    if KEEP_NAN:
+        return _max_keeping_nan(
+            _max_keeping_nan(_row_abs_max(c0, True), _row_abs_max(c1, True)), _max_keeping_nan(_row_abs_max(c2, True), _row_abs_max(c3, True))
+        )
     return tl.maximum(tl.maximum(_row_abs_max(c0), _row_abs_max(c1)), tl.maximum(_row_abs_max(c2), _row_abs_max(c3)))
 
 
@@ -624,13 +637,17 @@ def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr, PATCH: tl
 def _quantize_blocks(
     c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
     PAIRED: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
-    TILE_MAX: tl.constexpr, PATCH: tl.constexpr, BLOCKS: tl.constexpr, PTX: tl.constexpr,
+    TILE_MAX: tl.constexpr, PATCH: tl.constexpr, BLOCKS: tl.constexpr, PTX: tl.constexpr, CHECK_FINITE: tl.constexpr = False,
 ):
     """Quantize BLOCKS blocks from their float32 chunks (see _rht_chunks). Each thread owns whole
     blocks, so every per-block value (max, scale, Philox words, packed codes) stays in that
-    thread's registers; only 2-D scaling's tile max crosses threads (one value a block)."""
+    thread's registers; only 2-D scaling's tile max crosses threads (one value a block).
+    Returns each block's max |.| times 0: with CHECK_FINITE (the maxima keep NaN) NaN where the
+    block holds NaN or Inf, else 0."""
     elements = (c0, c1, c2, c3)
-    block_max = _tile_max(_chunks_abs_max(c0, c1, c2, c3), BLOCKS, TILE_MAX, PATCH)
+    block_max = _chunks_abs_max(c0, c1, c2, c3, CHECK_FINITE)
+    finite_check = block_max * 0.0
+    block_max = _tile_max(block_max, BLOCKS, TILE_MAX, PATCH)
 
     # Block scale s8 = e4m3(clamp((block_max / 6) / pts, 2^-6, 448)), rounded by bits (docs/format.md §11).
     scale_bits = _e4m3_bits(tl.div_rn(tl.div_rn(block_max, 6.0), pts))
@@ -669,6 +686,7 @@ def _quantize_blocks(
     else:
         target = blocks * unit_stride
     tl.store(scales_ptr + target, scale_byte.to(tl.uint8), mask=mask)
+    return finite_check
 
 
 @triton.jit
@@ -769,7 +787,7 @@ def _quantize_tiles(
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
     SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr, PTX: tl.constexpr,
-    STREAM: tl.constexpr = False,
+    STREAM: tl.constexpr = False, nonfinite_ptr=None, CHECK_FINITE: tl.constexpr = False,
 ):
     """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x, the first one's words loaded
     (_first_tile); of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs TILED,
@@ -777,31 +795,39 @@ def _quantize_tiles(
     columnwise NVFP4 of the tiles just read (_column_patches, from the cache): the blocks of x.T,
     RHT'd with COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
     The next tile's words are loaded before the current one is quantized, so memory stays busy
-    while the program computes; with STREAM, as data L2 may evict first."""
+    while the program computes; with STREAM, as data L2 may evict first. With CHECK_FINITE a
+    program that quantized NaN or Inf (rows, or columns RHT'd) writes NaN to nonfinite_ptr."""
     inv_pts = tl.div_rn(1.0, pts)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
+    seen = tl.zeros([BLOCKS], tl.float32)  # NaN in a block once it held NaN or Inf (CHECK_FINITE)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
         tile = first + step
         next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED, COLUMNS)
         n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, PAIRED, STREAM)
         c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-        _quantize_blocks(
+        seen += _quantize_blocks(
             c0, c1, c2, c3, blocks, mask, packed_ptr, scales_ptr, scale_cols, unit_stride, pts, inv_pts, seed, offset,
-            PAIRED, STOCHASTIC, SWIZZLE, SCALE_RULE, TILE_MAX, 1, BLOCKS, PTX,
+            PAIRED, STOCHASTIC, SWIZZLE, SCALE_RULE, TILE_MAX, 1, BLOCKS, PTX, CHECK_FINITE,
         )
         w0, w1, w2, w3 = n0, n1, n2, n3
         blocks, mask = next_blocks, next_mask
+    bad = tl.max((seen != seen).to(tl.int32), axis=0) if CHECK_FINITE else 0
     if COLUMNS:
         col_pts = tl.load(col_pts_ptr)
         c0, c1, c2, c3, col_blocks, col_mask = _column_patches(
             words_ptr, first, n_blocks, scale_cols, INPUT_KIND, COL_HADAMARD, SIGN_MASK, BLOCKS, TILES, PATCH
         )
-        _quantize_blocks(
+        col_seen = _quantize_blocks(
             c0, c1, c2, c3, col_blocks, col_mask, col_packed_ptr, col_scales_ptr, scale_cols, unit_stride, col_pts,
             tl.div_rn(1.0, col_pts), seed, offset + n_blocks, PAIRED, STOCHASTIC, False, 0, 2 if BLOCK_2D else 0,
-            PATCH, TILES * BLOCKS, PTX,
+            PATCH, TILES * BLOCKS, PTX, CHECK_FINITE,
         )
+        if CHECK_FINITE:
+            bad = tl.maximum(bad, tl.max((col_seen != col_seen).to(tl.int32), axis=0))
+    if CHECK_FINITE:
+        if bad != 0:
+            tl.store(nonfinite_ptr, float("nan"))
 
 
 @triton.jit
@@ -815,14 +841,15 @@ def _counters(seed, offset, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constex
 
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride"])
 def _quantize_kernel(
-    words_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
+    words_ptr, pts_ptr, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr, nonfinite_ptr,
     n_blocks, scale_cols, unit_stride,
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
     SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr,
     COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
-    PATCH: tl.constexpr, PTX: tl.constexpr,
+    PATCH: tl.constexpr, PTX: tl.constexpr, CHECK_FINITE: tl.constexpr,
 ):
-    """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr."""
+    """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr;
+    with CHECK_FINITE, NaN to nonfinite_ptr where they hold NaN or Inf."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     first = tl.program_id(0) * TILES
     end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED, COLUMNS)
@@ -830,7 +857,7 @@ def _quantize_kernel(
         words_ptr, tl.load(pts_ptr), col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr,
         col_scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
         INPUT_KIND, STOCHASTIC, SWIZZLE, SCALE_RULE, HADAMARD, TILED, BLOCK_2D, COLUMNS, COL_HADAMARD, SIGN_MASK, BLOCKS,
-        TILES, PATCH, PTX,
+        TILES, PATCH, PTX, False, nonfinite_ptr, CHECK_FINITE,
     )
 
 
@@ -1140,8 +1167,10 @@ def _nvfp4_views(shape, packed: torch.Tensor, scales: torch.Tensor, swizzle: boo
 def _launch_quantize(
     x: torch.Tensor, pts: torch.Tensor, col_pts: torch.Tensor | None, mode: Mode, seed, offset, *, swizzle: bool = False,
     scale_rule: str = "max", hadamard: bool = False, block_2d: bool = False, columns: bool = False, col_hadamard: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Launch the quantize kernel; (packed int64 a block, scale bytes) [, the same of x.T]."""
+    """Launch the quantize kernel; (packed int64 a block, scale bytes) [, the same of x.T]; NaN
+    into nonfinite (float32 [1]) where what it quantized holds NaN or Inf."""
     stochastic = Mode(mode) is Mode.RS
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = x.shape[-1] // BLOCK_SIZE
@@ -1166,7 +1195,7 @@ def _launch_quantize(
     if n_blocks:
         _quantize_kernel[grid](
             _words(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
-            *(outputs[2:] if columns else outputs[:2]), n_blocks, scale_cols, 1,
+            *(outputs[2:] if columns else outputs[:2]), pts if nonfinite is None else nonfinite, n_blocks, scale_cols, 1,
             INPUT_KIND=_INPUT_KIND[x.dtype],
             STOCHASTIC=stochastic,
             SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
@@ -1183,6 +1212,7 @@ def _launch_quantize(
             TILES=tiles,
             PATCH=patch,
             PTX=_PTX,
+            CHECK_FINITE=nonfinite is not None,
             num_warps=warps,
             **options,
         )
@@ -1200,15 +1230,18 @@ def quantize(
     hadamard: bool = False,
     block_2d: bool = False,
     swizzle: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes uint8 [..., K/2] and E4M3 scales of a contiguous x: row-major [..., K/16], or
     with swizzle the flat GEMM layout of docs/format.md §6 (rows = all leading dims).
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x), transformed in registers; block_2d (2-D x, rows a multiple of 16)
-    scales each block by its 16x16 tile's amax."""
+    scales each block by its 16x16 tile's amax. nonfinite: see Backend.quantize (one fused
+    multiply-add an element in the same pass)."""
     packed, scales = _launch_quantize(
-        x, per_tensor_scale, None, mode, seed, offset, swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d
+        x, per_tensor_scale, None, mode, seed, offset, swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
+        nonfinite=nonfinite,
     )
     return _nvfp4_views(x.shape, packed, scales, swizzle)
 
@@ -1332,12 +1365,15 @@ def quantize_rowcol(
     offset: torch.Tensor | int,
     block_2d: bool = False,
     col_hadamard: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """quantize(x) and quantize(x.T, offset + numel / 16, hadamard=col_hadamard), both with
-    block_2d, from one read of each 16-row tile of x [M, K] (M and K multiples of 16)."""
+    block_2d, from one read of each 16-row tile of x [M, K] (M and K multiples of 16);
+    nonfinite: see Backend.quantize_rowcol."""
     m, k = x.shape
     packed, scales, col_packed, col_scales = _launch_quantize(
-        x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, block_2d=block_2d, columns=True, col_hadamard=col_hadamard
+        x, per_tensor_scale, col_per_tensor_scale, mode, seed, offset, block_2d=block_2d, columns=True, col_hadamard=col_hadamard,
+        nonfinite=nonfinite,
     )
     return (*_nvfp4_views((m, k), packed, scales), *_nvfp4_views((k, m), col_packed, col_scales))
 

@@ -345,6 +345,39 @@ def test_one_launch_amax_quantize_back_to_back_on_two_streams():
         assert torch.equal(got[2].cpu(), wants[i][2])
 
 
+def flagged(quantize, x, **options):
+    """quantize(x, nonfinite=flag, **options): (its outputs, whether it flagged NaN/Inf)."""
+    flag = torch.zeros(1, device=x.device)
+    outputs = quantize(x, nonfinite=flag, **options)
+    return outputs, flag.isnan().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_quantize_and_rowcol_flag_nan_and_inf_from_their_own_pass(dtype):
+    x = random_input((512, 1040), dtype, seed=11)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    quantize_options = [dict(mode=Mode.RN, seed=None), dict(mode=Mode.RS, seed=3, block_2d=True), dict(mode=Mode.RN, seed=None, hadamard=True)]
+    quantize_options = [dict(per_tensor_scale=pts, offset=5, **options) for options in quantize_options]
+    rowcol_options = dict(per_tensor_scale=pts, col_per_tensor_scale=pts, mode=Mode.RS, seed=3, offset=5, col_hadamard=True)
+    for options in quantize_options:
+        got, bad = flagged(triton_backend.quantize, x, **options)
+        assert not bad
+        assert_same(got, triton_backend.quantize(x, **options))  # the check changes no byte
+    got, bad = flagged(triton_backend.quantize_rowcol, x, **rowcol_options)
+    want = triton_backend.quantize_rowcol(x, **rowcol_options)
+    assert not bad
+    assert_same(got[:2], want[:2])
+    assert_same(got[2:], want[2:])
+    for where, value in (((0, 0), float("nan")), ((300, 517), float("inf")), ((511, 1039), float("nan"))):
+        y = x.clone()
+        y[where] = value
+        for options in quantize_options:
+            assert flagged(triton_backend.quantize, y, **options)[1], (where, options)
+        assert flagged(triton_backend.quantize_rowcol, y, **rowcol_options)[1], where
+    with pytest.raises(nvfp4cli.DataError, match=r"1 non-finite value\(s\).*first at index \(511, 1039\)"):
+        nvfp4cli.quantize(y, per_tensor_scale=pts)
+
+
 def test_one_launch_amax_quantize_reports_nan_and_inf():
     x = random_input((256, 256), torch.float32, seed=3)
     x[7, 9] = float("inf")
