@@ -72,7 +72,8 @@ def _check_tensor(x: torch.Tensor) -> None:
 
 def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor | float) -> None:
     """DataError with the count and first index of x's NaN/Inf values, if amax (x's, or of its
-    Hadamard transform; a tensor or its value) is not finite. x is read only when it is not."""
+    Hadamard transform; a tensor or its value; or a kernel's nonfinite flag) is not finite. x is
+    read only when it is not."""
     if math.isfinite(float(amax)):
         return
     bad = ~torch.isfinite(x)
@@ -172,6 +173,26 @@ def _check_per_tensor_scale(pts, device: torch.device, check_value: bool = True)
     return pts
 
 
+def _scales_flag(scales: list[torch.Tensor]) -> torch.Tensor:
+    """float32 [1] on the scales' device: 0 while every scale is positive and finite, else NaN.
+    The quantize pass writes NaN into it on NaN/Inf (Backend.quantize's nonfinite), so one read
+    after the launch checks both, and nothing waits for the device before the launch."""
+    positive = scales[0] > 0
+    for scale in scales[1:]:
+        positive = positive & (scale > 0)
+    return torch.where(positive, sum(scales) * 0.0, float("nan")).reshape(1)  # inf * 0 is NaN
+
+
+def _raise_if_flagged(x: torch.Tensor, flag: float, given_scales: list) -> None:
+    """The error behind a _scales_flag that came back NaN: a given scale's UsageError if one is
+    not positive and finite, else x's NaN/Inf (or its transform's overflow) as a DataError."""
+    if math.isfinite(flag):
+        return
+    for scale in given_scales:
+        _check_per_tensor_scale(scale, x.device)
+    raise_if_not_finite(x, flag)
+
+
 def parse_mode(mode: Mode | str) -> Mode:
     """Mode from an enum member or its string value; a clear error otherwise."""
     try:
@@ -253,7 +274,9 @@ def quantize(
     check_finite: False skips the checks that read device values back to the host (NaN/Inf in x,
     the value of per_tensor_scale): the call then never waits for the GPU and can be captured in
     a CUDA graph, and the caller answers for finite input. With True the kernels run first and
-    the amax they computed is read once at the end (x is read again only when it is not finite).
+    the amax they computed (given per_tensor_scale, a flag that the quantize pass sets and that
+    also carries the scale's own check: no amax pass, no read before the launch) is read once at
+    the end (x is read again only when it is not finite).
     """
     _check_tensor(x)
     mode = parse_mode(mode)
@@ -276,14 +299,12 @@ def quantize(
         packed, scales, pts, amax = kernels.quantize_amax(x, **options, host_amax=slot)
         if check_finite:  # the GPU never waits for the host's check
             raise_if_not_finite(x, _amax_when_written(view, amax))
-    else:
-        pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=check_finite)
-        if check_finite:
-            amax = kernels.amax(x, hadamard=hadamard)  # kept alive until the host has read it
-            amax_value = _read_later(amax)
-        packed, scales = kernels.quantize(x, per_tensor_scale=pts, **options)
+    else:  # the check comes from the quantize pass itself: no amax pass
+        pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=False)
+        nonfinite = _scales_flag([pts]) if check_finite else None
+        packed, scales = kernels.quantize(x, per_tensor_scale=pts, **options, nonfinite=nonfinite)
         if check_finite:  # after the launch: the GPU never waits for the host's check
-            raise_if_not_finite(x, amax_value())
+            _raise_if_flagged(x, _read_later(nonfinite)(), [per_tensor_scale])
     return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, hadamard=hadamard)
 
 
@@ -325,17 +346,22 @@ def quantize_rowcol(
     _check_offset_range(offset, 2 * philox_counters(x))
     x = x.contiguous()
     row_amax = col_amax = None
-    if per_tensor_scale is None or col_per_tensor_scale is None or check_finite:
+    scales_given = per_tensor_scale is not None and col_per_tensor_scale is not None
+    if not scales_given:
         row_amax, col_amax = kernels.amax_rowcol(x, col_hadamard=col_hadamard)
     pts = [
-        per_tensor_scale_from_amax(amax) if given is None else _check_per_tensor_scale(given, x.device, check_value=check_finite)
+        per_tensor_scale_from_amax(amax) if given is None else _check_per_tensor_scale(given, x.device, check_value=check_finite and not scales_given)
         for given, amax in ((per_tensor_scale, row_amax), (col_per_tensor_scale, col_amax))
     ]
+    # Given both scales, the check comes from the quantize pass itself: no amax pass.
+    nonfinite = _scales_flag(pts) if check_finite and scales_given else None
     packed, scales, col_packed, col_scales = kernels.quantize_rowcol(
         x, per_tensor_scale=pts[0], col_per_tensor_scale=pts[1], mode=mode, seed=seed, offset=offset,
-        block_2d=block_2d, col_hadamard=col_hadamard,
+        block_2d=block_2d, col_hadamard=col_hadamard, nonfinite=nonfinite,
     )
-    if check_finite:
+    if nonfinite is not None:
+        _raise_if_flagged(x, _read_later(nonfinite)(), [per_tensor_scale, col_per_tensor_scale])
+    elif check_finite:
         raise_if_not_finite(x, row_amax)
         if col_hadamard:
             raise_if_not_finite(x, col_amax)

@@ -181,3 +181,25 @@ def test_non_finite_input_names_count_and_index_with_hadamard_and_rowcol():
     huge = torch.full((1, 16), 3e38)
     with pytest.raises(DataError, match=r"Hadamard transform of tensor of shape \(1, 16\) overflows float32"):
         nvfp4cli.quantize(huge, hadamard=True)
+
+
+def test_non_finite_input_is_caught_when_the_scales_are_given():
+    # Given its per-tensor scales a call runs no amax: the quantize pass itself flags NaN/Inf.
+    x = torch.randn(16, 32)
+    pts = torch.tensor(0.01)
+    x[3, 7] = float("-inf")
+    with pytest.raises(DataError, match=r"1 non-finite value\(s\).*first at index \(3, 7\)"):
+        nvfp4cli.quantize(x, per_tensor_scale=pts, hadamard=True)
+    with pytest.raises(DataError, match=r"first at index \(3, 7\)"):
+        nvfp4cli.quantize_rowcol(x, per_tensor_scale=pts, col_per_tensor_scale=pts)
+    huge = torch.full((16, 16), 3e38)
+    nvfp4cli.quantize_rowcol(huge, per_tensor_scale=pts, col_per_tensor_scale=pts)  # finite, nothing transformed
+    with pytest.raises(DataError, match=r"Hadamard transform of tensor of shape \(16, 16\) overflows float32"):
+        nvfp4cli.quantize_rowcol(huge, per_tensor_scale=pts, col_per_tensor_scale=pts, col_hadamard=True)
+    with pytest.raises(DataError, match="overflows float32"):
+        nvfp4cli.quantize(huge, per_tensor_scale=pts, hadamard=True)
+    # a bad scale is reported as before, after the launch now (no device read ahead of it)
+    with pytest.raises(UsageError, match=r"per_tensor_scale must be positive and finite, got nan"):
+        nvfp4cli.quantize_rowcol(torch.randn(16, 32), per_tensor_scale=pts, col_per_tensor_scale=torch.tensor(float("nan")))
+    with pytest.raises(UsageError, match=r"positive and finite, got -0.5"):
+        nvfp4cli.quantize(torch.randn(16, 32), per_tensor_scale=torch.tensor(-0.5), hadamard=True)
