@@ -568,6 +568,22 @@ def api_overhead(report: Report, copy_gbps: float) -> None:
     report.add("api", "nvfp4cli.quantize(x) 8192^2", time_us(lambda: nvfp4cli.quantize(x)), quantize_bytes(x, 2), copy_gbps)
     report.add("api", "nvfp4cli.quantize(x, check_finite=False)", time_us(lambda: nvfp4cli.quantize(x, check_finite=False)), quantize_bytes(x, 2), copy_gbps)
     report.add("api", "amax+quantize, one launch", time_us(lambda: amax_quantize(x, Mode.RN)), quantize_bytes(x, 2), copy_gbps)
+    # Given the per-tensor scale, the finiteness check comes from the quantize pass (a flag),
+    # where it took an amax pass before: the call, the kernel with and without the flag, and the
+    # two passes the call used to run; then quantize_rowcol given both scales.
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    flag = torch.zeros(1, device="cuda")
+    quantize_rn = lambda **extra: triton_backend.quantize(x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, **extra)  # noqa: E731
+    report.add("api", "nvfp4cli.quantize(x, per_tensor_scale=pts)", time_us(lambda: nvfp4cli.quantize(x, per_tensor_scale=pts)), quantize_bytes(x), copy_gbps)
+    report.add("api", "nvfp4cli.quantize(x, per_tensor_scale=pts, check_finite=False)", time_us(lambda: nvfp4cli.quantize(x, per_tensor_scale=pts, check_finite=False)), quantize_bytes(x), copy_gbps)
+    report.add("api", "triton quantize RN with the nonfinite flag", time_us(lambda: quantize_rn(nonfinite=flag)), quantize_bytes(x), copy_gbps)
+    report.add("api", "triton quantize RN", time_us(quantize_rn), quantize_bytes(x), copy_gbps)
+    report.add("api", "triton amax, then quantize RN (the check as an amax pass)", time_us(lambda: (triton_backend.amax(x), quantize_rn())), quantize_bytes(x, 2), copy_gbps)
+    row_pts, col_pts = (per_tensor_scale_from_amax(a) for a in triton_backend.amax_rowcol(x, col_hadamard=True))
+    given = dict(per_tensor_scale=row_pts, col_per_tensor_scale=col_pts, col_hadamard=True)
+    report.add("api", "nvfp4cli.quantize_rowcol RS col_hadamard, scales given", time_us(lambda: nvfp4cli.quantize_rowcol(x, "rs", SEED, OFFSET, **given)), rowcol_bytes(x), copy_gbps)
+    report.add("api", "the same, check_finite=False", time_us(lambda: nvfp4cli.quantize_rowcol(x, "rs", SEED, OFFSET, **given, check_finite=False)), rowcol_bytes(x), copy_gbps)
+    report.add("api", "amax_rowcol, then quantize_rowcol (the check as an amax pass)", time_us(lambda: (triton_backend.amax_rowcol(x, col_hadamard=True), rowcol(x, row_pts, col_pts, Mode.RS, col_hadamard=True))), rowcol_bytes(x, 2), copy_gbps)
 
 
 def describe_device() -> dict:
