@@ -1,7 +1,7 @@
 """SASS statistics of the Triton backend's kernels, compiled for a Hopper-class GPU on a machine without one.
 
     .venv/bin/python scripts/sass_stats.py [--arch 90] [--kernel quantize|quantize-2d|amax-quantize|rowcol|amax ...]
-        [--mode rn|rs] [--dtype bf16|fp16|fp32] [--json] [--keep DIR]
+        [--mode rn|rs] [--dtype bf16|fp16|fp32] [--json] [--keep DIR] [--check-finite]
 
 Each kernel is compiled with the configuration nvfp4cli/kernels/triton_backend.py launches by
 default on a large tensor (QUANTIZE_CONFIGS, ROWCOL_CONFIGS, AMAX_QUANTIZE_CONFIGS, AMAX_*, scale
@@ -97,19 +97,21 @@ def _threads(warps: int) -> int:
     return warps * THREADS_A_WARP
 
 
-def quantize_variant(tb, mode, input_kind: int, *, columns: bool, block_2d: bool = False) -> Variant:
+def quantize_variant(tb, mode, input_kind: int, *, columns: bool, block_2d: bool = False, check_finite: bool = False) -> Variant:
     """_quantize_kernel as _launch_quantize launches it: 1-D tiles, 2-D scaling's 2-D tiles
-    (block_2d), or quantize_rowcol's 2-D tiles (columns)."""
+    (block_2d), or quantize_rowcol's 2-D tiles (columns); with check_finite, with the nonfinite
+    flag (the NaN/Inf check of a call given its per-tensor scale)."""
     blocks, warps, tiles, patch = tb.ROWCOL_CONFIGS[mode] if columns else (*tb.QUANTIZE_CONFIGS[(mode, block_2d)], 1)
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SWIZZLE=False, SCALE_RULE=0, HADAMARD=False, TILED=columns or block_2d, BLOCK_2D=block_2d, COLUMNS=columns,
         COL_HADAMARD=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles, PATCH=patch, PTX=True,  # PTX: as compiled for NVIDIA
-        CHECK_FINITE=False,
+        CHECK_FINITE=check_finite,
     )
     role = Role("all", tiles * blocks * 16 // _threads(warps), counts_stores=True, packed_stores_a_block=2 if columns else 1)
     return Variant(
-        "rowcol" if columns else "quantize-2d" if block_2d else "quantize", mode.value, f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else ""), tb._quantize_kernel,
+        "rowcol" if columns else "quantize-2d" if block_2d else "quantize", mode.value,
+        f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else "") + (", nonfinite flag" if check_finite else ""), tb._quantize_kernel,
         _quantize_arguments(), constexprs, warps, tb._compile_options("max", None if columns else (mode, block_2d)), [role],
     )
 
@@ -151,8 +153,9 @@ def amax_variant(tb, dtype) -> Variant:
     )
 
 
-def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
-    """The selected kernels for input of torch dtype `dtype`, one a mode (amax has none)."""
+def variants(tb, kernels: list[str], modes: list[str], dtype, check_finite: bool = False) -> list[Variant]:
+    """The selected kernels for input of torch dtype `dtype`, one a mode (amax has none); the
+    quantize kernels with the nonfinite flag where check_finite."""
     input_kind = tb._INPUT_KIND[dtype]
     selected = []
     for kernel in kernels:
@@ -164,7 +167,7 @@ def variants(tb, kernels: list[str], modes: list[str], dtype) -> list[Variant]:
             if kernel == "amax-quantize":
                 selected.append(amax_quantize_variant(tb, mode, input_kind))
             else:
-                selected.append(quantize_variant(tb, mode, input_kind, columns=kernel == "rowcol", block_2d=kernel == "quantize-2d"))
+                selected.append(quantize_variant(tb, mode, input_kind, columns=kernel == "rowcol", block_2d=kernel == "quantize-2d", check_finite=check_finite))
     return selected
 
 
@@ -456,6 +459,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=names.FLOAT_DTYPES, default="bf16", help="input dtype (default bf16)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--keep", type=Path, help="write each kernel's KERNEL_MODE_DTYPE.ptx, .sass and .cubin into this directory")
+    parser.add_argument("--check-finite", action="store_true", help="the quantize kernels with the NaN/Inf flag of a call given its scale")
     return parser.parse_args(argv)
 
 
@@ -477,7 +481,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from nvfp4cli.kernels import triton_backend
 
     dtype = FLOAT_DTYPES[args.dtype]
-    selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(names.MODES), dtype)
+    selected = variants(triton_backend, args.kernel or list(KERNELS), args.mode or list(names.MODES), dtype, args.check_finite)
     with tempfile.TemporaryDirectory() as scratch:
         keep = output_directory(args.keep, scratch)
         return [row for variant in selected for row in variant_rows(variant, args.arch, args.dtype, dtype.itemsize, cuobjdump_tool, keep)]

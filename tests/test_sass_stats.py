@@ -73,6 +73,19 @@ def test_stochastic_rounding_costs_more_per_element(compiled):
         assert rs["imad_per_element"] > rn["imad_per_element"]  # two 32x32 -> 64 products a round
 
 
+def test_the_nonfinite_flag_costs_less_than_the_amax_pass_it_replaces(compiled):
+    """Given its per-tensor scale, a call checks NaN/Inf with the quantize kernel's flag instead
+    of an amax pass: the flag must add work, and less than an amax pass costs an element."""
+    rows, _ = compiled
+    run = _run("--kernel", "quantize", "--mode", "rn", "rs", "--check-finite", "--json")
+    assert run.returncode == 0, run.stderr
+    for row in json.loads(run.stdout):
+        assert row["config"].endswith("nonfinite flag")
+        plain = rows[("quantize", row["mode"], "all")]["instructions_per_element"]
+        amax_pass = rows[("amax-quantize", row["mode"], "amax")]["instructions_per_element"]
+        assert plain < row["instructions_per_element"] < plain + amax_pass
+
+
 def test_amax_programs_cost_less_than_quantize_programs(compiled):
     """A max of magnitude bits is a few integer operations an element; quantizing is a scale, a
     division and a rounding: the roles of the one-launch kernel must not come out swapped."""
