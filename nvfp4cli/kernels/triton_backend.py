@@ -220,6 +220,12 @@ def _max_keeping_nan(a, b):
 
 
 @triton.jit
+def _maximum(a, b, KEEP_NAN: tl.constexpr):
+    """tl.maximum, which drops NaN, or with KEEP_NAN one that keeps it."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL if KEEP_NAN else tl.PropagateNan.NONE)
+
+
+@triton.jit
 def _row_abs_max(x, KEEP_NAN: tl.constexpr = False):
     if KEEP_NAN:
         return tl.reduce(tl.abs(x), 1, _max_keeping_nan)
@@ -600,11 +606,8 @@ def _elements(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, 
 def _chunks_abs_max(c0, c1, c2, c3, KEEP_NAN: tl.constexpr = False):
     """max |.| of each block over its four chunks, [BLOCKS]; NaN where a block holds NaN with
     KEEP_NAN (max.NaN on the GPU, no dearer), else NaN is dropped as float maxima drop it."""
-    if KEEP_NAN:
-        return _max_keeping_nan(
-            _max_keeping_nan(_row_abs_max(c0, True), _row_abs_max(c1, True)), _max_keeping_nan(_row_abs_max(c2, True), _row_abs_max(c3, True))
-        )
-    return tl.maximum(tl.maximum(_row_abs_max(c0), _row_abs_max(c1)), tl.maximum(_row_abs_max(c2), _row_abs_max(c3)))
+    low = _maximum(_row_abs_max(c0, KEEP_NAN), _row_abs_max(c1, KEEP_NAN), KEEP_NAN)
+    return _maximum(low, _maximum(_row_abs_max(c2, KEEP_NAN), _row_abs_max(c3, KEEP_NAN), KEEP_NAN), KEEP_NAN)
 
 
 @triton.jit
