@@ -202,12 +202,16 @@ def quantize_rows(
     scale_rule: str = "max",
     hadamard: bool = False,
     block_2d: bool = False,
+    nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """quantize() of the rows x2d [R, K], all at once (no chunks: plain PyTorch that torch.compile
-    takes whole, nvfp4cli.bench's peer); their blocks' Philox counters start at offset + first_block."""
+    takes whole, nvfp4cli.bench's peer); their blocks' Philox counters start at offset + first_block.
+    nonfinite: as quantize's, from the values quantized."""
     if hadamard:
         x2d = rht(x2d)
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
+    if nonfinite is not None:
+        nonfinite.masked_fill_(~torch.isfinite(blocks).all(), float("nan"))
     tile_amax = _tile_amax(blocks, x2d.shape[1] // BLOCK_SIZE) if block_2d else None
     scales = block_scales(blocks, per_tensor_scale, scale_rule, tile_amax)
     ratio = (1.0 / per_tensor_scale) / scales.to(torch.float32)
@@ -239,11 +243,9 @@ def quantize(
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x) (docs/format.md §9); block_2d (2-D x, rows a multiple of 16) gives each
     block the scale of its 16x16 tile's amax. nonfinite: NaN into it where rht(x) or x holds
-    NaN or Inf (Backend.quantize), without waiting for the device.
+    NaN or Inf (Backend.quantize), chunk by chunk from the values quantized, without waiting for
+    the device.
     """
-    if nonfinite is not None:
-        quantized = rht(x) if hadamard else x
-        nonfinite.masked_fill_(~torch.isfinite(quantized).all(), float("nan"))
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
     rows = x2d.shape[0]
@@ -258,7 +260,7 @@ def quantize(
         first_block = start * (k // BLOCK_SIZE)
         packed[start:stop], scales[start:stop] = quantize_rows(
             x2d[start:stop], per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, first_block=first_block,
-            scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
+            scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, nonfinite=nonfinite,
         )
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
 
