@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gpu_bench_triton import OFFSET, SEED, make_input, quantize_bytes, time_us  # noqa: E402
+from gpu_bench_triton import OFFSET, SEED, make_input, quantize_bytes, same_bytes, time_us  # noqa: E402
 
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax  # noqa: E402
 from nvfp4cli.kernels import triton_backend  # noqa: E402
@@ -71,12 +71,6 @@ def adversarial(shape, dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-def equal(a, b) -> bool:
-    """Whether two outputs (a tensor or a tuple of them, 0-d included) hold the same bytes."""
-    a, b = (a,) if isinstance(a, torch.Tensor) else a, (b,) if isinstance(b, torch.Tensor) else b
-    return all(torch.equal(s.reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)) for s, t in zip(a, b, strict=True))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--other", type=Path, required=True)
@@ -98,7 +92,7 @@ def main() -> None:
         for name, fn in cases(x).items():
             if "amax+quantize" in name and kind == "adversarial":
                 continue  # a non-finite amax: the kernel reports it, both versions alike, nothing to compare
-            row = {"input": f"{kind} {str(dtype)[6:]} {shape[0]}x{shape[1]}", "case": name, "same": equal(fn(versions["A"]), fn(versions["B"]))}
+            row = {"input": f"{kind} {str(dtype)[6:]} {shape[0]}x{shape[1]}", "case": name, "same": same_bytes(fn(versions["A"]), fn(versions["B"]))}
             checks.append(row)
             print(json.dumps(row), flush=True)
 

@@ -1,7 +1,8 @@
 """Adversarial inputs shared by the Triton backend tests (CPU interpreter and GPU): exact E2M1
 ties and their neighbours, values exactly on a stochastic-rounding threshold, subnormals, tensors
 below the per-tensor-scale floor, values near the dtype's maximum, signed zeros, magnitudes over
-many decades, and per-tensor scales that saturate the block scales at either end."""
+many decades, and per-tensor scales that saturate the block scales at either end; and the
+call of a quantize with its nonfinite flag."""
 
 from __future__ import annotations
 
@@ -100,3 +101,11 @@ def own_threshold_blocks(seed: int, offset: int, rows: int, blocks_a_row: int) -
             x[block // blocks_a_row, block % blocks_a_row, j] = -a if k % 2 else a
     x[0, 0, 0] = 2688.0
     return x.reshape(rows, 16 * blocks_a_row)
+
+
+def flagged(quantize, x: torch.Tensor, **options):
+    """quantize(x, nonfinite=flag, **options): (its outputs, whether it flagged NaN/Inf)."""
+    flag = torch.zeros(1, device=x.device)
+    outputs = quantize(x, nonfinite=flag, **options)
+    assert flag.isnan().item() or torch.equal(flag, torch.zeros(1, device=x.device))  # NaN or left alone
+    return outputs, flag.isnan().item()

@@ -22,7 +22,7 @@ import spec_oracle  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales, unpack_codes  # noqa: E402
 from nvfp4cli.kernels import reference, triton_backend  # noqa: E402
 from scale_rule_cases import order_sensitive_blocks  # noqa: E402
-from triton_cases import adversarial_cases, own_threshold_blocks  # noqa: E402
+from triton_cases import adversarial_cases, flagged, own_threshold_blocks  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 MODES = [Mode.RN, Mode.RS]
@@ -368,14 +368,6 @@ def test_rowcol_tilings_match_reference(monkeypatch, dtype, mode, tiling):
         assert_rowcol_matches_reference(training_input(shape, dtype, seed=shape[0] + DTYPES.index(dtype)), mode, block_2d, col_hadamard)
 
 
-def checked(quantize, x, **options):
-    """quantize(x, nonfinite=flag, **options): (its outputs, whether it flagged NaN/Inf)."""
-    flag = torch.zeros(1)
-    outputs = quantize(x, nonfinite=flag, **options)
-    assert torch.isnan(flag).item() or torch.equal(flag, torch.zeros(1))  # NaN or left alone
-    return outputs, torch.isnan(flag).item()
-
-
 QUANTIZE_CHECKS = [dict(mode=Mode.RN), dict(mode=Mode.RS, block_2d=True), dict(mode=Mode.RN, hadamard=True)]
 
 
@@ -390,22 +382,22 @@ def test_quantize_flags_the_nan_or_inf_it_quantizes(monkeypatch, dtype, where, b
     pts = per_tensor_scale_from_amax(x.float().abs().amax())
     for options in QUANTIZE_CHECKS:
         options = dict(per_tensor_scale=pts, seed=SEED, offset=OFFSET, **options)
-        outputs, flagged = checked(triton_backend.quantize, x, **options)
-        assert not flagged
+        outputs, was_flagged = flagged(triton_backend.quantize, x, **options)
+        assert not was_flagged
         assert_same_bytes(outputs, triton_backend.quantize(x, **options))  # the check changes no byte
     x[where] = bad
     for options in QUANTIZE_CHECKS:
         options = dict(per_tensor_scale=pts, seed=SEED, offset=OFFSET, **options)
-        assert checked(triton_backend.quantize, x, **options)[1], options
-        assert checked(reference.quantize, x, **options)[1], options
+        assert flagged(triton_backend.quantize, x, **options)[1], options
+        assert flagged(reference.quantize, x, **options)[1], options
 
 
 def test_quantize_flags_a_hadamard_transform_that_overflows():
     x = torch.full((2, 32), 3e38)  # finite, but the transform of a block sums 16 of them
     pts = torch.tensor(1.0)
-    assert not checked(triton_backend.quantize, x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)[1]
+    assert not flagged(triton_backend.quantize, x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0)[1]
     for backend in (triton_backend, reference):
-        assert checked(backend.quantize, x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, hadamard=True)[1]
+        assert flagged(backend.quantize, x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, hadamard=True)[1]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -415,17 +407,17 @@ def test_rowcol_flags_nan_or_inf_and_columns_that_overflow(monkeypatch, dtype, m
     x = training_input(SMALL_TILE_SHAPE, dtype, seed=3)
     pts = per_tensor_scale_from_amax(x.float().abs().amax())
     options = dict(per_tensor_scale=pts, col_per_tensor_scale=pts, mode=mode, seed=SEED, offset=OFFSET, block_2d=True, col_hadamard=True)
-    outputs, flagged = checked(triton_backend.quantize_rowcol, x, **options)
-    assert not flagged
+    outputs, was_flagged = flagged(triton_backend.quantize_rowcol, x, **options)
+    assert not was_flagged
     assert_same_bytes(outputs, triton_backend.quantize_rowcol(x, **options))
     x[47, 79] = float("inf")  # the last element, in the last (half-outside) tile
-    assert checked(triton_backend.quantize_rowcol, x, **options)[1]
-    assert checked(reference.quantize_rowcol, x, **options)[1]
+    assert flagged(triton_backend.quantize_rowcol, x, **options)[1]
+    assert flagged(reference.quantize_rowcol, x, **options)[1]
     if dtype == torch.float32:  # finite rows whose columns' transform overflows
         huge = torch.full((32, 32), 3e38)
-        assert not checked(triton_backend.quantize_rowcol, huge, **{**options, "col_hadamard": False})[1]
+        assert not flagged(triton_backend.quantize_rowcol, huge, **{**options, "col_hadamard": False})[1]
         for backend in (triton_backend, reference):
-            assert checked(backend.quantize_rowcol, huge, **options)[1]
+            assert flagged(backend.quantize_rowcol, huge, **options)[1]
 
 
 @pytest.mark.parametrize("mode", ["rn", "rs"])

@@ -28,7 +28,7 @@ import nvfp4cli  # noqa: E402
 from nvfp4cli.format import Mode, per_tensor_scale_from_amax, swizzle_scales  # noqa: E402
 from nvfp4cli.kernels import HADAMARD_SIGNS, reference, triton_backend  # noqa: E402
 from scale_rule_cases import order_sensitive_blocks  # noqa: E402
-from triton_cases import adversarial_cases, own_threshold_blocks  # noqa: E402
+from triton_cases import adversarial_cases, flagged, own_threshold_blocks  # noqa: E402
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 SHAPES = [(1, 16), (1, 8192), (16, 8192), (3, 48), (127, 80), (1000, 16), (513, 1040), (2, 3, 4, 32), (4096, 4096)]
@@ -343,13 +343,6 @@ def test_one_launch_amax_quantize_back_to_back_on_two_streams():
     for (repeat, i), got in results.items():
         assert_same(got[:2], wants[i][:2])
         assert torch.equal(got[2].cpu(), wants[i][2])
-
-
-def flagged(quantize, x, **options):
-    """quantize(x, nonfinite=flag, **options): (its outputs, whether it flagged NaN/Inf)."""
-    flag = torch.zeros(1, device=x.device)
-    outputs = quantize(x, nonfinite=flag, **options)
-    return outputs, flag.isnan().item()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
