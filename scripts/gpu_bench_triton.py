@@ -267,20 +267,30 @@ def tune(report: Report, copy_gbps: float) -> None:
             report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same, **{"x two-pass floor": round(us / floor_us, 3)})
 
 
-# 1024x1024 one-launch variants: (quantize (blocks a tile, warps, tiles), tiles an amax chunk; None: the default rule)
-SMALL_VARIANTS = [((256, 4, 2), None), ((256, 4, 1), 2), ((256, 4, 1), 4), ((512, 4, 1), None), ((512, 8, 1), None), ((512, 4, 1), 2), ((1024, 8, 1), 2)]
+# The resident one-launch amax+quantize (triton_backend.RESIDENT_CONFIGS) by size, against tickets
+# and against single configurations of its table
+SMALL_SHAPES = [(16, 8192), (128, 8192), (1024, 1024), (256, 8192), (1536, 1536), (2048, 2048)]
+SMALL_VARIANTS = {
+    "tickets": dict(RESIDENT_LAUNCH=False),
+    "resident (the rule)": {},
+    **{f"resident {b} blocks, {w} warps": dict(RESIDENT_CONFIGS=((b, w),)) for b, w in [(256, 4), (512, 8), (1024, 8), (2048, 8)]},
+}
 
 
 def small_tune(report: Report, copy_gbps: float) -> None:
-    """The launch-bound 1024x1024 amax+quantize (goal <= 8 us): fewer, larger programs."""
-    x = make_input((1024, 1024))
-    want = amax_quantize(x, Mode.RN)
-    for config, chunk_tiles in SMALL_VARIANTS:
-        chunks = triton_backend._chunk_tiles if chunk_tiles is None else (lambda n_tiles, device, c=chunk_tiles: c)
-        configs = {**triton_backend.AMAX_QUANTIZE_CONFIGS, (Mode.RN, False): config}
-        us, same = one_launch_variant(x, Mode.RN, want, AMAX_QUANTIZE_CONFIGS=configs, MIN_PROGRAMS=1, _chunk_tiles=chunks)
-        name = f"1024x1024 one launch RN blocks={config[0]} warps={config[1]} tiles={config[2]} chunk={chunk_tiles or 'rule'}"
-        report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same)
+    """The launch-bound one-launch amax+quantize of small x (goal: 1024x1024 <= 8 us), resident or
+    ticketed; configurations that leave x too large to run resident fall back to tickets."""
+    for shape in SMALL_SHAPES:
+        x = make_input(shape)
+        for mode in Mode:
+            with settings(triton_backend, RESIDENT_LAUNCH=False):
+                want = amax_quantize(x, mode)
+            for name, knobs in SMALL_VARIANTS.items():
+                with settings(triton_backend, **knobs):
+                    resident = triton_backend._resident_tiling(x.numel() // BLOCK_SIZE, shape[-1] // BLOCK_SIZE, False, x.device)
+                us, same = one_launch_variant(x, mode, want, **knobs)
+                label = f"{shape[0]}x{shape[1]} one launch {mode.value.upper()} {name}" + ("" if resident or name == "tickets" else " (tickets)")
+                report.add("tune", label, us, quantize_bytes(x, 2), copy_gbps, same=same)
 
 
 # (share of the amax steps kept in L2, amax tiles a chunk, quantize (blocks, warps, tiles)) of the
@@ -604,7 +614,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tune", action="store_true")
-    parser.add_argument("--small", action="store_true", help="1024x1024 one-launch variants alone (also part of --tune)")
+    parser.add_argument("--small", action="store_true", help="the one-launch amax+quantize of small x, resident or ticketed, by size (also part of --tune)")
     parser.add_argument("--one-launch-tune", action="store_true", help="8192x8192 one-launch amax+quantize around its defaults")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--rules", action="store_true", help="time the block scale rules 4over6 and mse against max")

@@ -129,7 +129,7 @@ def amax_quantize_variant(tb, mode, input_kind: int) -> Variant:
     constexprs = dict(
         INPUT_KIND=input_kind, STOCHASTIC=mode is tb.Mode.RS, SEED_IN_MEMORY=False, OFFSET_IN_MEMORY=False,
         SCALE_RULE=0, HADAMARD=False, BLOCK_2D=False, SIGN_MASK=tb._HADAMARD_MASK, BLOCKS=blocks, TILES=tiles,
-        CHUNK_TILES=chunk_tiles, KEPT_STEPS=tb._kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=tb.AMAX_STREAM_QUANTIZE, NOTIFY_HOST=True, PTX=True,
+        CHUNK_TILES=chunk_tiles, KEPT_STEPS=tb._kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=tb.AMAX_STREAM_QUANTIZE, NOTIFY_HOST=True, RESIDENT=False, PTX=True,
     )
     roles = [
         Role("amax", chunk_tiles * blocks * 16 // _threads(warps), counts_stores=False),

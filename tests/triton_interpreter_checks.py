@@ -503,6 +503,26 @@ def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
     assert_amax_quantize_agrees(x, mode)
 
 
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
+@pytest.mark.parametrize("options", [{}, dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True, scale_rule="mse")], ids=str)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.filterwarnings("ignore:All-NaN slice")
+def test_one_launch_resident_and_ticketed_agree(monkeypatch, dtype, mode, options, resident):
+    # x is one tile: the interpreter (one program at a time, so one SM) runs it resident, a program
+    # that reduces its tile, then quantizes it from registers, or, RESIDENT_LAUNCH off, as ticketed
+    # amax and quantize programs. Both equal the reference, and only the second takes tickets.
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
+    counters = triton_backend._LaunchCounters(torch.device("cpu"))
+    monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: counters)
+    x = (torch.randn(16, 256, generator=torch.Generator().manual_seed(DTYPES.index(dtype))) * 3).to(dtype)
+    x[9, 200] = -float(torch.finfo(dtype).max) / 8
+    assert_amax_quantize_agrees(x, mode, **options)
+    assert (counters.tickets == 0) == resident and counters.chunks >= 1
+    x[2, 3] = float("nan")
+    assert_amax_quantize_agrees(x, mode, **options)
+
+
 def test_one_launch_amax_chunks_fill_a_wave_before_they_grow():
     # (256x256 bf16 above: 16 tiles, so chunks of 4 tiles here, where a wave is 4 programs.)
     # Two tiles at least: a program's second window keeps two loads in flight.

@@ -92,6 +92,17 @@ AMAX_CHUNK_TILES = 8  # quantize tiles each amax program of the one-launch amax+
 # program's steps load with evict_last, and the one-launch quantize programs' loads with evict_first.
 AMAX_KEPT_FRACTION = 0.75
 AMAX_STREAM_QUANTIZE = True
+# The one-launch amax+quantize of an x of up to 2048 blocks an SM (4.3 M elements on an H200) runs
+# resident: one tile a program, at most one program an SM, all resident at once (a cooperative
+# launch; one program of up to 8 warps fits an SM whatever its registers), so each program
+# quantizes the tile it reduced from its registers and x is read once. (blocks a tile, warps) by
+# size: the first whose tiles do not outnumber the SMs. H200, bf16 RN, ticketed -> resident:
+# 16x8192 6.86 -> 6.14 us (128 blocks); 1024x1024 8.54 -> 7.58 (512); 256x8192 12.05 -> 8.91
+# (1024); 2048x2048 17.06 -> 12.16 (2048). Fewer, larger tiles lose (1024x1024 at 1024 blocks
+# 8.10 us), and so do two programs an SM (8.03 us at 256 blocks, 10.2 at 128 blocks and four an
+# SM); 4096 blocks spill.
+RESIDENT_CONFIGS = ((128, 4), (256, 4), (512, 8), (1024, 8), (2048, 8))
+RESIDENT_LAUNCH = True  # False: every one-launch amax+quantize takes tickets (tests compare the two)
 
 AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd rows (H200)
 AMAX_ROWCOL_CONFIG = (128, 4, 4, 4)  # amax_rowcol's with col_hadamard, as ROWCOL_CONFIGS
@@ -915,6 +926,39 @@ def _fence_system(PTX: tl.constexpr):
         tl.inline_asm_elementwise("fence.sc.sys; mov.u32 $0, 0;", "=r,r", [tl.full([], 0, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
+@triton.jit
+def _quantize_once_amax_known(
+    words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
+    packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
+    AMAX_KIND: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SCALE_RULE: tl.constexpr,
+    HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
+    STREAM_QUANTIZE: tl.constexpr, NOTIFY_HOST: tl.constexpr, PTX: tl.constexpr,
+):
+    """A quantize program of _amax_quantize_kernel, its first tile's words loaded: wait for the
+    n_chunks amax chunks (CHUNKS_DONE), take the amax (its bits in AMAX_KIND's encoding) and the
+    per-tensor scale, and quantize tiles first .. first + TILES - 1. Job 0 also zeroes the other
+    amax word for the next launch on this stream, writes pts and amax (float32 0-d) and, with
+    NOTIFY_HOST, the amax bits to host_amax_ptr (page-locked host memory), so that the host can
+    check them while the quantize programs still run."""
+    while tl.load(state_ptr + CHUNKS_DONE, volatile=True) - chunks_before < n_chunks:
+        _pause(PTX)
+    amax = _magnitude_to_float(tl.atomic_max(state_ptr + amax_word, 0, sem="acquire"), AMAX_KIND)
+    pts = tl.maximum(tl.div_rn(amax, PTS_DIVISOR_F32), PTS_FLOOR_F32, propagate_nan=tl.PropagateNan.ALL)
+    if job == 0:
+        tl.store(state_ptr + (2 * AMAX_BITS + 32 - amax_word), 0)  # the other amax word, for the next launch
+        tl.store(pts_ptr, pts)
+        tl.store(amax_ptr, amax)
+        if NOTIFY_HOST:
+            tl.store(host_amax_ptr, amax.to(tl.int32, bitcast=True))
+            _fence_system(PTX)  # push the store to the host now, not at the kernel's end
+    _quantize_tiles(
+        words_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
+        n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
+        INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
+        TILES, 1, PTX, STREAM_QUANTIZE,
+    )
+
+
 @triton.jit(do_not_specialize=["seed", "offset", "unit_stride", "tickets_before", "chunks_before", "amax_word"])
 def _amax_quantize_kernel(
     words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, tickets_before, chunks_before, amax_word, seed, offset,
@@ -922,7 +966,7 @@ def _amax_quantize_kernel(
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr,
     SCALE_RULE: tl.constexpr, HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr,
     BLOCKS: tl.constexpr, TILES: tl.constexpr, CHUNK_TILES: tl.constexpr, KEPT_STEPS: tl.constexpr,
-    STREAM_QUANTIZE: tl.constexpr, NOTIFY_HOST: tl.constexpr, PTX: tl.constexpr,
+    STREAM_QUANTIZE: tl.constexpr, NOTIFY_HOST: tl.constexpr, RESIDENT: tl.constexpr, PTX: tl.constexpr,
 ):
     """amax, the per-tensor scale (docs/format.md §2) and quantize in one launch: n_chunks
     programs reduce x's chunks into one amax, the other n_programs - n_chunks quantize with the
@@ -933,42 +977,43 @@ def _amax_quantize_kernel(
     programs take tiles from x's end, which the last amax chunks left in L2. The counters run on
     from launch to launch: tickets_before and chunks_before are their values as this launch
     starts (int32 arithmetic wraps, so differences stay exact); the amax bits gather in word
-    amax_word (AMAX_BITS or the line after it), and the first quantize program zeroes the other
-    one for the next launch on this stream. That program also writes pts and amax (float32 0-d)
-    and, with NOTIFY_HOST, the amax bits to host_amax_ptr (page-locked host memory), so that the
-    host can check them while the quantize programs still run."""
+    amax_word (AMAX_BITS or the line after it).
+    RESIDENT (a cooperative launch, every program resident at once; n_chunks == n_programs, one
+    tile each, no tickets): each program reduces its own tile, then quantizes it from registers,
+    so x is read once."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
-    ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed") - tickets_before
-    if ticket < n_chunks:
-        chunk_amax = _chunk_amax_bits(
-            words_ptr, ticket, n_chunks, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES, KEPT_STEPS
-        )
-        tl.atomic_max(state_ptr + amax_word, chunk_amax, sem="relaxed")
+    if RESIDENT:
+        job = tl.program_id(0)
+        end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, job, INPUT_KIND, BLOCKS, 1, BLOCK_2D, False)
+        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+        tl.atomic_max(state_ptr + amax_word, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0), sem="relaxed")
         tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
+        _quantize_once_amax_known(
+            words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
+            packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, job, end, blocks, mask, w0, w1, w2, w3,
+            2, INPUT_KIND, STOCHASTIC, SCALE_RULE, HADAMARD, BLOCK_2D, SIGN_MASK, BLOCKS, 1, False, NOTIFY_HOST, PTX,
+        )
     else:
-        job = ticket - n_chunks
-        first = (n_programs - n_chunks - 1 - job) * TILES
-        # The first tile's words do not depend on the amax: they load while the program waits.
-        end, blocks, mask, w0, w1, w2, w3 = _first_tile(
-            words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D, False, STREAM_QUANTIZE
-        )
-        while tl.load(state_ptr + CHUNKS_DONE, volatile=True) - chunks_before < n_chunks:
-            _pause(PTX)
-        amax = _magnitude_to_float(tl.atomic_max(state_ptr + amax_word, 0, sem="acquire"), 2 if HADAMARD else INPUT_KIND)
-        pts = tl.maximum(tl.div_rn(amax, PTS_DIVISOR_F32), PTS_FLOOR_F32, propagate_nan=tl.PropagateNan.ALL)
-        if job == 0:
-            tl.store(state_ptr + (2 * AMAX_BITS + 32 - amax_word), 0)  # the other amax word, for the next launch
-            tl.store(pts_ptr, pts)
-            tl.store(amax_ptr, amax)
-            if NOTIFY_HOST:
-                tl.store(host_amax_ptr, amax.to(tl.int32, bitcast=True))
-                _fence_system(PTX)  # push the store to the host now, not at the kernel's end
-        _quantize_tiles(
-            words_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
-            n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
-            INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
-            TILES, 1, PTX, STREAM_QUANTIZE,
-        )
+        ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed") - tickets_before
+        if ticket < n_chunks:
+            chunk_amax = _chunk_amax_bits(
+                words_ptr, ticket, n_chunks, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES, KEPT_STEPS
+            )
+            tl.atomic_max(state_ptr + amax_word, chunk_amax, sem="relaxed")
+            tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
+        else:
+            job = ticket - n_chunks
+            first = (n_programs - n_chunks - 1 - job) * TILES
+            # The first tile's words do not depend on the amax: they load while the program waits.
+            end, blocks, mask, w0, w1, w2, w3 = _first_tile(
+                words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D, False, STREAM_QUANTIZE
+            )
+            _quantize_once_amax_known(
+                words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
+                packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
+                2 if HADAMARD else INPUT_KIND, INPUT_KIND, STOCHASTIC, SCALE_RULE, HADAMARD, BLOCK_2D, SIGN_MASK, BLOCKS, TILES,
+                STREAM_QUANTIZE, NOTIFY_HOST, PTX,
+            )
 
 
 @triton.jit
@@ -1261,9 +1306,9 @@ class _LaunchCounters:
         """(tickets_before, chunks_before, amax_word) of the next launch."""
         return _as_int32(self.tickets), _as_int32(self.chunks), AMAX_BITS.value + 32 * (self.launches % 2)
 
-    def launched(self, n_programs: int, n_chunks: int) -> None:
+    def launched(self, tickets: int, n_chunks: int) -> None:
         """Count a launch once it is queued (a launch that raised counts nothing on the device either)."""
-        self.tickets, self.chunks, self.launches = self.tickets + n_programs, self.chunks + n_chunks, self.launches + 1
+        self.tickets, self.chunks, self.launches = self.tickets + tickets, self.chunks + n_chunks, self.launches + 1
 
 
 def _as_int32(count: int) -> int:
@@ -1292,9 +1337,26 @@ _amax_quantize_state = _AmaxQuantizeState()
 
 
 @functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    """The device's SMs; the interpreter, which runs one program at a time, counts as one."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def _programs_a_wave(device: torch.device) -> int:
-    """Programs that keep every multiprocessor busy (one wave, two programs an SM)."""
-    return 2 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    """Programs that keep every multiprocessor busy (one wave, two programs an SM); 4 in the interpreter."""
+    return 2 * _multiprocessors(device) if device.type == "cuda" else 4
+
+
+def _resident_tiling(n_blocks: int, scale_cols: int, block_2d: bool, device: torch.device) -> tuple[int, int, int, int] | None:
+    """The resident one-launch amax+quantize's tiling (as _tiling gives it, one tile a program)
+    where RESIDENT_CONFIGS has one with no more tiles than the device has SMs, else None."""
+    if not RESIDENT_LAUNCH:
+        return None
+    for blocks_a_tile, warps in RESIDENT_CONFIGS:
+        tiling = _tiling((blocks_a_tile, warps, 1), n_blocks, scale_cols, block_2d)
+        if tiling[3] <= _multiprocessors(device):
+            return tiling
+    return None
 
 
 def _chunk_tiles(n_tiles: int, device: torch.device) -> int:
@@ -1333,11 +1395,16 @@ def quantize_amax(
             amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
         )
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    blocks_a_tile, warps, tiles, n_tiles = _tiling(AMAX_QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
-    amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)
-    chunk_tiles = _chunk_tiles(amax_tiles, x.device)
-    n_chunks = triton.cdiv(amax_tiles, chunk_tiles)  # the last step's window may run past x's end
-    n_programs = n_chunks + triton.cdiv(n_tiles, tiles)
+    resident = _resident_tiling(n_blocks, scale_cols, block_2d, x.device)
+    if resident is not None:
+        blocks_a_tile, warps, tiles, n_tiles = resident
+        chunk_tiles, n_chunks, n_programs, tickets = 1, n_tiles, n_tiles, 0
+    else:
+        blocks_a_tile, warps, tiles, n_tiles = _tiling(AMAX_QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
+        amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)
+        chunk_tiles = _chunk_tiles(amax_tiles, x.device)
+        n_chunks = triton.cdiv(amax_tiles, chunk_tiles)  # the last step's window may run past x's end
+        n_programs = tickets = n_chunks + triton.cdiv(n_tiles, tiles)
     packed = torch.empty(n_blocks, dtype=torch.int64, device=x.device)
     scales = torch.empty(n_blocks, dtype=torch.uint8, device=x.device)
     pts = torch.empty((), dtype=torch.float32, device=x.device)
@@ -1351,10 +1418,11 @@ def quantize_amax(
         INPUT_KIND=_INPUT_KIND[x.dtype], STOCHASTIC=Mode(mode) is Mode.RS, SEED_IN_MEMORY=isinstance(seed, torch.Tensor),
         OFFSET_IN_MEMORY=isinstance(offset, torch.Tensor), SCALE_RULE=_SCALE_RULE_KIND[scale_rule], HADAMARD=hadamard,
         BLOCK_2D=block_2d, SIGN_MASK=_HADAMARD_MASK, BLOCKS=blocks_a_tile, TILES=tiles, CHUNK_TILES=chunk_tiles,
-        KEPT_STEPS=_kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=AMAX_STREAM_QUANTIZE, NOTIFY_HOST=host_amax is not None, PTX=_PTX,
-        num_warps=warps, **_compile_options(scale_rule),
+        KEPT_STEPS=_kept_steps(2 * chunk_tiles), STREAM_QUANTIZE=AMAX_STREAM_QUANTIZE, NOTIFY_HOST=host_amax is not None,
+        RESIDENT=resident is not None, PTX=_PTX, num_warps=warps, launch_cooperative_grid=resident is not None,
+        **_compile_options(scale_rule),
     )
-    counters.launched(n_programs, n_chunks)
+    counters.launched(tickets, n_chunks)
     return *_nvfp4_views(x.shape, packed, scales), pts, amax_value
 
 

@@ -318,12 +318,28 @@ def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
     assert_amax_quantize_same(random_input(shape, dtype, seed=shape[-1] + 7), mode)
 
 
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
 @pytest.mark.parametrize(
     "options", [dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True), dict(scale_rule="mse"), dict(scale_rule="4over6")], ids=str
 )
 @pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
-def test_one_launch_amax_quantize_options_match_reference(mode, options):
+def test_one_launch_amax_quantize_options_match_reference(monkeypatch, mode, options, resident):
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     assert_amax_quantize_same(random_input((1024, 2048), torch.bfloat16, seed=11), mode, **options)
+
+
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
+@pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(16, 8192), (100, 1040), (1024, 1024), (1024, 2048), (2048, 2048)], ids=str)
+def test_one_launch_resident_and_ticketed_match_reference(monkeypatch, shape, dtype, mode, resident):
+    # Small inputs run resident (one tile a program, every program at once, each quantizing the
+    # tile it reduced); RESIDENT_LAUNCH off, the same inputs take tickets. Both give the reference's bytes.
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
+    x = random_input(shape, dtype, seed=shape[0] + 3)
+    n_blocks = x.numel() // 16
+    assert (triton_backend._resident_tiling(n_blocks, shape[-1] // 16, False, x.device) is not None) == resident
+    assert_amax_quantize_same(x, mode)
 
 
 def test_one_launch_amax_quantize_back_to_back_on_two_streams():
