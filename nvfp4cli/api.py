@@ -86,15 +86,14 @@ def raise_if_not_finite(x: torch.Tensor, amax: torch.Tensor | float) -> None:
 
 
 class _HostSlot(NamedTuple):
-    slot: torch.Tensor  # int32 [1], page-locked on a GPU's host: the kernel writes float32 bits into it
+    slot: torch.Tensor  # int32 [1], page-locked on a GPU's host: a kernel writes float32 bits into it
     view: object  # its numpy view, which the host polls
-    stream: torch.cuda.Stream | None  # the side stream a copy into it goes through (None on CPU)
-    done: torch.cuda.Event | None
+    done: torch.cuda.Event | None  # marks the end of a call's kernels on x's stream (None on CPU)
 
 
 class _HostSlots(threading.local):
-    """Per thread and device: one 4-byte host slot that an amax reaches the host through. Made
-    once: creating its parts a call cost more host time than the kernels."""
+    """Per thread and device: one 4-byte host slot that an amax or a nonfinite flag reaches the
+    host through. Made once: creating its parts a call cost more host time than the kernels."""
 
     def __init__(self):
         self.slots: dict[torch.device, _HostSlot] = {}
@@ -103,7 +102,7 @@ class _HostSlots(threading.local):
         if device not in self.slots:
             cuda = device.type == "cuda"
             slot = torch.empty(1, dtype=torch.int32, pin_memory=cuda)
-            self.slots[device] = _HostSlot(slot, slot.numpy(), torch.cuda.Stream(device) if cuda else None, torch.cuda.Event() if cuda else None)
+            self.slots[device] = _HostSlot(slot, slot.numpy(), torch.cuda.Event() if cuda else None)
         return self.slots[device]
 
 
@@ -111,24 +110,22 @@ _host_slots = _HostSlots()
 _NOT_WRITTEN = -1  # no float32's bits once the sign is cleared, as amax's is
 
 
-def _read_later(value: torch.Tensor):
-    """Start copying a device scalar to the host on a side stream; the returned callable waits for
-    that copy alone. So the host learns amax while the GPU already runs the quantize kernel (no
-    bubble on x's stream, and the call returns without waiting for the quantize). The caller
-    keeps value alive and calls the result before its next call in this thread."""
-    if value.device.type != "cuda":
-        return lambda: float(value)
-    host = _host_slots.get(value.device)
-    host.stream.wait_stream(torch.cuda.current_stream(value.device))
-    with torch.cuda.stream(host.stream):
-        host.slot.view(torch.float32).copy_(value.reshape(1), non_blocking=True)
-        host.done.record(host.stream)
+def _host_flag(device: torch.device) -> torch.Tensor:
+    """The thread's host slot for device, zeroed, as a float32 [1] nonfinite flag
+    (Backend.quantize): the quantize kernel writes NaN straight into host memory, so nothing
+    runs on the device for the check but the quantize itself."""
+    host = _host_slots.get(device)
+    host.view[0] = 0
+    return host.slot.view(torch.float32)
 
-    def read() -> float:
+
+def _host_flag_when_done(device: torch.device) -> float:
+    """The host flag's value once the kernels queued so far on the device's current stream have run."""
+    host = _host_slots.get(device)
+    if host.done is not None:
+        host.done.record(torch.cuda.current_stream(device))
         host.done.synchronize()
-        return float(host.view.view("float32")[0])
-
-    return read
+    return float(host.view.view("float32")[0])
 
 
 def _amax_when_written(view, amax: torch.Tensor) -> float:
@@ -173,18 +170,8 @@ def _check_per_tensor_scale(pts, device: torch.device, check_value: bool = True)
     return pts
 
 
-def _scales_flag(scales: list[torch.Tensor]) -> torch.Tensor:
-    """float32 [1] on the scales' device: 0 while every scale is positive and finite, else NaN.
-    The quantize pass writes NaN into it on NaN/Inf (Backend.quantize's nonfinite), so one read
-    after the launch checks both, and nothing waits for the device before the launch."""
-    positive = scales[0] > 0
-    for scale in scales[1:]:
-        positive = positive & (scale > 0)
-    return torch.where(positive, sum(scales) * 0.0, float("nan")).reshape(1)  # inf * 0 is NaN
-
-
 def _raise_if_flagged(x: torch.Tensor, flag: float, given_scales: list) -> None:
-    """The error behind a _scales_flag that came back NaN: a given scale's UsageError if one is
+    """The error behind a nonfinite flag that came back NaN: a given scale's UsageError if one is
     not positive and finite, else x's NaN/Inf (or its transform's overflow) as a DataError."""
     if math.isfinite(flag):
         return
@@ -294,17 +281,17 @@ def quantize(
     if per_tensor_scale is None:  # amax, scale and quantize: one launch on the Triton backend
         slot = view = None
         if check_finite:
-            slot, view, _, _ = _host_slots.get(x.device)
+            slot, view, _ = _host_slots.get(x.device)
             view[0] = _NOT_WRITTEN
         packed, scales, pts, amax = kernels.quantize_amax(x, **options, host_amax=slot)
         if check_finite:  # the GPU never waits for the host's check
             raise_if_not_finite(x, _amax_when_written(view, amax))
     else:  # the check comes from the quantize pass itself: no amax pass
         pts = _check_per_tensor_scale(per_tensor_scale, x.device, check_value=False)
-        nonfinite = _scales_flag([pts]) if check_finite else None
+        nonfinite = _host_flag(x.device) if check_finite else None
         packed, scales = kernels.quantize(x, per_tensor_scale=pts, **options, nonfinite=nonfinite)
         if check_finite:  # after the launch: the GPU never waits for the host's check
-            _raise_if_flagged(x, _read_later(nonfinite)(), [per_tensor_scale])
+            _raise_if_flagged(x, _host_flag_when_done(x.device), [per_tensor_scale])
     return QuantizedTensor(packed=packed, scales=scales, per_tensor_scale=pts, mode=mode, hadamard=hadamard)
 
 
@@ -354,13 +341,13 @@ def quantize_rowcol(
         for given, amax in ((per_tensor_scale, row_amax), (col_per_tensor_scale, col_amax))
     ]
     # Given both scales, the check comes from the quantize pass itself: no amax pass.
-    nonfinite = _scales_flag(pts) if check_finite and scales_given else None
+    nonfinite = _host_flag(x.device) if check_finite and scales_given else None
     packed, scales, col_packed, col_scales = kernels.quantize_rowcol(
         x, per_tensor_scale=pts[0], col_per_tensor_scale=pts[1], mode=mode, seed=seed, offset=offset,
         block_2d=block_2d, col_hadamard=col_hadamard, nonfinite=nonfinite,
     )
     if nonfinite is not None:
-        _raise_if_flagged(x, _read_later(nonfinite)(), [per_tensor_scale, col_per_tensor_scale])
+        _raise_if_flagged(x, _host_flag_when_done(x.device), [per_tensor_scale, col_per_tensor_scale])
     elif check_finite:
         raise_if_not_finite(x, row_amax)
         if col_hadamard:

@@ -400,6 +400,22 @@ def test_quantize_flags_a_hadamard_transform_that_overflows():
         assert flagged(backend.quantize, x, per_tensor_scale=pts, mode=Mode.RN, seed=None, offset=0, hadamard=True)[1]
 
 
+@pytest.mark.parametrize("scale", [0.0, -0.5, float("inf"), float("-inf"), float("nan")])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, under the interpreter, on the bad scale's arithmetic
+def test_quantize_and_rowcol_flag_a_scale_that_is_not_positive_and_finite(scale):
+    # The caller's scale is checked inside the quantize pass too, so that the call reads nothing
+    # before its launch: a finite x with a bad scale (either of rowcol's two) is flagged, by both backends.
+    x = training_input((32, 64), torch.bfloat16, seed=1)
+    good, bad = per_tensor_scale_from_amax(x.float().abs().amax()), torch.tensor(scale)
+    options = dict(mode=Mode.RS, seed=SEED, offset=OFFSET)
+    for backend in (triton_backend, reference):
+        assert not flagged(backend.quantize, x, per_tensor_scale=good, **options)[1]
+        assert flagged(backend.quantize, x, per_tensor_scale=bad, **options)[1]
+        assert not flagged(backend.quantize_rowcol, x, per_tensor_scale=good, col_per_tensor_scale=good, **options)[1]
+        assert flagged(backend.quantize_rowcol, x, per_tensor_scale=bad, col_per_tensor_scale=good, **options)[1]
+        assert flagged(backend.quantize_rowcol, x, per_tensor_scale=good, col_per_tensor_scale=bad, **options)[1]
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rowcol_flags_nan_or_inf_and_columns_that_overflow(monkeypatch, dtype, mode):

@@ -56,9 +56,10 @@ class Backend(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(packed uint8 [..., K/2], row-major e4m3 scales [..., K/16]) of x, or of rht(x) with
         hadamard; block_2d (2-D x, both dims multiples of 16, scale rule max) scales 16x16 tiles.
-        nonfinite: a float32 [1] on x's device that the caller zeroes; NaN is written into it when
-        what was quantized (x, or rht(x)) holds NaN or Inf, and nothing otherwise (the finiteness
-        check of a call given its per-tensor scale, without an amax pass)."""
+        nonfinite: a float32 [1] that the caller zeroes, on x's device or in page-locked host
+        memory; NaN is written into it when what was quantized (x, or rht(x)) holds NaN or Inf or
+        the per-tensor scale is not positive and finite, and nothing otherwise (the checks of a
+        call given its per-tensor scale, without an amax pass or a read before the launch)."""
         ...
 
     def quantize_amax(
@@ -94,7 +95,7 @@ class Backend(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(packed, scales) of quantize(x) and of quantize(x.T, offset + numel / 16,
         hadamard=col_hadamard), both with block_2d, for a 2-D x with both dims multiples of 16;
-        nonfinite as quantize's, for x and the columnwise input (rht(x.T) with col_hadamard)."""
+        nonfinite as quantize's, for x, the columnwise input (rht(x.T) with col_hadamard) and both scales."""
         ...
 
     def rht(self, x: torch.Tensor, *, signs: tuple[int, ...] = HADAMARD_SIGNS, inverse: bool = False) -> torch.Tensor:

@@ -191,6 +191,11 @@ def _tile_amax(blocks: torch.Tensor, block_cols: int) -> torch.Tensor:
     return tiles.expand(-1, BLOCK_SIZE, block_cols).reshape(-1)
 
 
+def _flag_if(nonfinite: torch.Tensor, condition: torch.Tensor) -> None:
+    """NaN into the nonfinite flag where the 0-d bool condition holds (the flag may live on the host)."""
+    nonfinite.masked_fill_(condition.to(nonfinite.device), float("nan"))
+
+
 def quantize_rows(
     x2d: torch.Tensor,
     *,
@@ -211,7 +216,7 @@ def quantize_rows(
         x2d = rht(x2d)
     blocks = x2d.to(torch.float32).reshape(-1, BLOCK_SIZE)
     if nonfinite is not None:
-        nonfinite.masked_fill_(~torch.isfinite(blocks).all(), float("nan"))
+        _flag_if(nonfinite, ~torch.isfinite(blocks).all())
     tile_amax = _tile_amax(blocks, x2d.shape[1] // BLOCK_SIZE) if block_2d else None
     scales = block_scales(blocks, per_tensor_scale, scale_rule, tile_amax)
     ratio = (1.0 / per_tensor_scale) / scales.to(torch.float32)
@@ -243,8 +248,8 @@ def quantize(
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x) (docs/format.md §9); block_2d (2-D x, rows a multiple of 16) gives each
     block the scale of its 16x16 tile's amax. nonfinite: NaN into it where rht(x) or x holds
-    NaN or Inf (Backend.quantize), chunk by chunk from the values quantized, without waiting for
-    the device.
+    NaN or Inf, chunk by chunk from the values quantized, or per_tensor_scale is not positive
+    and finite (Backend.quantize); a flag on x's device takes it without waiting for the device.
     """
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
@@ -255,6 +260,8 @@ def quantize(
     if block_2d:  # whole 16-row tiles a chunk
         rows_per_chunk = -(-rows_per_chunk // BLOCK_SIZE) * BLOCK_SIZE
     pts = per_tensor_scale.to(torch.float32)
+    if nonfinite is not None:
+        _flag_if(nonfinite, ~((pts > 0) & torch.isfinite(pts)))
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
         first_block = start * (k // BLOCK_SIZE)
@@ -301,7 +308,7 @@ def quantize_rowcol(
     col_offset = offset + x.numel() // BLOCK_SIZE
     cols = quantize(
         x.T.contiguous(), per_tensor_scale=col_per_tensor_scale, mode=mode, seed=seed, offset=col_offset,
-        hadamard=col_hadamard, block_2d=block_2d, nonfinite=nonfinite if col_hadamard else None,  # x.T holds x's values
+        hadamard=col_hadamard, block_2d=block_2d, nonfinite=nonfinite,
     )
     return (*rows, *cols)
 

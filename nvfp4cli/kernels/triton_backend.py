@@ -795,6 +795,12 @@ def _column_patches(
 
 
 @triton.jit
+def _not_positive_finite(scale):
+    """1 where the float scale is NaN, +-Inf, zero or negative, else 0 (int32)."""
+    return 1 - ((scale > 0.0) & (scale * 0.0 == 0.0)).to(tl.int32)
+
+
+@triton.jit
 def _quantize_tiles(
     words_ptr, pts, col_pts_ptr, seed, offset, packed_ptr, scales_ptr, col_packed_ptr, col_scales_ptr,
     n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
@@ -810,7 +816,8 @@ def _quantize_tiles(
     RHT'd with COL_HADAMARD, their Philox counters from offset + n_blocks (docs/format.md §9).
     The next tile's words are loaded before the current one is quantized, so memory stays busy
     while the program computes; with STREAM, as data L2 may evict first. With CHECK_FINITE a
-    program that quantized NaN or Inf (rows, or columns RHT'd) writes NaN to nonfinite_ptr."""
+    program that quantized NaN or Inf (rows, or columns RHT'd), or whose scale (pts, col_pts) is
+    not positive and finite, writes NaN to nonfinite_ptr."""
     inv_pts = tl.div_rn(1.0, pts)
     PAIRED: tl.constexpr = INPUT_KIND != 2  # two 16-bit elements a word
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
@@ -826,7 +833,7 @@ def _quantize_tiles(
         )
         w0, w1, w2, w3 = n0, n1, n2, n3
         blocks, mask = next_blocks, next_mask
-    bad = tl.max((seen != seen).to(tl.int32), axis=0) if CHECK_FINITE else 0
+    bad = tl.max((seen != seen).to(tl.int32), axis=0) | _not_positive_finite(pts) if CHECK_FINITE else 0
     if COLUMNS:
         col_pts = tl.load(col_pts_ptr)
         c0, c1, c2, c3, col_blocks, col_mask = _column_patches(
@@ -838,7 +845,7 @@ def _quantize_tiles(
             PATCH, TILES * BLOCKS, PTX, CHECK_FINITE,
         )
         if CHECK_FINITE:
-            bad = tl.maximum(bad, tl.max((col_seen != col_seen).to(tl.int32), axis=0))
+            bad = tl.maximum(bad, tl.max((col_seen != col_seen).to(tl.int32), axis=0) | _not_positive_finite(col_pts))
     if CHECK_FINITE:
         if bad != 0:
             tl.store(nonfinite_ptr, float("nan"))
@@ -863,7 +870,7 @@ def _quantize_kernel(
     PATCH: tl.constexpr, PTX: tl.constexpr, CHECK_FINITE: tl.constexpr,
 ):
     """_quantize_tiles of this program's TILES tiles, the per-tensor scale read from pts_ptr;
-    with CHECK_FINITE, NaN to nonfinite_ptr where they hold NaN or Inf."""
+    with CHECK_FINITE, NaN to nonfinite_ptr where they hold NaN or Inf or a scale is not positive and finite."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     first = tl.program_id(0) * TILES
     end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, TILED, COLUMNS)
@@ -1218,7 +1225,8 @@ def _launch_quantize(
     nonfinite: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Launch the quantize kernel; (packed int64 a block, scale bytes) [, the same of x.T]; NaN
-    into nonfinite (float32 [1]) where what it quantized holds NaN or Inf."""
+    into nonfinite (float32 [1], on x's device or page-locked on the host) where what it quantized
+    holds NaN or Inf or a per-tensor scale is not positive and finite."""
     stochastic = Mode(mode) is Mode.RS
     n_blocks = x.numel() // BLOCK_SIZE
     scale_cols = x.shape[-1] // BLOCK_SIZE

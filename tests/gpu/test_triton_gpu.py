@@ -387,6 +387,30 @@ def test_quantize_and_rowcol_flag_nan_and_inf_from_their_own_pass(dtype):
         nvfp4cli.quantize(y, per_tensor_scale=pts)
 
 
+def test_api_given_scales_checks_them_and_x_through_the_host_flag():
+    # A call given its scales reads nothing before its launch: the quantize kernel writes NaN
+    # into page-locked host memory for NaN/Inf in x or a bad scale, and the call raises after it.
+    x = random_input((256, 512), torch.bfloat16, seed=4)
+    pts = per_tensor_scale_from_amax(triton_backend.amax(x))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        bad = torch.tensor(bad, device="cuda")
+        with pytest.raises(nvfp4cli.UsageError, match="per_tensor_scale must be positive and finite"):
+            nvfp4cli.quantize(x, per_tensor_scale=bad)
+        with pytest.raises(nvfp4cli.UsageError, match="per_tensor_scale must be positive and finite"):
+            nvfp4cli.quantize_rowcol(x, per_tensor_scale=pts, col_per_tensor_scale=bad)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the flag is read once x's own stream has run the kernel
+        y = x.clone()
+        y[255, 511] = float("inf")
+        with pytest.raises(nvfp4cli.DataError, match=r"first at index \(255, 511\)"):
+            nvfp4cli.quantize(y, per_tensor_scale=pts)
+        got = nvfp4cli.quantize(x, per_tensor_scale=pts, mode="rs", seed=3)
+    torch.cuda.synchronize()
+    want = reference.quantize(x.cpu(), per_tensor_scale=pts.cpu(), mode=Mode.RS, seed=3, offset=0)
+    assert_same((got.packed, got.scales), want)
+
+
 def test_one_launch_amax_quantize_reports_nan_and_inf():
     x = random_input((256, 256), torch.float32, seed=3)
     x[7, 9] = float("inf")
