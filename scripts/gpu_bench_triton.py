@@ -499,7 +499,7 @@ def tile_tune(report: Report, copy_gbps: float) -> None:
         run = lambda: triton_backend.quantize(x, per_tensor_scale=pts, mode=mode, seed=SEED, offset=0, block_2d=True)  # noqa: E731
         want = run()
         for cap in BLOCK_2D_REGISTERS:
-            with settings(triton_backend, QUANTIZE_REGISTERS={} if cap is None else {(mode, True): cap}):
+            with settings(triton_backend, QUANTIZE_REGISTERS={} if cap is None else {(mode, True, False): cap}):
                 same = same_bytes(run(), want)
                 us = time_us(run)
             report.add("tile-tune", f"quantize block_2d {mode.value.upper()} maxnreg={cap or 'none'}", us, quantize_bytes(x), copy_gbps, same=same)

@@ -112,7 +112,7 @@ def quantize_variant(tb, mode, input_kind: int, *, columns: bool, block_2d: bool
     return Variant(
         "rowcol" if columns else "quantize-2d" if block_2d else "quantize", mode.value,
         f"{blocks} blocks x {tiles}, {warps} warps" + (f", patch {patch}" if columns else "") + (", nonfinite flag" if check_finite else ""), tb._quantize_kernel,
-        _quantize_arguments(), constexprs, warps, tb._compile_options("max", None if columns else (mode, block_2d)), [role],
+        _quantize_arguments(), constexprs, warps, tb._compile_options("max", None if columns else (mode, block_2d, check_finite)), [role],
     )
 
 

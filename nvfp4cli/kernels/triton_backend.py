@@ -78,10 +78,12 @@ AMAX_QUANTIZE_CONFIGS = {
     (Mode.RS, True): (256, 4, 2),
 }
 MAX_REGISTERS: int | None = None  # a register cap for the quantize kernels (ptxas's maxnreg); None: the compiler's choice
-# The quantize kernel's register caps by (mode, 2-D tiles). Uncapped, Triton 3.6 gives 2-D RN 82
-# registers, so an SM holds 5 of its 128-thread programs; at 80 it holds 6 (H200: 49.9 -> 48.7-49.0 us,
-# 1.111x -> 1.085x 1-D; 72 and 64 spill and gain nothing or lose; 2-D RS loses at every cap).
-QUANTIZE_REGISTERS = {(Mode.RN, True): 80}
+# The quantize kernel's register caps by (mode, 2-D tiles, nonfinite flag). Uncapped, Triton 3.6
+# gives 2-D RN 82 registers, so an SM holds 5 of its 128-thread programs; at 80 it holds 6 (H200:
+# 49.9 -> 48.7-49.0 us, 1.111x -> 1.085x 1-D; 72 and 64 spill and gain nothing or lose; 2-D RS loses
+# at every cap). With the flag, 1-D RS takes 72 registers, not 56: capped at 72, 61.3 -> 58.7 us
+# (RN's 94 gain nothing from a cap).
+QUANTIZE_REGISTERS = {(Mode.RN, True, False): 80, (Mode.RN, True, True): 80, (Mode.RS, False, True): 72}
 AMAX_WORDS = 4096  # int32 words an amax tile
 AMAX_TILES = 8  # tiles each amax program reduces
 AMAX_WARPS = 8
@@ -795,9 +797,12 @@ def _column_patches(
 
 
 @triton.jit
-def _not_positive_finite(scale):
-    """1 where the float scale is NaN, +-Inf, zero or negative, else 0 (int32)."""
-    return 1 - ((scale > 0.0) & (scale * 0.0 == 0.0)).to(tl.int32)
+def _flag_nonfinite(nonfinite_ptr, seen, scale):
+    """NaN to nonfinite_ptr from each thread whose blocks' `seen` holds NaN, and from all where
+    the scale is NaN, +-Inf, zero or negative: masked stores, taken only then, where a max over
+    the program cost a barrier (and, with Triton 3.6, 26 more registers for RN)."""
+    seen = tl.where((scale > 0.0) & (scale * 0.0 == 0.0), seen, float("nan"))
+    tl.store(nonfinite_ptr + tl.zeros(seen.shape, tl.int32), seen, mask=seen != seen)
 
 
 @triton.jit
@@ -833,7 +838,8 @@ def _quantize_tiles(
         )
         w0, w1, w2, w3 = n0, n1, n2, n3
         blocks, mask = next_blocks, next_mask
-    bad = tl.max((seen != seen).to(tl.int32), axis=0) | _not_positive_finite(pts) if CHECK_FINITE else 0
+    if CHECK_FINITE:
+        _flag_nonfinite(nonfinite_ptr, seen, pts)
     if COLUMNS:
         col_pts = tl.load(col_pts_ptr)
         c0, c1, c2, c3, col_blocks, col_mask = _column_patches(
@@ -845,10 +851,7 @@ def _quantize_tiles(
             PATCH, TILES * BLOCKS, PTX, CHECK_FINITE,
         )
         if CHECK_FINITE:
-            bad = tl.maximum(bad, tl.max((col_seen != col_seen).to(tl.int32), axis=0) | _not_positive_finite(col_pts))
-    if CHECK_FINITE:
-        if bad != 0:
-            tl.store(nonfinite_ptr, float("nan"))
+            _flag_nonfinite(nonfinite_ptr, col_seen, col_pts)
 
 
 @triton.jit
@@ -1180,10 +1183,10 @@ def _swizzled_size(rows: int, cols: int) -> int:
     return padded_rows * padded_cols
 
 
-def _compile_options(scale_rule: str, tiles: tuple[Mode, bool] | None = None) -> dict:
+def _compile_options(scale_rule: str, tiles: tuple[Mode, bool, bool] | None = None) -> dict:
     """The quantize kernels' compile options: the rules' errors must round once an operation, as
     the reference's do (no FMA contraction); max keeps Triton's default. MAX_REGISTERS, where set,
-    else QUANTIZE_REGISTERS[tiles] (the quantize kernel's (mode, 2-D tiles)) caps registers."""
+    else QUANTIZE_REGISTERS[tiles] (the quantize kernel's (mode, 2-D tiles, nonfinite flag)) caps registers."""
     options = {} if scale_rule == "max" else {"enable_fp_fusion": False}
     registers = MAX_REGISTERS if MAX_REGISTERS is not None else QUANTIZE_REGISTERS.get(tiles)
     if registers is not None:
@@ -1247,7 +1250,7 @@ def _launch_quantize(
     else:
         blocks_a_tile, warps, tiles, n_tiles = _tiling(QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
         patch, grid = 1, (triton.cdiv(n_tiles, tiles),)
-    options = _compile_options(scale_rule, None if columns else (Mode(mode), block_2d))
+    options = _compile_options(scale_rule, None if columns else (Mode(mode), block_2d, nonfinite is not None))
     if n_blocks:
         _quantize_kernel[grid](
             _words(x), pts, col_pts, 0 if seed is None else seed, offset, *outputs[:2],
