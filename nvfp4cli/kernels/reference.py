@@ -192,7 +192,7 @@ def _tile_amax(blocks: torch.Tensor, block_cols: int) -> torch.Tensor:
 
 
 def _flag_if(nonfinite: torch.Tensor, condition: torch.Tensor) -> None:
-    """NaN into the nonfinite flag where the 0-d bool condition holds (the flag may live on the host)."""
+    """NaN into the nonfinite flag where the 0-d bool condition (on any device) holds."""
     nonfinite.masked_fill_(condition.to(nonfinite.device), float("nan"))
 
 
@@ -249,7 +249,8 @@ def quantize(
     hadamard quantizes rht(x) (docs/format.md §9); block_2d (2-D x, rows a multiple of 16) gives each
     block the scale of its 16x16 tile's amax. nonfinite: NaN into it where rht(x) or x holds
     NaN or Inf, chunk by chunk from the values quantized, or per_tensor_scale is not positive
-    and finite (Backend.quantize); a flag on x's device takes it without waiting for the device.
+    and finite (Backend.quantize): the chunks flag a copy on x's device, read once at the end,
+    so none waits for the device when the flag lives elsewhere (the host).
     """
     k = x.shape[-1]
     x2d = x.reshape(-1, k)
@@ -260,15 +261,18 @@ def quantize(
     if block_2d:  # whole 16-row tiles a chunk
         rows_per_chunk = -(-rows_per_chunk // BLOCK_SIZE) * BLOCK_SIZE
     pts = per_tensor_scale.to(torch.float32)
-    if nonfinite is not None:
-        _flag_if(nonfinite, ~((pts > 0) & torch.isfinite(pts)))
+    flag = None if nonfinite is None else torch.zeros(1, device=x.device)
+    if flag is not None:
+        _flag_if(flag, ~((pts > 0) & torch.isfinite(pts)))
     for start in range(0, rows, rows_per_chunk):
         stop = min(rows, start + rows_per_chunk)
         first_block = start * (k // BLOCK_SIZE)
         packed[start:stop], scales[start:stop] = quantize_rows(
             x2d[start:stop], per_tensor_scale=pts, mode=mode, seed=seed, offset=offset, first_block=first_block,
-            scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, nonfinite=nonfinite,
+            scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, nonfinite=flag,
         )
+    if flag is not None:
+        _flag_if(nonfinite, flag.isnan()[0])
     return packed.reshape(*x.shape[:-1], k // 2), scales.reshape(*x.shape[:-1], k // BLOCK_SIZE)
 
 
