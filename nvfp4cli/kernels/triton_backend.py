@@ -800,7 +800,7 @@ def _column_patches(
 def _flag_nonfinite(nonfinite_ptr, seen, scale):
     """NaN to nonfinite_ptr from each thread whose blocks' `seen` holds NaN, and from all where
     the scale is NaN, +-Inf, zero or negative: masked stores, taken only then, where a max over
-    the program cost a barrier (and, with Triton 3.6, 26 more registers for RN)."""
+    the program cost a barrier (H200, flagged rowcol RN 107.6 -> 98.6 us)."""
     seen = tl.where((scale > 0.0) & (scale * 0.0 == 0.0), seen, float("nan"))
     tl.store(nonfinite_ptr + tl.zeros(seen.shape, tl.int32), seen, mask=seen != seen)
 
