@@ -937,6 +937,14 @@ def _fence_system(PTX: tl.constexpr):
 
 
 @triton.jit
+def _chunk_done(state_ptr, amax_word, chunk_amax):
+    """An amax chunk's max bits into amax word amax_word, then CHUNKS_DONE counts the chunk
+    (released after the max, for the programs that read it)."""
+    tl.atomic_max(state_ptr + amax_word, chunk_amax, sem="relaxed")
+    tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")
+
+
+@triton.jit
 def _quantize_once_amax_known(
     words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
     packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
@@ -996,8 +1004,7 @@ def _amax_quantize_kernel(
         job = tl.program_id(0)
         end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, job, INPUT_KIND, BLOCKS, 1, BLOCK_2D, False)
         c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-        tl.atomic_max(state_ptr + amax_word, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0), sem="relaxed")
-        tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
+        _chunk_done(state_ptr, amax_word, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
         _quantize_once_amax_known(
             words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
             packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, job, end, blocks, mask, w0, w1, w2, w3,
@@ -1009,8 +1016,7 @@ def _amax_quantize_kernel(
             chunk_amax = _chunk_amax_bits(
                 words_ptr, ticket, n_chunks, n_blocks, n_words, INPUT_KIND, HADAMARD, SIGN_MASK, BLOCKS, CHUNK_TILES, KEPT_STEPS
             )
-            tl.atomic_max(state_ptr + amax_word, chunk_amax, sem="relaxed")
-            tl.atomic_add(state_ptr + CHUNKS_DONE, 1, sem="release")  # after the max, for the programs that read it
+            _chunk_done(state_ptr, amax_word, chunk_amax)
         else:
             job = ticket - n_chunks
             first = (n_programs - n_chunks - 1 - job) * TILES
@@ -1296,8 +1302,8 @@ def quantize(
 
     scale_rule (one of SCALE_RULES) chooses the block scales; element rounding is the same for all.
     hadamard quantizes rht(x), transformed in registers; block_2d (2-D x, rows a multiple of 16)
-    scales each block by its 16x16 tile's amax. nonfinite: see Backend.quantize (one fused
-    multiply-add an element in the same pass)."""
+    scales each block by its 16x16 tile's amax. nonfinite: see Backend.quantize (in the same
+    pass: block maxima that keep NaN, and a masked store)."""
     packed, scales = _launch_quantize(
         x, per_tensor_scale, None, mode, seed, offset, swizzle=swizzle, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d,
         nonfinite=nonfinite,
