@@ -267,19 +267,22 @@ def tune(report: Report, copy_gbps: float) -> None:
             report.add("tune", name, us, quantize_bytes(x, 2), copy_gbps, same=same, **{"x two-pass floor": round(us / floor_us, 3)})
 
 
-# The resident one-launch amax+quantize (triton_backend.RESIDENT_CONFIGS) by size, against tickets
-# and against single configurations of its table
-SMALL_SHAPES = [(16, 8192), (128, 8192), (1024, 1024), (256, 8192), (1536, 1536), (2048, 2048)]
+# The resident one-launch amax+quantize (triton_backend.RESIDENT_CONFIGS, then several tiles a
+# program) by size, against tickets, single configurations of its table and other multi-tile shapes
+SMALL_SHAPES = [(16, 8192), (128, 8192), (1024, 1024), (256, 8192), (1536, 1536), (2048, 2048), (4096, 2048), (4096, 4096), (8192, 8192)]
 SMALL_VARIANTS = {
     "tickets": dict(RESIDENT_LAUNCH=False),
     "resident (the rule)": {},
-    **{f"resident {b} blocks, {w} warps": dict(RESIDENT_CONFIGS=((b, w),)) for b, w in [(256, 4), (512, 8), (1024, 8), (2048, 8)]},
+    "resident, one tile a program only": dict(RESIDENT_MAX_TILES=0),
+    **{f"resident {b} blocks, {w} warps": dict(RESIDENT_CONFIGS=((b, w),), RESIDENT_MAX_TILES=0) for b, w in [(256, 4), (512, 8), (1024, 8), (2048, 8)]},
+    "resident, tiles of 512 blocks": dict(RESIDENT_TILES_CONFIG=(512, 8), RESIDENT_MAX_TILES=16),
+    "resident, up to 32 tiles a program": dict(RESIDENT_MAX_TILES=32),
 }
 
 
 def small_tune(report: Report, copy_gbps: float) -> None:
     """The launch-bound one-launch amax+quantize of small x (goal: 1024x1024 <= 8 us), resident or
-    ticketed; configurations that leave x too large to run resident fall back to tickets."""
+    ticketed; configurations that leave x too large to run resident fall back to tickets (labelled)."""
     for shape in SMALL_SHAPES:
         x = make_input(shape)
         for mode in Mode:
@@ -287,9 +290,10 @@ def small_tune(report: Report, copy_gbps: float) -> None:
                 want = amax_quantize(x, mode)
             for name, knobs in SMALL_VARIANTS.items():
                 with settings(triton_backend, **knobs):
-                    resident = triton_backend._resident_tiling(x.numel() // BLOCK_SIZE, shape[-1] // BLOCK_SIZE, False, x.device)
+                    resident = triton_backend._resident_tiling(x, mode, False)
                 us, same = one_launch_variant(x, mode, want, **knobs)
-                label = f"{shape[0]}x{shape[1]} one launch {mode.value.upper()} {name}" + ("" if resident or name == "tickets" else " (tickets)")
+                how = " (tickets)" if resident is None else f" ({resident[2]} tiles a program)" if resident[2] > 1 else ""
+                label = f"{shape[0]}x{shape[1]} one launch {mode.value.upper()} {name}" + ("" if name == "tickets" else how)
                 report.add("tune", label, us, quantize_bytes(x, 2), copy_gbps, same=same)
 
 

@@ -510,33 +510,75 @@ def assert_amax_quantize_agrees(x, mode, hadamard=False, block_2d=False, scale_r
         assert torch.equal(packed, want_packed)
 
 
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 16), (37, 80), (2, 3, 64), (256, 256)], ids=str)
-def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
+def test_one_launch_amax_quantize_matches_reference(monkeypatch, shape, dtype, mode, resident):
+    # (256x256 runs resident as one program of 4 tiles: the interpreter counts as one SM.)
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     gen = torch.Generator().manual_seed(shape[0] + shape[-1] + DTYPES.index(dtype))
     x = (torch.randn(shape, generator=gen) * 10 ** torch.empty(shape).uniform_(-3, 3, generator=gen)).to(dtype)
     assert_amax_quantize_agrees(x, mode)
 
 
-@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
-@pytest.mark.parametrize("options", [{}, dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True, scale_rule="mse")], ids=str)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.filterwarnings("ignore:All-NaN slice")
-def test_one_launch_resident_and_ticketed_agree(monkeypatch, dtype, mode, options, resident):
-    # x is one tile: the interpreter (one program at a time, so one SM) runs it resident, a program
-    # that reduces its tile, then quantizes it from registers, or, RESIDENT_LAUNCH off, as ticketed
-    # amax and quantize programs. Both equal the reference, and only the second takes tickets.
+RESIDENT_OPTIONS = [{}, dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True, scale_rule="mse")]
+
+
+def assert_resident_and_ticketed_agree(monkeypatch, x, mode, options, resident, tiles):
+    """The one-launch amax+quantize of x, resident in `tiles` tiles a program or (resident False)
+    ticketed, equals the reference, before and after a NaN; only ticketed launches take tickets."""
     monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     counters = triton_backend._LaunchCounters(torch.device("cpu"))
     monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: counters)
-    x = (torch.randn(16, 256, generator=torch.Generator().manual_seed(DTYPES.index(dtype))) * 3).to(dtype)
-    x[9, 200] = -float(torch.finfo(dtype).max) / 8
+    tiling = triton_backend._resident_tiling(x, mode, options.get("block_2d", False))
+    assert (tiling is not None) == resident and (not resident or tiling[2] == tiles)
+    x[9, -56] = -float(torch.finfo(x.dtype).max) / 8
     assert_amax_quantize_agrees(x, mode, **options)
     assert (counters.tickets == 0) == resident and counters.chunks >= 1
     x[2, 3] = float("nan")
     assert_amax_quantize_agrees(x, mode, **options)
+
+
+# The interpreter runs one program at a time, so it counts as one SM, and runs a resident launch
+# as one program: of one tile, quantized from registers (16x256), or for RN of 4 tiles of 1024
+# blocks, quantized backwards from the last, the others read again (64x1024, bf16). With
+# RESIDENT_LAUNCH off both are ticketed.
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
+@pytest.mark.parametrize("options", RESIDENT_OPTIONS, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.filterwarnings("ignore:All-NaN slice")
+def test_one_launch_resident_and_ticketed_agree(monkeypatch, dtype, mode, options, resident):
+    x = (torch.randn(16, 256, generator=torch.Generator().manual_seed(DTYPES.index(dtype))) * 3).to(dtype)
+    assert_resident_and_ticketed_agree(monkeypatch, x, mode, options, resident, tiles=1)
+
+
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
+@pytest.mark.parametrize("options", RESIDENT_OPTIONS, ids=str)
+@pytest.mark.filterwarnings("ignore:All-NaN slice")
+def test_one_launch_resident_tiles_and_ticketed_agree(monkeypatch, options, resident):
+    x = (torch.randn(64, 1024, generator=torch.Generator().manual_seed(2)) * 3).to(torch.bfloat16)
+    assert_resident_and_ticketed_agree(monkeypatch, x, Mode.RN, options, resident, tiles=4)
+
+
+# The last tile is partial (61 rows: 3.8 tiles of 1024 blocks); the largest magnitude sits in the
+# first tile (quantized last), a middle one or the last (quantized first, from registers).
+@pytest.mark.parametrize("where", [5, 1900, -1])
+def test_one_launch_resident_partial_tiles_agree(monkeypatch, where):
+    x = (torch.randn(61, 1024, generator=torch.Generator().manual_seed(3)) * 3).to(torch.bfloat16)
+    x.view(-1, 16)[where] = -1000.0
+    assert_resident_and_ticketed_agree(monkeypatch, x, Mode.RN, {}, True, tiles=4)
+
+
+def test_one_launch_several_resident_tiles_only_for_rn_of_16_bit_elements():
+    # 4 tiles of 1024 blocks hold 128 KiB of fp32 a program, twice 16-bit's, and RS spills: those
+    # take tickets, unless x fits one tile a program.
+    x = torch.zeros(64, 1024, dtype=torch.bfloat16)
+    assert triton_backend._resident_tiling(x, Mode.RN, False)[2] == 4
+    assert triton_backend._resident_tiling(x, Mode.RS, False) is None
+    assert triton_backend._resident_tiling(x.float(), Mode.RN, False) is None
+    assert triton_backend._resident_tiling(x[:32].float(), Mode.RS, False)[2] == 1
 
 
 def test_one_launch_amax_chunks_fill_a_wave_before_they_grow():
@@ -556,6 +598,7 @@ def test_one_launch_amax_with_steps_kept_in_l2_sees_every_element(monkeypatch, k
     # The amax windows' last steps load with another cache policy, in a loop of their own: the
     # largest magnitude counts wherever it sits (first window, middle, x's last element).
     monkeypatch.setattr(triton_backend, "AMAX_KEPT_FRACTION", kept_fraction)
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", False)
     assert 0 <= triton_backend._kept_steps(8) < 8
     x = torch.randn(256, 256, generator=torch.Generator().manual_seed(where)).to(torch.bfloat16)
     x.view(-1)[where] = -1000.0
@@ -589,6 +632,7 @@ def test_one_launch_amax_quantize_state_carries_over_launches_through_int32_wrap
     # On a GPU a stream's state is reused and never reset: each launch starts from the counts the
     # launches before it left. Start just below int32's largest value, so the counters overflow
     # (and wrap to negative values) in the first launch.
+    monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", False)
     counters = triton_backend._LaunchCounters(torch.device("cpu"))
     counters.tickets = counters.chunks = 2**31 - 3
     counters.state[int(triton_backend.TICKETS.value)] = counters.state[int(triton_backend.CHUNKS_DONE.value)] = 2**31 - 3

@@ -104,6 +104,15 @@ AMAX_STREAM_QUANTIZE = True
 # 8.10 us), and so do two programs an SM (8.03 us at 256 blocks, 10.2 at 128 blocks and four an
 # SM); 4096 blocks spill.
 RESIDENT_CONFIGS = ((128, 4), (256, 4), (512, 8), (1024, 8), (2048, 8))
+# A larger x, RN of 16-bit elements, up to RESIDENT_MAX_TILES tiles of RESIDENT_TILES_CONFIG a
+# program (up to 17 M elements, 35 MB, on an H200, whose L2 holds 50 MB), runs resident too: each
+# program reads its tiles, asking L2 to keep them, then quantizes them backwards from the last,
+# still in its registers, the others read again from L2. H200, ticketed -> resident: 4096x2048
+# 20.22-20.38 -> 16.67-16.75 us, 4096x4096 28.72-28.82 -> 26.75-26.77. More tiles, or 512 blocks,
+# lose to tickets (8192x8192: 32 tiles 85.3-86.3 us against 84.3-84.6), and 4 warps lose more.
+# RS at 8 tiles spills (255 registers) and gains 4% at 4096x2048 but loses 1% at 4096x4096.
+RESIDENT_TILES_CONFIG = (1024, 8)
+RESIDENT_MAX_TILES = 8
 RESIDENT_LAUNCH = True  # False: every one-launch amax+quantize takes tickets (tests compare the two)
 
 AMAX_BLOCKS_CONFIG = (512, 8)  # (blocks a tile, warps) of the amax of RHT'd rows (H200)
@@ -208,11 +217,13 @@ def _amax_finish_kernel(partial_ptr, amax_ptr, n_partials, INPUT_KIND: tl.conste
 
 
 @triton.jit
-def _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK: tl.constexpr, CHUNK: tl.constexpr, STREAM: tl.constexpr = False):
+def _load_words(
+    words_ptr, blocks, mask, WORDS_PER_BLOCK: tl.constexpr, CHUNK: tl.constexpr, STREAM: tl.constexpr = False, KEEP: tl.constexpr = False
+):
     """Int32 words CHUNK*4 .. CHUNK*4 + 3 (16 bytes) of each block: [BLOCKS, 4]. STREAM: read
-    once, L2 may evict them first (evict_first)."""
+    once, L2 may evict them first (evict_first); KEEP: read again soon, L2 may evict them last."""
     offsets = blocks[:, None] * WORDS_PER_BLOCK + (CHUNK * 4 + tl.arange(0, 4))[None, :]
-    return tl.load(words_ptr + offsets, mask=mask[:, None], other=0, eviction_policy="evict_first" if STREAM else "")
+    return tl.load(words_ptr + offsets, mask=mask[:, None], other=0, eviction_policy="evict_first" if STREAM else "evict_last" if KEEP else "")
 
 
 @triton.jit
@@ -527,17 +538,17 @@ def _tile_blocks(tile, end, tile_end, scale_cols, BLOCKS: tl.constexpr, BLOCK_2D
 
 
 @triton.jit
-def _load_tile(words_ptr, blocks, mask, PAIRED: tl.constexpr, STREAM: tl.constexpr = False):
+def _load_tile(words_ptr, blocks, mask, PAIRED: tl.constexpr, STREAM: tl.constexpr = False, KEEP: tl.constexpr = False):
     """The blocks' raw words, 16 bytes a load: two loads a block for 16-bit input, four for fp32
     (w2, w3 repeat w0, w1 for 16-bit input, unused). Masked blocks read nothing."""
     WORDS_PER_BLOCK: tl.constexpr = 8 if PAIRED else 16
-    w0 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 0, STREAM)
-    w1 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 1, STREAM)
+    w0 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 0, STREAM, KEEP)
+    w1 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 1, STREAM, KEEP)
     if PAIRED:
         w2, w3 = w0, w1
     else:
-        w2 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 2, STREAM)
-        w3 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 3, STREAM)
+        w2 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 2, STREAM, KEEP)
+        w3 = _load_words(words_ptr, blocks, mask, WORDS_PER_BLOCK, 3, STREAM, KEEP)
     return w0, w1, w2, w3
 
 
@@ -812,7 +823,7 @@ def _quantize_tiles(
     INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SWIZZLE: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, TILED: tl.constexpr, BLOCK_2D: tl.constexpr, COLUMNS: tl.constexpr, COL_HADAMARD: tl.constexpr,
     SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr, PATCH: tl.constexpr, PTX: tl.constexpr,
-    STREAM: tl.constexpr = False, nonfinite_ptr=None, CHECK_FINITE: tl.constexpr = False,
+    STREAM: tl.constexpr = False, nonfinite_ptr=None, CHECK_FINITE: tl.constexpr = False, REVERSE: tl.constexpr = False,
 ):
     """Rowwise NVFP4 of tiles first .. first + TILES - 1 of x, the first one's words loaded
     (_first_tile); of rht(x) with HADAMARD; 16x16-tile scales with BLOCK_2D, which needs TILED,
@@ -828,8 +839,12 @@ def _quantize_tiles(
     TILE_MAX: tl.constexpr = 1 if BLOCK_2D else 0
     seen = tl.zeros([BLOCKS], tl.float32)  # NaN in a block once it held NaN or Inf (CHECK_FINITE)
     for step in tl.range(TILES, loop_unroll_factor=2):  # unrolled: the prefetched words need no copies
-        tile = first + step
-        next_blocks, next_mask = _tile_blocks(tile + 1, end, first + TILES, scale_cols, BLOCKS, TILED, COLUMNS)
+        if REVERSE:  # from the last tile back to the first (the tile after the last is empty)
+            tile = first + TILES - 1 - step
+            next_tile = tl.where(step + 1 < TILES, tile - 1, first + TILES)
+        else:
+            next_tile = first + step + 1
+        next_blocks, next_mask = _tile_blocks(next_tile, end, first + TILES, scale_cols, BLOCKS, TILED, COLUMNS)
         n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, PAIRED, STREAM)
         c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
         seen += _quantize_blocks(
@@ -950,7 +965,7 @@ def _quantize_once_amax_known(
     packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
     AMAX_KIND: tl.constexpr, INPUT_KIND: tl.constexpr, STOCHASTIC: tl.constexpr, SCALE_RULE: tl.constexpr,
     HADAMARD: tl.constexpr, BLOCK_2D: tl.constexpr, SIGN_MASK: tl.constexpr, BLOCKS: tl.constexpr, TILES: tl.constexpr,
-    STREAM_QUANTIZE: tl.constexpr, NOTIFY_HOST: tl.constexpr, PTX: tl.constexpr,
+    STREAM_QUANTIZE: tl.constexpr, NOTIFY_HOST: tl.constexpr, PTX: tl.constexpr, REVERSE: tl.constexpr = False,
 ):
     """A quantize program of _amax_quantize_kernel, its first tile's words loaded: wait for the
     n_chunks amax chunks (CHUNKS_DONE), take the amax (its bits in AMAX_KIND's encoding) and the
@@ -973,7 +988,7 @@ def _quantize_once_amax_known(
         words_ptr, pts, pts_ptr, seed, offset, packed_ptr, scales_ptr, packed_ptr, scales_ptr,
         n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
         INPUT_KIND, STOCHASTIC, False, SCALE_RULE, HADAMARD, BLOCK_2D, BLOCK_2D, False, False, SIGN_MASK, BLOCKS,
-        TILES, 1, PTX, STREAM_QUANTIZE,
+        TILES, 1, PTX, STREAM_QUANTIZE, REVERSE=REVERSE,
     )
 
 
@@ -996,19 +1011,31 @@ def _amax_quantize_kernel(
     from launch to launch: tickets_before and chunks_before are their values as this launch
     starts (int32 arithmetic wraps, so differences stay exact); the amax bits gather in word
     amax_word (AMAX_BITS or the line after it).
-    RESIDENT (a cooperative launch, every program resident at once; n_chunks == n_programs, one
-    tile each, no tickets): each program reduces its own tile, then quantizes it from registers,
-    so x is read once."""
+    RESIDENT (a cooperative launch, every program resident at once; n_chunks == n_programs, no
+    tickets): each program reduces its own TILES tiles, then quantizes them backwards, the last
+    from registers (with one tile a program x is read once), the others read again."""
     seed, offset = _counters(seed, offset, STOCHASTIC, SEED_IN_MEMORY, OFFSET_IN_MEMORY)
     if RESIDENT:
         job = tl.program_id(0)
-        end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, job, INPUT_KIND, BLOCKS, 1, BLOCK_2D, False)
+        first = job * TILES
+        end, blocks, mask, w0, w1, w2, w3 = _first_tile(words_ptr, n_blocks, scale_cols, first, INPUT_KIND, BLOCKS, TILES, BLOCK_2D, False)
+        # Pass 1 reads the tiles in order, each loaded before the one before it is reduced (two in
+        # flight) and kept in L2 for pass 2, which quantizes backwards from the last, in registers.
+        best = tl.zeros((), tl.int32)
+        for step in tl.range(1, TILES, loop_unroll_factor=2):
+            next_blocks, next_mask = _tile_blocks(first + step, end, first + TILES, scale_cols, BLOCKS, BLOCK_2D, False)
+            n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, INPUT_KIND != 2, KEEP=True)
+            c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+            best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
+            w0, w1, w2, w3 = n0, n1, n2, n3
         c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-        _chunk_done(state_ptr, amax_word, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
+        _chunk_done(state_ptr, amax_word, tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0)))
+        blocks, mask = _tile_blocks(first + TILES - 1, end, first + TILES, scale_cols, BLOCKS, BLOCK_2D, False)
         _quantize_once_amax_known(
             words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
-            packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, job, end, blocks, mask, w0, w1, w2, w3,
-            2, INPUT_KIND, STOCHASTIC, SCALE_RULE, HADAMARD, BLOCK_2D, SIGN_MASK, BLOCKS, 1, False, NOTIFY_HOST, PTX,
+            packed_ptr, scales_ptr, n_blocks, scale_cols, unit_stride, first, end, blocks, mask, w0, w1, w2, w3,
+            2, INPUT_KIND, STOCHASTIC, SCALE_RULE, HADAMARD, BLOCK_2D, SIGN_MASK, BLOCKS, TILES, STREAM_QUANTIZE, NOTIFY_HOST, PTX,
+            REVERSE=True,
         )
     else:
         ticket = tl.atomic_add(state_ptr + TICKETS, 1, sem="relaxed") - tickets_before
@@ -1364,16 +1391,22 @@ def _programs_a_wave(device: torch.device) -> int:
     return 2 * _multiprocessors(device) if device.type == "cuda" else 4
 
 
-def _resident_tiling(n_blocks: int, scale_cols: int, block_2d: bool, device: torch.device) -> tuple[int, int, int, int] | None:
-    """The resident one-launch amax+quantize's tiling (as _tiling gives it, one tile a program)
-    where RESIDENT_CONFIGS has one with no more tiles than the device has SMs, else None."""
+def _resident_tiling(x: torch.Tensor, mode: Mode, block_2d: bool) -> tuple[int, int, int, int] | None:
+    """The resident one-launch amax+quantize's (blocks a tile, warps, tiles a program, number of
+    tiles) for x: one tile a program where RESIDENT_CONFIGS has one with no more tiles than the
+    device has SMs, else for RN of 16-bit elements up to RESIDENT_MAX_TILES of
+    RESIDENT_TILES_CONFIG's a program, one program an SM; None for a larger x."""
     if not RESIDENT_LAUNCH:
         return None
+    n_blocks, scale_cols = x.numel() // BLOCK_SIZE, x.shape[-1] // BLOCK_SIZE
     for blocks_a_tile, warps in RESIDENT_CONFIGS:
         tiling = _tiling((blocks_a_tile, warps, 1), n_blocks, scale_cols, block_2d)
-        if tiling[3] <= _multiprocessors(device):
+        if tiling[3] <= _multiprocessors(x.device):
             return tiling
-    return None
+    blocks_a_tile, warps, _, n_tiles = _tiling((*RESIDENT_TILES_CONFIG, 1), n_blocks, scale_cols, block_2d)
+    tiles = triton.cdiv(n_tiles, _multiprocessors(x.device))
+    several = Mode(mode) is Mode.RN and x.element_size() == 2 and tiles <= RESIDENT_MAX_TILES
+    return (blocks_a_tile, warps, tiles, n_tiles) if several else None
 
 
 def _chunk_tiles(n_tiles: int, device: torch.device) -> int:
@@ -1412,10 +1445,11 @@ def quantize_amax(
             amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
         )
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    resident = _resident_tiling(n_blocks, scale_cols, block_2d, x.device)
+    resident = _resident_tiling(x, mode, block_2d)
     if resident is not None:
         blocks_a_tile, warps, tiles, n_tiles = resident
-        chunk_tiles, n_chunks, n_programs, tickets = 1, n_tiles, n_tiles, 0
+        chunk_tiles, tickets = 1, 0
+        n_chunks = n_programs = triton.cdiv(n_tiles, tiles)
     else:
         blocks_a_tile, warps, tiles, n_tiles = _tiling(AMAX_QUANTIZE_CONFIGS[(Mode(mode), block_2d)], n_blocks, scale_cols, block_2d)
         amax_tiles = triton.cdiv(n_blocks, blocks_a_tile)

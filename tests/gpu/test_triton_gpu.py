@@ -323,22 +323,26 @@ def test_one_launch_amax_quantize_matches_reference(shape, dtype, mode):
     "options", [dict(hadamard=True), dict(block_2d=True), dict(hadamard=True, block_2d=True), dict(scale_rule="mse"), dict(scale_rule="4over6")], ids=str
 )
 @pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
-def test_one_launch_amax_quantize_options_match_reference(monkeypatch, mode, options, resident):
+@pytest.mark.parametrize("shape", [(1024, 2048), (4096, 2048)], ids=str)  # resident: one tile a program, several
+def test_one_launch_amax_quantize_options_match_reference(monkeypatch, shape, mode, options, resident):
     monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
-    assert_amax_quantize_same(random_input((1024, 2048), torch.bfloat16, seed=11), mode, **options)
+    assert_amax_quantize_same(random_input(shape, torch.bfloat16, seed=11), mode, **options)
 
 
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
 @pytest.mark.parametrize("mode", [Mode.RN, Mode.RS])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(16, 8192), (100, 1040), (1024, 1024), (1024, 2048), (2048, 2048)], ids=str)
+@pytest.mark.parametrize("shape", [(16, 8192), (100, 1040), (1024, 1024), (1024, 2048), (2048, 2048), (1000, 4112), (4096, 2048), (3000, 4096)], ids=str)
 def test_one_launch_resident_and_ticketed_match_reference(monkeypatch, shape, dtype, mode, resident):
-    # Small inputs run resident (one tile a program, every program at once, each quantizing the
-    # tile it reduced); RESIDENT_LAUNCH off, the same inputs take tickets. Both give the reference's bytes.
+    # Inputs up to 17 M elements run resident (every program at once, each quantizing the tiles it
+    # reduced: one, or for RN of 16-bit elements several, 3000x4096 leaving the last program short
+    # of tiles); RESIDENT_LAUNCH off, the same inputs take tickets. Both give the reference's bytes.
     monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     x = random_input(shape, dtype, seed=shape[0] + 3)
-    n_blocks = x.numel() // 16
-    assert (triton_backend._resident_tiling(n_blocks, shape[-1] // 16, False, x.device) is not None) == resident
+    several_tiles = shape[0] >= 3000  # 4-7 tiles of 1024 blocks a program on 114-132 SMs
+    want_resident = resident and (not several_tiles or (mode is Mode.RN and x.element_size() == 2))
+    tiling = triton_backend._resident_tiling(x, mode, False)
+    assert (tiling is not None) == want_resident and (tiling is None or (tiling[2] > 1) == several_tiles)
     assert_amax_quantize_same(x, mode)
 
 
