@@ -276,6 +276,7 @@ SMALL_VARIANTS = {
     "resident, one tile a program only": dict(RESIDENT_MAX_TILES=0),
     **{f"resident {b} blocks, {w} warps": dict(RESIDENT_CONFIGS=((b, w),), RESIDENT_MAX_TILES=0) for b, w in [(256, 4), (512, 8), (1024, 8), (2048, 8)]},
     "resident, tiles of 512 blocks": dict(RESIDENT_TILES_CONFIG=(512, 8), RESIDENT_MAX_TILES=16),
+    "resident, tiles of 8 warps": dict(RESIDENT_TILES_CONFIG=(1024, 8)),
     "resident, up to 32 tiles a program": dict(RESIDENT_MAX_TILES=32),
 }
 

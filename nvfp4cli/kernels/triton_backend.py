@@ -108,10 +108,11 @@ RESIDENT_CONFIGS = ((128, 4), (256, 4), (512, 8), (1024, 8), (2048, 8))
 # program (up to 17 M elements, 35 MB, on an H200, whose L2 holds 50 MB), runs resident too: each
 # program reads its tiles, asking L2 to keep them, then quantizes them backwards from the last,
 # still in its registers, the others read again from L2. H200, ticketed -> resident: 4096x2048
-# 20.22-20.38 -> 16.67-16.75 us, 4096x4096 28.72-28.82 -> 26.75-26.77. More tiles, or 512 blocks,
-# lose to tickets (8192x8192: 32 tiles 85.3-86.3 us against 84.3-84.6), and 4 warps lose more.
-# RS at 8 tiles spills (255 registers) and gains 4% at 4096x2048 but loses 1% at 4096x4096.
-RESIDENT_TILES_CONFIG = (1024, 8)
+# 20.21 -> 16.40 us, 3000x4096 24.85 -> 21.52, 4096x4096 28.74 -> 25.70 (8 warps: 16.75, 21.60,
+# 26.62; 2048 blocks and 16 warps spill). More tiles, or 512 blocks, lose to tickets (8192x8192:
+# 32 tiles 85.3-86.3 us against 84.3-84.6). RS at 8 tiles of 8 warps spills (255 registers) and
+# gains 4% at 4096x2048 but loses 1% at 4096x4096.
+RESIDENT_TILES_CONFIG = (1024, 16)
 RESIDENT_MAX_TILES = 8
 RESIDENT_LAUNCH = True  # False: every one-launch amax+quantize takes tickets (tests compare the two)
 
