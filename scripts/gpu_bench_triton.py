@@ -291,7 +291,7 @@ def small_tune(report: Report, copy_gbps: float) -> None:
                 want = amax_quantize(x, mode)
             for name, knobs in SMALL_VARIANTS.items():
                 with settings(triton_backend, **knobs):
-                    resident = triton_backend._resident_tiling(x, mode, False)
+                    resident = triton_backend._resident_tiling(x, False)
                 us, same = one_launch_variant(x, mode, want, **knobs)
                 how = " (tickets)" if resident is None else f" ({resident[2]} tiles a program)" if resident[2] > 1 else ""
                 label = f"{shape[0]}x{shape[1]} one launch {mode.value.upper()} {name}" + ("" if name == "tickets" else how)

@@ -531,7 +531,7 @@ def assert_resident_and_ticketed_agree(monkeypatch, x, mode, options, resident, 
     monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     counters = triton_backend._LaunchCounters(torch.device("cpu"))
     monkeypatch.setattr(triton_backend._amax_quantize_state, "get", lambda device: counters)
-    tiling = triton_backend._resident_tiling(x, mode, options.get("block_2d", False))
+    tiling = triton_backend._resident_tiling(x, options.get("block_2d", False))
     assert (tiling is not None) == resident and (not resident or tiling[2] == tiles)
     x[9, -56] = -float(torch.finfo(x.dtype).max) / 8
     assert_amax_quantize_agrees(x, mode, **options)
@@ -541,9 +541,9 @@ def assert_resident_and_ticketed_agree(monkeypatch, x, mode, options, resident, 
 
 
 # The interpreter runs one program at a time, so it counts as one SM, and runs a resident launch
-# as one program: of one tile, quantized from registers (16x256), or for RN of 4 tiles of 1024
-# blocks, quantized backwards from the last, the others read again (64x1024, bf16). With
-# RESIDENT_LAUNCH off both are ticketed.
+# as one program: of one tile, quantized from registers (16x256), or of 4 tiles of 1024 blocks,
+# quantized backwards from the last, the others read again (64x1024, bf16). With RESIDENT_LAUNCH
+# off both are ticketed.
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
 @pytest.mark.parametrize("options", RESIDENT_OPTIONS, ids=str)
 @pytest.mark.parametrize("mode", MODES)
@@ -556,29 +556,31 @@ def test_one_launch_resident_and_ticketed_agree(monkeypatch, dtype, mode, option
 
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "tickets"])
 @pytest.mark.parametrize("options", RESIDENT_OPTIONS, ids=str)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.filterwarnings("ignore:All-NaN slice")
-def test_one_launch_resident_tiles_and_ticketed_agree(monkeypatch, options, resident):
+def test_one_launch_resident_tiles_and_ticketed_agree(monkeypatch, mode, options, resident):
     x = (torch.randn(64, 1024, generator=torch.Generator().manual_seed(2)) * 3).to(torch.bfloat16)
-    assert_resident_and_ticketed_agree(monkeypatch, x, Mode.RN, options, resident, tiles=4)
+    assert_resident_and_ticketed_agree(monkeypatch, x, mode, options, resident, tiles=4)
 
 
 # The last tile is partial (61 rows: 3.8 tiles of 1024 blocks); the largest magnitude sits in the
 # first tile (quantized last), a middle one or the last (quantized first, from registers).
 @pytest.mark.parametrize("where", [5, 1900, -1])
-def test_one_launch_resident_partial_tiles_agree(monkeypatch, where):
+@pytest.mark.parametrize("mode", MODES)
+def test_one_launch_resident_partial_tiles_agree(monkeypatch, mode, where):
     x = (torch.randn(61, 1024, generator=torch.Generator().manual_seed(3)) * 3).to(torch.bfloat16)
     x.view(-1, 16)[where] = -1000.0
-    assert_resident_and_ticketed_agree(monkeypatch, x, Mode.RN, {}, True, tiles=4)
+    assert_resident_and_ticketed_agree(monkeypatch, x, mode, {}, True, tiles=4)
 
 
-def test_one_launch_several_resident_tiles_only_for_rn_of_16_bit_elements():
-    # 4 tiles of 1024 blocks hold 128 KiB of fp32 a program, twice 16-bit's, and RS spills: those
-    # take tickets, unless x fits one tile a program.
+def test_one_launch_several_resident_tiles_only_for_16_bit_elements():
+    # 4 tiles of 1024 blocks hold 128 KiB of fp32 a program, twice 16-bit's: fp32 takes tickets,
+    # unless x fits one tile a program.
     x = torch.zeros(64, 1024, dtype=torch.bfloat16)
-    assert triton_backend._resident_tiling(x, Mode.RN, False)[2] == 4
-    assert triton_backend._resident_tiling(x, Mode.RS, False) is None
-    assert triton_backend._resident_tiling(x.float(), Mode.RN, False) is None
-    assert triton_backend._resident_tiling(x[:32].float(), Mode.RS, False)[2] == 1
+    assert triton_backend._resident_tiling(x, False)[2] == 4
+    assert triton_backend._resident_tiling(x.half(), True)[2] == 4
+    assert triton_backend._resident_tiling(x.float(), False) is None
+    assert triton_backend._resident_tiling(x[:32].float(), False)[2] == 1
 
 
 def test_one_launch_amax_chunks_fill_a_wave_before_they_grow():

@@ -104,14 +104,15 @@ AMAX_STREAM_QUANTIZE = True
 # 8.10 us), and so do two programs an SM (8.03 us at 256 blocks, 10.2 at 128 blocks and four an
 # SM); 4096 blocks spill.
 RESIDENT_CONFIGS = ((128, 4), (256, 4), (512, 8), (1024, 8), (2048, 8))
-# A larger x, RN of 16-bit elements, up to RESIDENT_MAX_TILES tiles of RESIDENT_TILES_CONFIG a
-# program (up to 17 M elements, 35 MB, on an H200, whose L2 holds 50 MB), runs resident too: each
-# program reads its tiles, asking L2 to keep them, then quantizes them backwards from the last,
-# still in its registers, the others read again from L2. H200, ticketed -> resident: 4096x2048
-# 20.21 -> 16.40 us, 3000x4096 24.85 -> 21.52, 4096x4096 28.74 -> 25.70 (8 warps: 16.75, 21.60,
-# 26.62; 2048 blocks and 16 warps spill). More tiles, or 512 blocks, lose to tickets (8192x8192:
-# 32 tiles 85.3-86.3 us against 84.3-84.6). RS at 8 tiles of 8 warps spills (255 registers) and
-# gains 4% at 4096x2048 but loses 1% at 4096x4096.
+# A larger x of 16-bit elements, up to RESIDENT_MAX_TILES tiles of RESIDENT_TILES_CONFIG a program
+# (up to 17 M elements, 35 MB, on an H200, whose L2 holds 50 MB), runs resident too: each program
+# reads its tiles, asking L2 to keep them, then quantizes them backwards from the last, still in
+# its registers, the others read again from L2. H200, ticketed -> resident, RN: 4096x2048 20.21 ->
+# 16.40 us, 3000x4096 24.85 -> 21.52, 4096x4096 28.74 -> 25.70; RS 19.89 -> 18.50, 25.70 -> 23.79,
+# 31.36 -> 30.10 (RS spills 48 bytes a thread; at 8 warps RN took 16.75, 21.60, 26.62 us and RS
+# spilled 144 bytes and lost at 4096x4096; 2048 blocks and 16 warps spill). More tiles, or 512
+# blocks, lose to tickets (8192x8192: 32 tiles 85.3-86.3 us against 84.3-84.6). fp32 takes
+# tickets beyond one tile: its tiles hold twice the bytes.
 RESIDENT_TILES_CONFIG = (1024, 16)
 RESIDENT_MAX_TILES = 8
 RESIDENT_LAUNCH = True  # False: every one-launch amax+quantize takes tickets (tests compare the two)
@@ -1392,11 +1393,11 @@ def _programs_a_wave(device: torch.device) -> int:
     return 2 * _multiprocessors(device) if device.type == "cuda" else 4
 
 
-def _resident_tiling(x: torch.Tensor, mode: Mode, block_2d: bool) -> tuple[int, int, int, int] | None:
+def _resident_tiling(x: torch.Tensor, block_2d: bool) -> tuple[int, int, int, int] | None:
     """The resident one-launch amax+quantize's (blocks a tile, warps, tiles a program, number of
     tiles) for x: one tile a program where RESIDENT_CONFIGS has one with no more tiles than the
-    device has SMs, else for RN of 16-bit elements up to RESIDENT_MAX_TILES of
-    RESIDENT_TILES_CONFIG's a program, one program an SM; None for a larger x."""
+    device has SMs, else for 16-bit elements up to RESIDENT_MAX_TILES of RESIDENT_TILES_CONFIG's
+    a program, one program an SM; None for a larger x."""
     if not RESIDENT_LAUNCH:
         return None
     n_blocks, scale_cols = x.numel() // BLOCK_SIZE, x.shape[-1] // BLOCK_SIZE
@@ -1406,7 +1407,7 @@ def _resident_tiling(x: torch.Tensor, mode: Mode, block_2d: bool) -> tuple[int, 
             return tiling
     blocks_a_tile, warps, _, n_tiles = _tiling((*RESIDENT_TILES_CONFIG, 1), n_blocks, scale_cols, block_2d)
     tiles = triton.cdiv(n_tiles, _multiprocessors(x.device))
-    several = Mode(mode) is Mode.RN and x.element_size() == 2 and tiles <= RESIDENT_MAX_TILES
+    several = x.element_size() == 2 and tiles <= RESIDENT_MAX_TILES
     return (blocks_a_tile, warps, tiles, n_tiles) if several else None
 
 
@@ -1446,7 +1447,7 @@ def quantize_amax(
             amax, quantize, x, mode=mode, seed=seed, offset=offset, scale_rule=scale_rule, hadamard=hadamard, block_2d=block_2d, host_amax=host_amax
         )
     scale_cols = x.shape[-1] // BLOCK_SIZE
-    resident = _resident_tiling(x, mode, block_2d)
+    resident = _resident_tiling(x, block_2d)
     if resident is not None:
         blocks_a_tile, warps, tiles, n_tiles = resident
         chunk_tiles, tickets = 1, 0

@@ -335,13 +335,13 @@ def test_one_launch_amax_quantize_options_match_reference(monkeypatch, shape, mo
 @pytest.mark.parametrize("shape", [(16, 8192), (100, 1040), (1024, 1024), (1024, 2048), (2048, 2048), (1000, 4112), (4096, 2048), (3000, 4096)], ids=str)
 def test_one_launch_resident_and_ticketed_match_reference(monkeypatch, shape, dtype, mode, resident):
     # Inputs up to 17 M elements run resident (every program at once, each quantizing the tiles it
-    # reduced: one, or for RN of 16-bit elements several, 3000x4096 leaving the last program short
-    # of tiles); RESIDENT_LAUNCH off, the same inputs take tickets. Both give the reference's bytes.
+    # reduced: one, or for 16-bit elements several, 3000x4096 leaving the last program short of
+    # tiles); RESIDENT_LAUNCH off, the same inputs take tickets. Both give the reference's bytes.
     monkeypatch.setattr(triton_backend, "RESIDENT_LAUNCH", resident)
     x = random_input(shape, dtype, seed=shape[0] + 3)
     several_tiles = shape[0] >= 3000  # 4-7 tiles of 1024 blocks a program on 114-132 SMs
-    want_resident = resident and (not several_tiles or (mode is Mode.RN and x.element_size() == 2))
-    tiling = triton_backend._resident_tiling(x, mode, False)
+    want_resident = resident and (not several_tiles or x.element_size() == 2)
+    tiling = triton_backend._resident_tiling(x, False)
     assert (tiling is not None) == want_resident and (tiling is None or (tiling[2] > 1) == several_tiles)
     assert_amax_quantize_same(x, mode)
 
