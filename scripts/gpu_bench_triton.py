@@ -269,7 +269,9 @@ def tune(report: Report, copy_gbps: float) -> None:
 
 # The resident one-launch amax+quantize (triton_backend.RESIDENT_CONFIGS, then several tiles a
 # program) by size, against tickets, single configurations of its table and other multi-tile shapes
-SMALL_SHAPES = [(16, 8192), (128, 8192), (1024, 1024), (256, 8192), (1536, 1536), (2048, 2048), (4096, 2048), (4096, 4096), (8192, 8192)]
+# (4096x5120 and 5120x5120: 10 and 13 tiles of 1024 blocks a program on an H200, past
+# RESIDENT_MAX_TILES but inside L2; "up to 32 tiles" times them resident.)
+SMALL_SHAPES = [(16, 8192), (128, 8192), (1024, 1024), (256, 8192), (1536, 1536), (2048, 2048), (4096, 2048), (4096, 4096), (4096, 5120), (5120, 5120), (8192, 8192)]
 SMALL_VARIANTS = {
     "tickets": dict(RESIDENT_LAUNCH=False),
     "resident (the rule)": {},
