@@ -648,6 +648,13 @@ def _chunks_abs_max_bits(c0, c1, c2, c3):
 
 
 @triton.jit
+def _words_abs_max_bits(w0, w1, w2, w3, INPUT_KIND: tl.constexpr, HADAMARD: tl.constexpr, SIGN_MASK: tl.constexpr):
+    """_chunks_abs_max_bits of the blocks whose raw words (_load_tile) are w0 .. w3, RHT'd with HADAMARD."""
+    c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
+    return _chunks_abs_max_bits(c0, c1, c2, c3)
+
+
+@triton.jit
 def _tile_max(block_max, BLOCKS: tl.constexpr, TILE_MAX: tl.constexpr, PATCH: tl.constexpr):
     """2-D scaling: each block's max replaced by its 16x16 tile's. TILE_MAX 1: the blocks are 16
     rows x BLOCKS/16 block columns (rowwise); 2: column blocks as _column_patches lays them out,
@@ -921,8 +928,7 @@ def _chunk_amax_bits(
         for step in tl.range(CHUNK_TILES, num_stages=1):
             blocks, mask = _tile_blocks(step * n_chunks + chunk, n_blocks, 0, 1, BLOCKS, False, False)
             w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, PAIRED)
-            c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK)
-            best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
+            best = tl.maximum(best, tl.max(_words_abs_max_bits(w0, w1, w2, w3, INPUT_KIND, True, SIGN_MASK), axis=0))
     else:
         WORDS: tl.constexpr = BLOCKS * (4 if PAIRED else 8)  # half a tile
         # step s reads half-tiles s // 2 * 2 n_chunks + 2 chunk and the next one
@@ -1027,11 +1033,10 @@ def _amax_quantize_kernel(
         for step in tl.range(1, TILES, loop_unroll_factor=2):
             next_blocks, next_mask = _tile_blocks(first + step, end, first + TILES, scale_cols, BLOCKS, BLOCK_2D, False)
             n0, n1, n2, n3 = _load_tile(words_ptr, next_blocks, next_mask, INPUT_KIND != 2, KEEP=True)
-            c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-            best = tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0))
+            best = tl.maximum(best, tl.max(_words_abs_max_bits(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK), axis=0))
             w0, w1, w2, w3 = n0, n1, n2, n3
-        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-        _chunk_done(state_ptr, amax_word, tl.maximum(best, tl.max(_chunks_abs_max_bits(c0, c1, c2, c3), axis=0)))
+        last_max = tl.max(_words_abs_max_bits(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK), axis=0)
+        _chunk_done(state_ptr, amax_word, tl.maximum(best, last_max))
         blocks, mask = _tile_blocks(first + TILES - 1, end, first + TILES, scale_cols, BLOCKS, BLOCK_2D, False)
         _quantize_once_amax_known(
             words_ptr, pts_ptr, amax_ptr, host_amax_ptr, state_ptr, chunks_before, amax_word, n_chunks, job, seed, offset,
@@ -1076,8 +1081,7 @@ def _amax_blocks_kernel(
     for step in tl.range(TILES):
         blocks, mask = _tile_blocks(first + step, n_blocks, first + TILES, scale_cols, BLOCKS, COL_HADAMARD, COL_HADAMARD)
         w0, w1, w2, w3 = _load_tile(words_ptr, blocks, mask, INPUT_KIND != 2)
-        c0, c1, c2, c3 = _elements(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK)
-        best = tl.maximum(best, _chunks_abs_max_bits(c0, c1, c2, c3))
+        best = tl.maximum(best, _words_abs_max_bits(w0, w1, w2, w3, INPUT_KIND, HADAMARD, SIGN_MASK))
     tl.store(partial_ptr + program, tl.max(best, axis=0))
     if COL_HADAMARD:  # patches outside x read zeros, whose transform is zero
         c0, c1, c2, c3, _, _ = _column_patches(words_ptr, first, n_blocks, scale_cols, INPUT_KIND, True, SIGN_MASK, BLOCKS, TILES, PATCH)
